@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 pytest_plugins = [
     "suites.fixtures.checkpoints",
+    "suites.fixtures.conversions",
     "suites.fixtures.gguf_files",
     "suites.fixtures.gguf_extra",
 ]
