@@ -1,0 +1,155 @@
+"""Qwen2-VL -> SO8T conversion: copy the source checkpoint, add SO(8) gates (and a safety head).
+
+The converted directory (format in :mod:`so8t.checkpoint.so8t_dir`) holds the source shards byte for
+byte, ``so8t_gates.safetensors`` with generators for every gate of every decoder layer, and config.json
+with an ``so8t`` section recording the map, the init, the seed and the sha256 of every source weight
+file. Identity init (the default) gives zero generators, so the SO8T model computes exactly what the
+source computes; ``random`` draws seeded generators (tests, experiments).
+
+The conversion streams: weights are copied in 16 MiB chunks (hashed on the way), never loaded as
+tensors, so memory stays small and the time is disk-bound. The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from so8t import group
+from so8t.adapters import qwen2vl
+from so8t.checkpoint.so8t_dir import CONFIG_FILE, GATES_FILE, gate_key, so8t_section
+from so8t.errors import ConfigError, GroupError, HiddenSizeError, So8tError
+from so8t.gates import INITS, init_generators
+from so8t.io import atomic_path
+from so8t.safety import SafetyHead
+
+_CHUNK = 16 << 20
+
+
+def _copy_hashed(src: Path, dst: Path, bar: tqdm) -> str:
+    """Copy ``src`` to ``dst`` in chunks; return its sha256."""
+    digest = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(_CHUNK):
+            digest.update(block)
+            fout.write(block)
+            bar.update(len(block))
+    shutil.copystat(src, dst)
+    return digest.hexdigest()
+
+
+class Qwen2VLToSO8TConverter:
+    """Convert a Hugging Face Qwen2-VL checkpoint directory into an SO8T checkpoint directory.
+
+    Args:
+        input_model: source checkpoint directory (validated by ``CheckpointReader`` on open).
+        hidden_size: expected text hidden size; a mismatch with config.json is a ``HiddenSizeError``.
+        rotation_dim: must be 8 (``RotationDimError`` otherwise).
+        safety_features: add the safety head (seeded init).
+        rotation_init: ``"identity"`` (zero generators, default) or ``"random"`` (seeded).
+        seed: seed for random gates and the safety head (None means 0).
+        map: ``"exp"`` or ``"cayley"``, the generator -> rotation map recorded for every consumer.
+        progress: show a tqdm bar on stderr.
+
+    Example:
+        >>> Qwen2VLToSO8TConverter("Qwen2-VL-2B-Instruct").convert("qwen2vl-so8t")
+    """
+
+    def __init__(
+        self,
+        input_model: str | Path,
+        *,
+        hidden_size: int | None = None,
+        rotation_dim: int = group.ROTATION_DIM,
+        safety_features: bool = False,
+        rotation_init: str = "identity",
+        seed: int | None = None,
+        map: str = "exp",
+        progress: bool = True,
+    ):
+        group.check_rotation_dim(rotation_dim)
+        if rotation_init not in INITS:
+            raise GroupError(f"unknown rotation init {rotation_init!r}", hint=f"use one of {', '.join(INITS)}")
+        try:
+            self.map = group.RotationMap(map)
+        except ValueError:
+            choices = ", ".join(m.value for m in group.RotationMap)
+            raise GroupError(f"unknown rotation map {map!r}", hint=f"use one of {choices}") from None
+        from so8t.checkpoint import CheckpointReader
+
+        self.reader = CheckpointReader(input_model)
+        self.input_model = self.reader.path
+        config_path = self.input_model / CONFIG_FILE
+        if "so8t" in self.reader.config:
+            raise ConfigError("already an SO8T checkpoint (config.json has an 'so8t' section)", path=config_path)
+        self.hidden_size = int(self.reader.text_config["hidden_size"])
+        self.num_layers = int(self.reader.text_config["num_hidden_layers"])
+        if hidden_size is not None and int(hidden_size) != self.hidden_size:
+            raise HiddenSizeError(
+                f"--hidden-size {hidden_size} does not match hidden_size {self.hidden_size} in config.json",
+                path=config_path,
+            )
+        self.n_blocks = group.num_blocks(self.hidden_size)
+        self.safety_features = safety_features
+        self.rotation_init = rotation_init
+        self.seed = 0 if seed is None else int(seed)
+        self.progress = progress
+
+    def gate_tensors(self) -> dict[str, torch.Tensor]:
+        """All tensors of ``so8t_gates.safetensors`` (float32), deterministic for the seed."""
+        seeds = torch.Generator().manual_seed(self.seed)
+        tensors = {}
+        for layer in range(self.num_layers):
+            for gate in qwen2vl.GATE_NAMES:
+                gate_seed = int(torch.randint(0, 2**62, (1,), generator=seeds))
+                tensors[gate_key(layer, gate)] = init_generators(self.n_blocks, self.rotation_init, gate_seed)
+        if self.safety_features:
+            head_seed = int(torch.randint(0, 2**62, (1,), generator=seeds))
+            tensors.update(SafetyHead(self.hidden_size, seed=head_seed).file_state())
+        return tensors
+
+    def _check_output(self, output: Path) -> None:
+        out = output.resolve()
+        src = self.input_model.resolve()
+        if out == src or src in out.parents:
+            raise So8tError("output must not be the input checkpoint or lie inside it", path=output)
+
+    def convert(self, output_model: str | Path) -> Path:
+        """Write the SO8T directory at ``output_model`` (replacing it atomically); return its path."""
+        output = Path(output_model)
+        self._check_output(output)
+        weight_files = list(self.reader.shard_files)
+        aux_files = [p for p in self.reader.aux_files if p.name != CONFIG_FILE]
+        total = sum(p.stat().st_size for p in weight_files + aux_files)
+        hashes: dict[str, str] = {}
+        with atomic_path(output) as tmp, tqdm(
+            total=total, unit="B", unit_scale=True, desc="so8t convert", disable=not self.progress
+        ) as bar:
+            tmp.mkdir()
+            for src in weight_files:
+                rel = src.relative_to(self.input_model)
+                hashes[rel.as_posix()] = _copy_hashed(src, tmp / rel, bar)
+            for src in aux_files:
+                _copy_hashed(src, tmp / src.relative_to(self.input_model), bar)
+            bar.set_postfix_str("gates")
+            save_file(self.gate_tensors(), str(tmp / GATES_FILE), metadata={"format": "pt", "so8t": "gates"})
+            config = dict(self.reader.config)
+            config["so8t"] = so8t_section(
+                hidden_size=self.hidden_size,
+                num_layers=self.num_layers,
+                rotation_map=self.map.value,
+                rotation_init=self.rotation_init,
+                seed=self.seed,
+                safety_head=self.safety_features,
+                source_path=self.input_model.resolve(),
+                source_files=hashes,
+            )
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+        return output

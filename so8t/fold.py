@@ -1,0 +1,99 @@
+"""Fold (burn in) SO8T gates into plain Linear weights, so stock runtimes compute the SO8T model.
+
+Convention: row vectors as in ``torch.nn.Linear`` (``y = x @ W.T + b``, ``W`` is ``[out, in]``). A gate
+after a Linear rotates its output: ``y = (x @ W.T + b) @ R`` with ``R`` the block-diagonal ``[out, out]``
+rotation. That equals a Linear with
+
+    W' = R.T @ W        (R multiplies W from the LEFT, transposed)
+    b' = b @ R
+
+because ``x @ W.T @ R = x @ (R.T @ W).T``. Folding as ``W @ R`` (the upstream SO8T code) is wrong; the
+test suites prove they catch it.
+
+Precision: folds run in float64 from the source weights and stay float64; the consumer casts once to its
+export type. Never round the folded weights through bf16 in between.
+
+Which tensors are gate sites, and which gates compose there, comes from :mod:`so8t.adapters.qwen2vl`; this
+module never spells a tensor name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from so8t import group
+from so8t.adapters import qwen2vl
+from so8t.checkpoint.so8t_dir import SO8TCheckpoint
+
+PARTS = ("text", "vision", "all")
+
+
+def fold_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, rotation: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fold a dense output rotation into a Linear: ``(R.T @ W, b @ R)`` in float64.
+
+    Args:
+        weight: ``[out, in]`` Linear weight (any float dtype).
+        bias: ``[out]`` or None.
+        rotation: dense ``[out, out]`` rotation ``R`` applied to the Linear's output as ``y @ R``.
+    Returns:
+        ``(W', b')`` float64, with ``x @ W'.T + b' == (x @ W.T + b) @ R``.
+    """
+    r = rotation.to(torch.float64)
+    folded_w = r.T @ weight.to(torch.float64)
+    folded_b = None if bias is None else bias.to(torch.float64) @ r
+    return folded_w, folded_b
+
+
+def fold_linear_blocks(
+    weight: torch.Tensor, bias: torch.Tensor | None, rotations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`fold_linear` for a block-diagonal ``R`` given as blocks ``[out/8, 8, 8]`` (no dense matrix).
+
+    Block ``k`` of the output rows: ``W'[8k:8k+8] = R_k.T @ W[8k:8k+8]``; ``b'_k = b_k @ R_k``. float64.
+    """
+    r = rotations.to(torch.float64)
+    n = group.num_blocks(weight.shape[0])
+    w = weight.to(torch.float64).reshape(n, group.ROTATION_DIM, -1)
+    folded_w = torch.einsum("kji,kjc->kic", r, w).reshape(weight.shape)
+    folded_b = None
+    if bias is not None:
+        folded_b = group.apply_blocks(bias.to(torch.float64), r)
+    return folded_w, folded_b
+
+
+def _fold_tensor(checkpoint: SO8TCheckpoint, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    site, layer, kind = qwen2vl.fold_site(name)
+    rotations = checkpoint.site_rotation(layer, site)
+    if kind == "weight":
+        return fold_linear_blocks(tensor, None, rotations)[0]
+    return group.apply_blocks(tensor.to(torch.float64), rotations)
+
+
+def iter_folded_tensors(
+    so8t_dir: str | Path | SO8TCheckpoint, part: str = "all"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Stream ``(canonical_name, tensor)`` of the plain Qwen2-VL model equivalent to an SO8T checkpoint.
+
+    Gate-site Linears (``o_proj``, ``down_proj``; weight and bias if present) come folded, in float64;
+    every other tensor comes unchanged in its source dtype. One tensor is held at a time.
+
+    Args:
+        so8t_dir: an SO8T checkpoint directory (or an open :class:`SO8TCheckpoint`).
+        part: ``"text"`` (language model incl. embeddings and lm_head), ``"vision"`` or ``"all"``.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    checkpoint = so8t_dir if isinstance(so8t_dir, SO8TCheckpoint) else SO8TCheckpoint(so8t_dir)
+    with torch.no_grad():
+        for name in checkpoint.reader.names():
+            if part != "all" and qwen2vl.part_of(name) != part:
+                continue
+            tensor = checkpoint.reader.get(name)
+            if qwen2vl.fold_site(name) is not None:
+                tensor = _fold_tensor(checkpoint, name, tensor)
+            yield name, tensor
