@@ -1,0 +1,1 @@
+"""Reading Hugging Face Qwen2-VL checkpoints (safetensors only, streamed)."""

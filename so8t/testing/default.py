@@ -1,0 +1,74 @@
+"""The embedded default checkpoint, built once per machine into a cache directory.
+
+``default_checkpoint()`` returns ``<cache>/qwen2-vl-tiny-<variant>-b<BUILDER_VERSION>-<spec digest>``,
+building it first if absent. The cache is ``$SO8T_CACHE_DIR`` or ``~/.cache/so8t``. The directory name
+carries the builder version and a digest of the spec, so changing either builds a fresh directory
+instead of reusing stale bytes. A file lock serialises concurrent builders (several test processes on one
+machine); the build itself goes through ``so8t.io.atomic_path``, so a reader never sees half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from so8t.errors import So8tError
+from so8t.testing.builder import build_checkpoint
+from so8t.testing.spec import TinySpec
+
+#: Bump when the builder's output bytes change (tokenizer files, config keys, weight init).
+BUILDER_VERSION = 1
+
+VARIANTS: dict[str, TinySpec] = {
+    "tied": TinySpec(),
+    "untied": TinySpec(tied=False),
+}
+
+
+def cache_dir() -> Path:
+    """``$SO8T_CACHE_DIR`` or ``~/.cache/so8t`` (created if needed)."""
+    root = Path(os.environ.get("SO8T_CACHE_DIR") or Path.home() / ".cache" / "so8t").expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise So8tError(f"cannot create the cache directory: {err.strerror}", path=root) from err
+    return root
+
+
+def default_spec(variant: str = "tied") -> TinySpec:
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise So8tError(f"unknown default checkpoint variant {variant!r}; choose from {sorted(VARIANTS)}") from None
+
+
+def default_checkpoint_name(variant: str = "tied") -> str:
+    return f"qwen2-vl-tiny-{variant}-b{BUILDER_VERSION}-{default_spec(variant).digest()}"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_checkpoint(variant: str = "tied") -> Path:
+    """Path of the embedded default Qwen2-VL checkpoint (hub layout, bf16, two shards), built on demand.
+
+    ``variant``: ``"tied"`` (default; no ``lm_head.weight``, like Qwen2-VL-2B-Instruct) or ``"untied"``.
+    """
+    spec = default_spec(variant)
+    root = cache_dir()
+    final = root / default_checkpoint_name(variant)
+    if (final / "config.json").is_file():
+        return final
+    with _locked(root / f".{final.name}.lock"):
+        if not (final / "config.json").is_file():  # another process may have built it meanwhile
+            build_checkpoint(final, spec)
+    return final
