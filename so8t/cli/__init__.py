@@ -16,7 +16,7 @@ from so8t import __version__
 from so8t.errors import So8tError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("analyze", "convert", "export", "run", "validate", "pipeline", "dashboard", "demo")
+COMMANDS = ("demo",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"so8t {args.command}: interrupted; no partial output was left", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,58 @@
+# so8t: one-command setup, demo and acceptance gate.
+#   make demo   - create .venv on first use, then run the whole pipeline on the embedded default model
+#   make test   - create .venv on first use, then run the acceptance gate (what CI runs)
+#   make bench  - pytest-benchmark suites, then the HTML dashboard from their saved history
+#   make lint   - ruff
+# Variables: PYTHON (interpreter for the venv), TORCH_SPEC (torch wheel to install first; the CPU build
+# 2.13.0 lies on local disk here - a bare "torch" requirement would pull a multi-GB CUDA build), PYTEST_ARGS.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+LLAMA_CPP_PYTHON ?= 0.3.36
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.so8t-installed
+CONVERTER_DIR := .cache/llama.cpp
+CONVERTER := $(CONVERTER_DIR)/convert_hf_to_gguf.py
+
+.PHONY: setup demo test bench dashboard lint clean
+
+setup: $(STAMP) $(CONVERTER)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+# llama.cpp's own converter, from the llama-cpp-python sdist on PyPI (the exact llama.cpp we run):
+# a test oracle for the identity-gate export, never used by the product.
+$(CONVERTER): | $(STAMP)
+	rm -rf $(CONVERTER_DIR).tmp && mkdir -p $(CONVERTER_DIR).tmp
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
+		"llama-cpp-python==$(LLAMA_CPP_PYTHON)" -d $(CONVERTER_DIR).tmp
+	tar -xzf $(CONVERTER_DIR).tmp/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(CONVERTER_DIR).tmp \
+		--strip-components=3 \
+		llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/conversion \
+		llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/gguf-py
+	rm -f $(CONVERTER_DIR).tmp/*.tar.gz
+	rm -rf $(CONVERTER_DIR) && mv $(CONVERTER_DIR).tmp $(CONVERTER_DIR)
+
+demo: setup
+	$(BIN)/so8t demo
+
+test: setup
+	LLAMA_CPP_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	LLAMA_CPP_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest benchmarks --benchmark-autosave $(PYTEST_ARGS)
+	$(BIN)/so8t dashboard .benchmarks -o dashboard.html
+
+lint: setup
+	$(BIN)/ruff check so8t suites benchmarks conftest.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis
