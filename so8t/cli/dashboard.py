@@ -19,10 +19,15 @@ def register(sub) -> None:
             "and the raw data for download."
         ),
     )
-    p.add_argument("history", metavar="BENCHMARKS_DIR", help="the .benchmarks directory, or one machine's folder")
+    p.add_argument(
+        "history", metavar="BENCHMARKS_DIR", help="the .benchmarks directory, or one machine's folder"
+    )
     p.add_argument("-o", "--output", default="dashboard.html", help="HTML file to write")
     p.add_argument(
-        "--threshold", type=float, default=0.10, help="relative change that counts as a regression (0.10 = 10%%)"
+        "--threshold",
+        type=float,
+        default=0.10,
+        help="relative change that counts as a regression (0.10 = 10%%)",
     )
     p.add_argument("--machine", default=None, help="machine folder under BENCHMARKS_DIR (needed if several)")
     p.add_argument(
