@@ -1,0 +1,269 @@
+"""Vision projector GGUF (mmproj) for llama.cpp's multimodal loader, from an SO8T (or plain Qwen2-VL) dir.
+
+SO8T gates sit on the text decoder only, so the vision tower is written exactly as the source holds it:
+the tensors are read one at a time through ``CheckpointReader`` (canonical ``visual.*`` names), renamed
+and cut by the table in :mod:`so8t.gguf.vision_names`, cast once to the export type, and streamed into a
+temporary file that is renamed onto the output only when complete (``so8t.io.atomic_path``).
+
+File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``):
+
+* ``general.architecture = "clip"``, ``general.type = "mmproj"``, ``general.file_type`` (0 = all F32,
+  1 = mostly F16), ``clip.projector_type = "qwen2vl_merger"``, ``clip.has_vision_encoder = true``.
+* Required ``clip.vision.*`` hyper-parameters: ``embedding_length`` (embed_dim), ``feed_forward_length``,
+  ``block_count`` (depth), ``attention.head_count``, ``attention.layer_norm_epsilon``,
+  ``projection_dim`` (the merger output = the text model's hidden size; llama.cpp refuses an mmproj whose
+  projection does not match the text model), ``image_size``, ``patch_size``, ``image_mean``/``image_std``
+  (from ``preprocessor_config.json``); optional ``spatial_merge_size`` (written explicitly).
+* Dtypes: 1-D tensors (LayerNorm weights and biases, Linear biases) are always F32; matrices and the two
+  Conv2d kernels take the requested type (``"f16"`` or ``"f32"``).
+
+Note [eps]: transformers hard-codes ``LayerNorm(eps=1e-6)`` in the Qwen2-VL vision blocks and merger (it
+is not in config.json), so that is the value written. Note [image size]: Qwen2-VL has no fixed input size
+(llama.cpp resizes dynamically); ``clip.vision.image_size`` is required by the loader and only sizes its
+warm-up, so ``vision_config["image_size"]`` is used when present and 560 (llama.cpp's converter default)
+otherwise. Note [ffn length]: llama.cpp's converter writes the vision ``hidden_size`` (the merger output)
+as ``feed_forward_length``; we write the true MLP width ``embed_dim * mlp_ratio``. The qwen2vl graph does
+not read it, and the loader's legacy up/down swap test only compares ``ffn_down``'s width to embed_dim.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so8t.errors import ConfigError, ExportError
+from so8t.gguf import vision_names as names
+from so8t.io import atomic_path
+
+LAYER_NORM_EPS = 1e-6  # Note [eps]
+DEFAULT_IMAGE_SIZE = 560  # Note [image size]
+TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
+
+#: export dtype name -> (numpy dtype of matrices, general.file_type value)
+DTYPES: dict[str, tuple[type, int]] = {"f32": (np.float32, 0), "f16": (np.float16, 1)}
+
+
+@dataclass(frozen=True)
+class VisionHParams:
+    """The vision tower's shape, read from config.json (and checked against the tensors while writing)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    ffn_dim: int
+    patch_size: int
+    in_channels: int
+    spatial_merge_size: int
+    projection_dim: int
+    image_size: int
+    hidden_act: str
+
+    @classmethod
+    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
+        def need(key: str):
+            if key not in vision:
+                raise ConfigError(f"vision_config has no {key!r}", path=path)
+            return vision[key]
+
+        embed_dim, depth, heads = int(need("embed_dim")), int(need("depth")), int(need("num_heads"))
+        temporal = int(vision.get("temporal_patch_size", TEMPORAL_PATCH_SIZE))
+        if temporal != TEMPORAL_PATCH_SIZE:
+            raise ConfigError(
+                f"temporal_patch_size {temporal} is not supported (llama.cpp's qwen2vl_merger needs 2)", path=path
+            )
+        if embed_dim % heads or (embed_dim // heads) % 4:
+            raise ConfigError(
+                f"vision embed_dim {embed_dim} / num_heads {heads} must give a head size divisible by 4 "
+                "(llama.cpp's vision M-RoPE splits each head in four sections)",
+                path=path,
+            )
+        text_hidden = int(text["hidden_size"])
+        merger_out = int(vision.get("hidden_size", text_hidden))
+        if merger_out != text_hidden:
+            raise ConfigError(
+                f"vision_config.hidden_size {merger_out} (merger output) differs from the text hidden size "
+                f"{text_hidden}; llama.cpp needs the image embeddings to match the text model",
+                path=path,
+            )
+        act = str(vision.get("hidden_act", "quick_gelu"))
+        if act not in names.ACTIVATION_KEYS:
+            raise ConfigError(f"vision hidden_act {act!r} has no llama.cpp equivalent", path=path)
+        return cls(
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=heads,
+            ffn_dim=int(embed_dim * float(vision.get("mlp_ratio", 4))),
+            patch_size=int(vision.get("patch_size", 14)),
+            in_channels=int(vision.get("in_channels", vision.get("in_chans", 3))),
+            spatial_merge_size=int(vision.get("spatial_merge_size", 2)),
+            projection_dim=text_hidden,
+            image_size=int(vision.get("image_size", DEFAULT_IMAGE_SIZE)),
+            hidden_act=act,
+        )
+
+    def source_shape(self, source: str) -> tuple[int, ...]:
+        """The shape a canonical ``visual.*`` tensor must have."""
+        e, f, m = self.embed_dim, self.ffn_dim, self.embed_dim * self.spatial_merge_size**2
+        if source == names.PATCH_SOURCE:
+            return (e, self.in_channels, TEMPORAL_PATCH_SIZE, self.patch_size, self.patch_size)
+        module, kind = source.rsplit(".", 1)
+        rows, cols = {
+            "attn.qkv": (3 * e, e),
+            "attn.proj": (e, e),
+            "mlp.fc1": (f, e),
+            "mlp.fc2": (e, f),
+            "norm1": (e, None),
+            "norm2": (e, None),
+            "merger.ln_q": (e, None),
+            "merger.mlp.0": (m, m),
+            "merger.mlp.2": (self.projection_dim, m),
+        }[module.split(".", 3)[-1] if module.startswith("visual.blocks.") else module.removeprefix("visual.")]
+        return (rows,) if kind == "bias" or cols is None else (rows, cols)
+
+
+def _piece_shape(piece: names.Piece, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = list(shape)
+    if piece.select:
+        del out[piece.axis]
+    else:
+        out[piece.axis] //= piece.parts
+    return tuple(out)
+
+
+def _cut(piece: names.Piece, tensor):
+    if piece.select:
+        return tensor.select(piece.axis, piece.index)
+    return tensor.chunk(piece.parts, dim=piece.axis)[piece.index] if piece.parts > 1 else tensor
+
+
+def _image_stats(reader, path: Path) -> tuple[list[float], list[float]]:
+    pre = Path(reader.path) / "preprocessor_config.json"
+    if not pre.is_file():
+        raise ConfigError(
+            "preprocessor_config.json is missing; the mmproj must carry the image mean/std the model was "
+            "trained with",
+            path=path,
+            hint="copy the source model's preprocessor_config.json into the directory",
+        )
+    cfg = json.loads(pre.read_text(encoding="utf-8"))
+    try:
+        mean, std = [float(v) for v in cfg["image_mean"]], [float(v) for v in cfg["image_std"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"image_mean/image_std unreadable: {err}", path=pre) from err
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError("image_mean and image_std need 3 values (RGB)", path=pre)
+    return mean, std
+
+
+def _add_metadata(writer, hp: VisionHParams, mean, std, file_type: int, model_name: str | None) -> None:
+    writer.add_type(names.GGUF_TYPE)
+    if model_name:
+        writer.add_name(model_name)
+    writer.add_description("Qwen2-VL vision tower and merger (unchanged by SO8T: gates are text-only)")
+    writer.add_file_type(file_type)
+    writer.add_string("clip.projector_type", names.PROJECTOR_TYPE)
+    writer.add_bool("clip.has_vision_encoder", True)
+    act_key = names.ACTIVATION_KEYS[hp.hidden_act]
+    if act_key:
+        writer.add_bool(act_key, True)
+    v = "clip.vision."
+    writer.add_uint32(v + "image_size", hp.image_size)
+    writer.add_uint32(v + "patch_size", hp.patch_size)
+    writer.add_uint32(v + "embedding_length", hp.embed_dim)
+    writer.add_uint32(v + "feed_forward_length", hp.ffn_dim)
+    writer.add_uint32(v + "projection_dim", hp.projection_dim)
+    writer.add_uint32(v + "block_count", hp.depth)
+    writer.add_uint32(v + "attention.head_count", hp.num_heads)
+    writer.add_float32(v + "attention.layer_norm_epsilon", LAYER_NORM_EPS)
+    writer.add_uint32(v + "spatial_merge_size", hp.spatial_merge_size)
+    writer.add_array(v + "image_mean", mean)
+    writer.add_array(v + "image_std", std)
+
+
+def write_mmproj(
+    so8t_dir: str | Path,
+    out_path: str | Path,
+    dtype: str = "f16",
+    model_name: str | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write the mmproj GGUF of ``so8t_dir``'s vision tower to ``out_path``; return ``out_path``.
+
+    Args:
+        so8t_dir: an SO8T directory or a plain Qwen2-VL checkpoint (anything ``CheckpointReader`` opens).
+        out_path: the ``.gguf`` to write (atomically: a failure leaves nothing there).
+        dtype: ``"f16"`` or ``"f32"`` for matrices and conv kernels; 1-D tensors are always F32.
+        model_name: optional ``general.name``.
+        progress: show a tqdm bar on stderr.
+
+    Raises ConfigError (vision config unusable), CheckpointError (via the reader), ExportError (a tensor
+    has the wrong shape or overflows F16), So8tError (output not writable).
+    """
+    import gguf
+    import torch
+    from tqdm import tqdm
+
+    from so8t.checkpoint import CheckpointReader
+
+    if dtype not in DTYPES:
+        raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
+    np_dtype, file_type = DTYPES[dtype]
+    reader = CheckpointReader(so8t_dir)
+    config_path = Path(reader.path) / "config.json"
+    hp = VisionHParams.from_configs(reader.vision_config, reader.text_config, config_path)
+    mean, std = _image_stats(reader, config_path)
+    pieces = names.pieces(hp.depth)
+    available = set(reader.names())
+    missing = sorted({p.source for p in pieces} - available)
+    if missing:
+        raise ExportError(f"vision tensors missing from the checkpoint: {missing[:5]}", path=reader.path)
+
+    writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
+    _add_metadata(writer, hp, mean, std, file_type, model_name)
+    plan = []
+    for piece in pieces:
+        shape = _piece_shape(piece, hp.source_shape(piece.source))
+        out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
+        writer.add_tensor_info(piece.target, shape, out_dtype, int(np.prod(shape)) * out_dtype.itemsize)
+        plan.append((piece, out_dtype))
+
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        try:
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
+            for piece, out_dtype in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
+                if cache is None or cache[0] != piece.source:
+                    src = reader.get(piece.source)
+                    if tuple(src.shape) != hp.source_shape(piece.source):
+                        raise ExportError(
+                            f"{piece.source} has shape {tuple(src.shape)}, config.json implies "
+                            f"{hp.source_shape(piece.source)}",
+                            path=reader.path,
+                        )
+                    cache = (piece.source, src)
+                writer.write_tensor_data(_export_array(piece, cache[1], out_dtype))
+        finally:
+            writer.close()
+    return out_path
+
+
+def _export_array(piece: names.Piece, src, out_dtype: np.dtype) -> np.ndarray:
+    """Cut ``piece`` out of the source tensor and cast it once to ``out_dtype`` (contiguous numpy)."""
+    import torch
+
+    part = _cut(piece, src)
+    target = torch.float16 if out_dtype == np.float16 else torch.float32
+    if target == torch.float16:
+        peak = part.abs().max().item() if part.numel() else 0.0
+        if not np.isfinite(peak) or peak > np.finfo(np.float16).max:
+            raise ExportError(
+                f"{piece.source} holds values beyond the F16 range (max |x| = {peak:g})",
+                hint="export the mmproj as f32",
+            )
+    return np.ascontiguousarray(part.to(target).numpy())
