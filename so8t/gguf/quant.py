@@ -1,0 +1,189 @@
+"""Quantization types of the text GGUF: one registry, two methods.
+
+* ``numpy`` types (F32, F16, BF16, Q8_0, Q4_0) are encoded tensor by tensor here, with gguf-py's block
+  encoders (Q8_0 is bit-exact with llama.cpp). Float types are rounded *once* from the float64 fold
+  (F16 by numpy's direct double->half conversion, BF16 by round-to-odd to float32 then
+  round-to-nearest-even, which equals a single rounding); block types quantize the float32 rounding
+  of the fold, which is what llama.cpp's own quantizer consumes.
+* ``llama`` types (Q6_K and the K-quant mixes) are made by ``llama_cpp.llama_model_quantize`` from one
+  F32 intermediate; llama.cpp chooses the per-tensor mix (e.g. Q4_K_M keeps some tensors at Q6_K).
+
+Norms and biases (1-D tensors) stay F32 in every type. A 2-D tensor whose row length is not a
+multiple of the block size (32 for Q8_0/Q4_0, 256 for K-quants) falls back to another type; every
+fallback is reported, never silent.
+
+``GGMLQuantizationType`` is the type of one tensor; ``LlamaFileType`` (``general.file_type``) names the
+mix of a whole file. "Q8_K" is neither a file type nor usable for weights: it is llama.cpp's internal
+activation type for K-quant dot products, so asking for it is a user error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+from gguf import quants as gq
+
+from so8t.errors import ExportError, QuantTypeError
+
+
+class Method(enum.Enum):
+    NUMPY = "numpy"  # encoded here, tensor by tensor
+    LLAMA = "llama"  # llama.cpp's quantizer, from an F32 intermediate
+
+
+@dataclass(frozen=True)
+class QuantType:
+    """A file-level quantization choice."""
+
+    name: str
+    file_type: LlamaFileType
+    method: Method
+    tensor_type: GGMLQuantizationType | None = None  # numpy types: the type of 2-D tensors
+    fallback: GGMLQuantizationType | None = None  # numpy types: when rows do not fit the block
+    description: str = ""
+
+    @property
+    def block_size(self) -> int:
+        if self.method is Method.LLAMA:
+            return 256
+        return GGML_QUANT_SIZES[self.tensor_type][0]
+
+
+_T = GGMLQuantizationType
+_F = LlamaFileType
+#: Every supported type, in the order the CLI lists them.
+QUANT_TYPES: dict[str, QuantType] = {
+    q.name: q
+    for q in (
+        QuantType("F32", _F.ALL_F32, Method.NUMPY, _T.F32, None, "float32, exact reference"),
+        QuantType("F16", _F.MOSTLY_F16, Method.NUMPY, _T.F16, None, "float16"),
+        QuantType("BF16", _F.MOSTLY_BF16, Method.NUMPY, _T.BF16, None, "bfloat16"),
+        QuantType("Q8_0", _F.MOSTLY_Q8_0, Method.NUMPY, _T.Q8_0, _T.F16, "8-bit, 32-element blocks"),
+        QuantType("Q4_0", _F.MOSTLY_Q4_0, Method.NUMPY, _T.Q4_0, _T.F16, "4-bit, 32-element blocks"),
+        QuantType("Q6_K", _F.MOSTLY_Q6_K, Method.LLAMA, description="6-bit K-quant"),
+        QuantType("Q5_K_M", _F.MOSTLY_Q5_K_M, Method.LLAMA, description="5-bit K-quant mix"),
+        QuantType("Q5_K_S", _F.MOSTLY_Q5_K_S, Method.LLAMA, description="5-bit K-quant, small"),
+        QuantType("Q4_K_M", _F.MOSTLY_Q4_K_M, Method.LLAMA, description="4-bit K-quant mix"),
+        QuantType("Q4_K_S", _F.MOSTLY_Q4_K_S, Method.LLAMA, description="4-bit K-quant, small"),
+    )
+}
+
+Q8_K_MESSAGE = (
+    "Q8_K is not a model file type: llama.cpp uses it only internally, to quantize activations for "
+    "K-quant dot products, and cannot store weights in it"
+)
+Q8_K_HINT = "use Q8_0 (8-bit, near lossless) or Q6_K (6-bit K-quant)"
+
+
+def parse_quant_types(values: str | list[str] | tuple[str, ...]) -> list[QuantType]:
+    """Parse ``["Q8_0", "F16,Q4_K_M"]`` (repeatable and/or comma lists; case-insensitive) in order,
+    without duplicates. Raises ``QuantTypeError`` for Q8_K (with the reason) and unknown names."""
+    if isinstance(values, str):
+        values = [values]
+    out: list[QuantType] = []
+    for value in values:
+        for raw in str(value).split(","):
+            name = raw.strip().upper()
+            if not name:
+                continue
+            if name == "Q8_K":
+                raise QuantTypeError(Q8_K_MESSAGE, hint=Q8_K_HINT)
+            if name not in QUANT_TYPES:
+                raise QuantTypeError(
+                    f"unknown quantization type {raw.strip()!r}",
+                    hint="supported: " + ", ".join(QUANT_TYPES),
+                )
+            if QUANT_TYPES[name] not in out:
+                out.append(QUANT_TYPES[name])
+    if not out:
+        raise QuantTypeError("no quantization type given", hint="supported: " + ", ".join(QUANT_TYPES))
+    return out
+
+
+def tensor_type(qt: QuantType, shape: tuple[int, ...]) -> tuple[GGMLQuantizationType, str | None]:
+    """Type of one tensor of a ``numpy`` file, and the fallback note when the block does not fit."""
+    if qt.method is not Method.NUMPY:
+        raise ValueError(f"{qt.name} is made by llama.cpp's quantizer, not tensor by tensor")
+    if len(shape) < 2:
+        return _T.F32, None
+    block = GGML_QUANT_SIZES[qt.tensor_type][0]
+    if shape[-1] % block:
+        note = f"row length {shape[-1]} is not a multiple of {block}: {qt.fallback.name} instead of {qt.name}"
+        return qt.fallback, note
+    return qt.tensor_type, None
+
+
+def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
+    """Bytes of a tensor of numpy-order ``shape`` stored as ``ggml_type``."""
+    block, size = GGML_QUANT_SIZES[ggml_type]
+    return math.prod(shape[:-1]) * (shape[-1] // block) * size
+
+
+def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+    """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values."""
+    if ggml_type == _T.F32:
+        return np.ascontiguousarray(values, dtype=np.float32)
+    if ggml_type == _T.F16:
+        return np.ascontiguousarray(values).astype(np.float16)  # numpy rounds double -> half directly
+    if ggml_type == _T.BF16:
+        return _to_bf16_bits(np.ascontiguousarray(values))
+    return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
+
+
+def _to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 (nearest, ties to even) once, returning the bits as uint16.
+
+    Float64 input is first rounded to float32 *to odd* (truncate, then set the last bit if inexact),
+    which keeps a later round-to-nearest-even to 16 bits equal to a direct rounding."""
+    if values.dtype == np.float64:
+        f32 = values.astype(np.float32)
+        overshoot = np.abs(f32.astype(np.float64)) > np.abs(values)
+        f32 = np.where(overshoot, np.nextafter(f32, np.float32(0)), f32)
+        bits = f32.view(np.uint32).copy()
+        bits |= (f32.astype(np.float64) != values).astype(np.uint32)
+    else:
+        bits = values.astype(np.float32).view(np.uint32).copy()
+    rounded = (bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def decode(data: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+    """Float32 values of stored tensor ``data`` (as ``GGUFReader`` returns it)."""
+    return gq.dequantize(np.asarray(data), ggml_type).astype(np.float32, copy=False)
+
+
+# --- llama.cpp's quantizer -------------------------------------------------------------------
+
+
+def llama_quantize(src: Path, dst: Path, qt: QuantType, n_threads: int = 0) -> list[str]:
+    """Quantize GGUF ``src`` into ``dst`` with llama.cpp; returns llama.cpp's fallback messages.
+
+    Raises ``ExportError`` if llama.cpp reports a failure."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    messages: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level, text, user_data):  # pragma: no cover - called from C
+        line = text.decode("utf-8", "replace")
+        if "fallback" in line:
+            messages.append(line.strip())
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(qt.file_type)
+    params.nthread = n_threads
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    try:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    if rc != 0:
+        raise ExportError(f"llama.cpp could not quantize to {qt.name} (code {rc})", path=src)
+    return messages

@@ -1,0 +1,247 @@
+"""Text GGUF writer: the folded Qwen2-VL language model as llama.cpp's ``qwen2vl`` architecture.
+
+One pass over a stream of ``(hub name, torch tensor)`` pairs (folded weights arrive in float64, the
+rest in their source dtype) writes *several* files at once, one per requested type: every tensor is
+converted to float64 once and encoded straight into each file's type (see ``quant.encode``), so the
+fold runs once per export however many types are asked for. Files are laid out before any data
+arrives: the tensor inventory and every shape follow from the config (``names.text_inventory``), so
+header, metadata and tensor table are written first and each tensor's bytes go to their precomputed
+offset, in whatever order the stream yields them. Large tensors are converted in row chunks, so peak
+memory is about one source tensor plus ``CHUNK_BYTES`` per file, never the float64 copy of the
+embedding.
+
+Each file gets ``general.architecture = "qwen2vl"``, every hyper-parameter llama.cpp reads (with
+``rope.dimension_sections`` as an INT32 array of 4), the tokenizer, the ``so8t.*`` keys, and only the
+tensors llama.cpp expects (tied embeddings: no ``output.weight``). Norms and biases are F32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
+
+from so8t.errors import ConfigError, ExportError
+from so8t.gguf import metadata, names, quant
+from so8t.gguf.tokenizer import TokenizerMeta
+
+ARCH = "qwen2vl"
+CHUNK_BYTES = 64 << 20  # float64 bytes converted at a time
+
+
+@dataclass(frozen=True)
+class TextHParams:
+    """The hyper-parameters llama.cpp reads for ``qwen2vl``."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    context_length: int
+    rms_norm_eps: float
+    rope_theta: float
+    mrope_section: tuple[int, int, int, int]
+    tied: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {
+            "vocab": self.vocab_size,
+            "hidden": self.hidden_size,
+            "ffn": self.intermediate_size,
+            "q": self.n_heads * self.head_dim,
+            "kv": self.n_kv_heads * self.head_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> TextHParams:
+        """From a ``config.json`` dict (hub layout, or transformers 5 with ``text_config``) or from
+        ``CheckpointReader.text_config``."""
+        text = {**config, **(config.get("text_config") or {})}
+        rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
+        section = list(text.get("mrope_section") or rope.get("mrope_section") or [])
+        if not section or len(section) > 4:
+            raise ConfigError(f"mrope_section must have 1 to 4 entries, got {section!r}", path="config.json")
+        try:
+            tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
+            return cls(
+                vocab_size=int(text["vocab_size"]),
+                hidden_size=int(text["hidden_size"]),
+                intermediate_size=int(text["intermediate_size"]),
+                n_layers=int(text["num_hidden_layers"]),
+                n_heads=int(text["num_attention_heads"]),
+                n_kv_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
+                context_length=int(text["max_position_embeddings"]),
+                rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(text.get("rope_theta") or rope.get("rope_theta") or 10000.0),
+                mrope_section=tuple(int(s) for s in section + [0] * (4 - len(section))),
+                tied=bool(tied),
+            )
+        except KeyError as err:
+            raise ConfigError(f"text config lacks {err.args[0]!r}", path="config.json") from err
+
+    def add_to(self, writer: GGUFWriter) -> None:
+        writer.add_context_length(self.context_length)
+        writer.add_embedding_length(self.hidden_size)
+        writer.add_block_count(self.n_layers)
+        writer.add_feed_forward_length(self.intermediate_size)
+        writer.add_head_count(self.n_heads)
+        writer.add_head_count_kv(self.n_kv_heads)
+        writer.add_layer_norm_rms_eps(self.rms_norm_eps)
+        writer.add_rope_freq_base(self.rope_theta)
+        writer.add_rope_dimension_sections([int(s) for s in self.mrope_section])
+
+
+@dataclass
+class TextResult:
+    """What one written text file holds."""
+
+    quant: str
+    path: Path
+    content_hash: str = ""
+    tensor_types: dict[str, str] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    """One tensor's place in one output file."""
+
+    ggml_type: GGMLQuantizationType
+    offset: int
+    nbytes: int
+    hasher: object = None
+    written: int = 0
+
+
+class _OpenFile:
+    def __init__(self, path: Path, qt: quant.QuantType, inventory, hp, tok, keys, model_name):
+        self.path, self.qt = path, qt
+        self.result = TextResult(qt.name, path)
+        writer = GGUFWriter(path, ARCH)
+        writer.add_name(model_name)
+        hp.add_to(writer)
+        writer.add_file_type(int(qt.file_type))
+        writer.add_quantization_version(GGML_QUANT_VERSION)
+        tok.add_to(writer)
+        metadata.add_keys(writer, keys)
+        self.slots: dict[str, _Slot] = {}
+        offset = 0
+        for t in inventory:
+            ggml_type, note = quant.tensor_type(qt, t.shape)
+            if note:
+                self.result.fallbacks.append(f"{t.gguf_name}: {note}")
+            size = quant.nbytes(t.shape, ggml_type)
+            writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), size, raw_dtype=ggml_type)
+            self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256())
+            self.result.tensor_types[t.gguf_name] = ggml_type.name
+            offset += GGUFWriter.ggml_pad(size, writer.data_alignment)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        self.handle = writer.fout[0]
+        self.data_start = GGUFWriter.ggml_pad(self.handle.tell(), writer.data_alignment)
+        self.handle.truncate(self.data_start + offset)  # zero padding everywhere, data filled below
+        self.writer = writer
+
+    def put(self, name: str, rows: np.ndarray) -> None:
+        """Append a chunk of whole rows (float64) of tensor ``name``."""
+        slot = self.slots[name]
+        data = quant.encode(rows, slot.ggml_type)
+        buf = memoryview(np.ascontiguousarray(data)).cast("B")
+        self.handle.seek(self.data_start + slot.offset + slot.written)
+        self.handle.write(buf)
+        slot.hasher.update(buf)
+        slot.written += buf.nbytes
+
+    def finish(self, inventory) -> TextResult:
+        records = []
+        for t in inventory:
+            slot = self.slots[t.gguf_name]
+            if slot.written != slot.nbytes:
+                raise ExportError(f"{t.gguf_name}: wrote {slot.written} of {slot.nbytes} bytes", path=self.path)
+            gguf_dims = list(reversed(t.shape))
+            records.append(metadata.tensor_record(t.gguf_name, slot.ggml_type, gguf_dims, slot.hasher.digest()))
+        self.writer.close()
+        self.result.content_hash = metadata.combine(records)
+        metadata.patch_content_hash(self.path, self.result.content_hash)
+        return self.result
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_text_ggufs(
+    tensors: Iterable[tuple[str, object]],
+    hparams: TextHParams,
+    tokenizer: TokenizerMeta,
+    outputs: dict[str, tuple[quant.QuantType, Path]],
+    so8t_keys: dict[str, object],
+    model_name: str,
+    progress: bool = True,
+) -> dict[str, TextResult]:
+    """Write one text GGUF per entry of ``outputs`` (key -> (numpy quant type, path)) in one pass over
+    ``tensors``. Non-text tensors (``visual.*``) are skipped; a tied ``lm_head.weight`` is skipped;
+    anything else unknown, a wrong shape, or a missing tensor raises ``ExportError``."""
+    inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
+    expected = {t.hf_name: t for t in inventory}
+    files: dict[str, _OpenFile] = {}
+    try:
+        for key, (qt, path) in outputs.items():
+            files[key] = _OpenFile(Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name)
+        seen: set[str] = set()
+        bar = _progress(len(inventory), progress)
+        for raw_name, tensor in tensors:
+            name = names.canonical_name(raw_name)
+            if name not in expected:
+                if name.startswith(("visual.", "model.visual.")) or (name == "lm_head.weight" and hparams.tied):
+                    continue
+                raise ExportError(f"unexpected text tensor {raw_name!r}: llama.cpp's qwen2vl has no place for it")
+            spec = expected[name]
+            if tuple(tensor.shape) != spec.shape:
+                raise ExportError(f"{raw_name}: shape {tuple(tensor.shape)}, config implies {spec.shape}")
+            if name in seen:
+                raise ExportError(f"tensor {raw_name!r} appears twice in the stream")
+            seen.add(name)
+            _stream_rows(tensor, spec, files.values())
+            bar.update(1)
+        bar.close()
+        missing = [t.hf_name for t in inventory if t.hf_name not in seen]
+        if missing:
+            raise ExportError(f"{len(missing)} text tensors missing from the checkpoint, e.g. {missing[:3]}")
+        return {key: f.finish(inventory) for key, f in files.items()}
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def _stream_rows(tensor, spec: names.TextTensor, files) -> None:
+    """Convert ``tensor`` to float64 a chunk of rows at a time and hand each chunk to every file."""
+    import torch
+
+    if len(spec.shape) == 1:
+        values = tensor.detach().to(torch.float64).numpy()
+        for f in files:
+            f.put(spec.gguf_name, values)
+        return
+    rows_per_chunk = max(1, CHUNK_BYTES // (8 * spec.shape[1]))
+    for start in range(0, spec.shape[0], rows_per_chunk):
+        values = tensor[start : start + rows_per_chunk].detach().to(torch.float64).numpy()
+        for f in files:
+            f.put(spec.gguf_name, values)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="text GGUF", unit="tensor", disable=not enabled, leave=False)

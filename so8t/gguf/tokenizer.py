@@ -1,0 +1,166 @@
+"""Tokenizer metadata of the text GGUF, read from a checkpoint's tokenizer files.
+
+llama.cpp's ``gpt2`` (byte-level BPE) tokenizer needs the token strings in id order, a type per token,
+the merges, the special ids and the name of the pre-tokenizer (``qwen2``: the regex Qwen2 splits text
+with). The token array has exactly ``vocab_size`` entries, the embedding's row count: ids the tokenizer
+does not use are named ``[PAD{id}]`` and typed UNUSED, as llama.cpp's converter does; added tokens marked
+``special`` are CONTROL (so llama.cpp parses ``<|im_start|>`` in prompts only on request), other added
+tokens USER_DEFINED, the rest NORMAL.
+
+Sources, first found wins: ``vocab.json`` / ``merges.txt`` then ``tokenizer.json``; added tokens from
+``tokenizer.json`` then ``tokenizer_config.json``; special tokens from ``tokenizer_config.json`` then the
+``*_token_id`` entries of ``config.json``; the chat template from ``tokenizer_config.json``, then
+``chat_template.jinja``, then ``chat_template.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gguf import TokenType
+
+from so8t.errors import CheckpointError
+
+PRE_TOKENIZER = "qwen2"
+
+
+@dataclass
+class TokenizerMeta:
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    add_bos: bool
+    chat_template: str | None
+
+    def add_to(self, writer) -> None:
+        """Write the ``tokenizer.*`` keys to a ``gguf.GGUFWriter``."""
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(PRE_TOKENIZER)
+        writer.add_token_list(self.tokens)
+        writer.add_token_types(self.token_types)
+        writer.add_token_merges(self.merges)
+        for add, value in (
+            (writer.add_bos_token_id, self.bos_id),
+            (writer.add_eos_token_id, self.eos_id),
+            (writer.add_pad_token_id, self.pad_id),
+        ):
+            if value is not None:
+                add(value)
+        writer.add_add_bos_token(self.add_bos)
+        if self.chat_template:
+            writer.add_chat_template(self.chat_template)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"unreadable tokenizer file: {err}", path=path) from err
+
+
+def _token_content(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
+    """Tokenizer metadata of the checkpoint in ``model_dir`` for an embedding of ``vocab_size`` rows."""
+    model_dir = Path(model_dir)
+    tok_json = _load_json(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file() else {}
+    tok_cfg = (
+        _load_json(model_dir / "tokenizer_config.json") if (model_dir / "tokenizer_config.json").is_file() else {}
+    )
+    config = _load_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
+
+    if (model_dir / "vocab.json").is_file():
+        vocab: dict[str, int] = _load_json(model_dir / "vocab.json")
+    else:
+        vocab = tok_json.get("model", {}).get("vocab") or {}
+    if not vocab:
+        raise CheckpointError("no BPE vocabulary (vocab.json or tokenizer.json)", path=model_dir)
+    merges = _read_merges(model_dir, tok_json)
+    if not merges:
+        raise CheckpointError(
+            "no BPE merges (merges.txt or tokenizer.json)", path=model_dir, hint="llama.cpp cannot load a gpt2 vocab without merges"
+        )
+
+    added: dict[int, tuple[str, bool]] = {}
+    for entry in tok_json.get("added_tokens", []):
+        added[int(entry["id"])] = (entry["content"], bool(entry.get("special", False)))
+    for key, entry in (tok_cfg.get("added_tokens_decoder") or {}).items():
+        added.setdefault(int(key), (entry["content"], bool(entry.get("special", False))))
+
+    by_id = {i: t for t, i in vocab.items()}
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(vocab_size):
+        if i in added:
+            content, special = added[i]
+            tokens.append(content)
+            types.append(int(TokenType.CONTROL if special else TokenType.USER_DEFINED))
+        elif i in by_id:
+            tokens.append(by_id[i])
+            types.append(int(TokenType.NORMAL))
+        else:
+            tokens.append(f"[PAD{i}]")
+            types.append(int(TokenType.UNUSED))
+    beyond = [i for i in list(by_id) + list(added) if i >= vocab_size]
+    if beyond:
+        raise CheckpointError(
+            f"tokenizer has ids up to {max(beyond)} but the embedding has only {vocab_size} rows", path=model_dir
+        )
+
+    ids = {content: i for i, (content, _) in added.items()}
+    ids.update({t: i for t, i in vocab.items() if t not in ids})
+
+    def special_id(kind: str) -> int | None:
+        content = _token_content(tok_cfg.get(f"{kind}_token"))
+        if content is not None and content in ids:
+            return ids[content]
+        for scope in (config, config.get("text_config") or {}):
+            value = scope.get(f"{kind}_token_id")
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value is not None:
+                return int(value)
+        return None
+
+    return TokenizerMeta(
+        tokens=tokens,
+        token_types=types,
+        merges=merges,
+        bos_id=special_id("bos"),
+        eos_id=special_id("eos"),
+        pad_id=special_id("pad"),
+        add_bos=bool(tok_cfg.get("add_bos_token", False)),
+        chat_template=_read_chat_template(model_dir, tok_cfg),
+    )
+
+
+def _read_merges(model_dir: Path, tok_json: dict) -> list[str]:
+    path = model_dir / "merges.txt"
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [line for line in lines if line and not line.startswith("#version")]
+    merges = tok_json.get("model", {}).get("merges") or []
+    return [m if isinstance(m, str) else " ".join(m) for m in merges]
+
+
+def _read_chat_template(model_dir: Path, tok_cfg: dict) -> str | None:
+    template = tok_cfg.get("chat_template")
+    if isinstance(template, list):  # named templates: take "default"
+        named = {t.get("name"): t.get("template") for t in template}
+        template = named.get("default") or next(iter(named.values()), None)
+    if template:
+        return template
+    if (model_dir / "chat_template.jinja").is_file():
+        return (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+    if (model_dir / "chat_template.json").is_file():
+        return _load_json(model_dir / "chat_template.json").get("chat_template")
+    return None
