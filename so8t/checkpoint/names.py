@@ -55,3 +55,62 @@ def is_text(name: str) -> bool:
 def is_vision(name: str) -> bool:
     """True for vision-tower tensors (canonical names)."""
     return name.startswith("visual.")
+
+
+#: Per-layer tensors of the language model (suffixes after ``model.layers.N.``).
+TEXT_LAYER_SUFFIXES: tuple[str, ...] = (
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.weight",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.weight",
+    "self_attn.v_proj.bias",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+)
+#: Per-block tensors of the vision tower (suffixes after ``visual.blocks.N.``).
+VISION_BLOCK_SUFFIXES: tuple[str, ...] = (
+    "norm1.weight",
+    "norm1.bias",
+    "norm2.weight",
+    "norm2.bias",
+    "attn.qkv.weight",
+    "attn.qkv.bias",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+)
+TEXT_GLOBAL: tuple[str, ...] = ("model.embed_tokens.weight", "model.norm.weight")
+VISION_GLOBAL: tuple[str, ...] = (
+    "visual.patch_embed.proj.weight",
+    "visual.merger.ln_q.weight",
+    "visual.merger.ln_q.bias",
+    "visual.merger.mlp.0.weight",
+    "visual.merger.mlp.0.bias",
+    "visual.merger.mlp.2.weight",
+    "visual.merger.mlp.2.bias",
+)
+LM_HEAD = "lm_head.weight"
+
+
+def expected_names(num_layers: int, vision_depth: int, tied: bool) -> list[str]:
+    """Every canonical tensor name a complete Qwen2-VL checkpoint has (``lm_head.weight`` only if untied)."""
+    names = list(TEXT_GLOBAL)
+    names += [f"model.layers.{i}.{s}" for i in range(num_layers) for s in TEXT_LAYER_SUFFIXES]
+    if not tied:
+        names.append(LM_HEAD)
+    names += list(VISION_GLOBAL)
+    names += [f"visual.blocks.{i}.{s}" for i in range(vision_depth) for s in VISION_BLOCK_SUFFIXES]
+    return names
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders ``layers.10`` after ``layers.9``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("."))

@@ -1,0 +1,275 @@
+"""Streaming reader of Hugging Face Qwen2-VL checkpoints (safetensors only).
+
+``CheckpointReader(path)`` validates the whole directory on open, reading only config.json, the shard
+index and each shard's header: nothing is trusted that could run code (pickle ``.bin`` files,
+``trust_remote_code``), no file outside the directory is read, and a broken checkpoint (missing shard,
+truncated file, tensor listed but absent, incomplete model) fails here with a typed error naming the
+file, not halfway through a conversion. Tensors are then read one at a time through
+``safetensors.safe_open`` (memory-mapped); the model is never held in memory as a whole.
+
+Names: ``names()``, ``get()`` and ``items()`` speak canonical hub names (``model.layers.N.*``,
+``model.embed_tokens.weight``, ``model.norm.weight``, ``lm_head.weight``, ``visual.*``) whether the files
+use the hub or the transformers-5 spelling (``so8t.checkpoint.names``). Tensors come back in the dtype
+stored on disk (bf16, f16 or f32); the consumer casts.
+
+Example:
+    >>> reader = CheckpointReader("Qwen2-VL-2B-Instruct")
+    >>> reader.text_config["hidden_size"], reader.dtype
+    (1536, torch.bfloat16)
+    >>> for name, tensor in reader.items(prefix="visual."):
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from so8t.checkpoint import config as cfg
+from so8t.checkpoint import names as nm
+from so8t.checkpoint.safetensors_header import TensorEntry, read_header
+from so8t.errors import CheckpointError, UnsafeCheckpointError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+#: Weight files that are Python pickles: loading them can execute arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: Files carried along with the weights (tokenizer, processor, generation settings); config.json apart.
+AUX_NAMES = (
+    "generation_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+def _allowed_roots(directory: Path) -> list[Path]:
+    """Where shard files may resolve to: the directory itself, plus the ``blobs`` store of a Hugging Face
+    cache snapshot (``<repo>/snapshots/<rev>/`` holds symlinks into ``<repo>/blobs/``)."""
+    roots = [directory.resolve()]
+    if directory.parent.name == "snapshots":
+        roots.append((directory.parent.parent / "blobs").resolve())
+    return roots
+
+
+def _inside(directory: Path, file_name: str, index_path: Path) -> Path:
+    """``directory / file_name`` if it stays inside; UnsafeCheckpointError otherwise."""
+    pure = Path(file_name)
+    if not file_name or pure.is_absolute() or ".." in pure.parts:
+        raise UnsafeCheckpointError(
+            f"index entry {file_name!r} points outside the checkpoint directory", path=index_path
+        )
+    target = directory / pure
+    resolved = target.resolve()
+    if not any(resolved.is_relative_to(root) for root in _allowed_roots(directory)):
+        raise UnsafeCheckpointError(
+            f"shard {file_name!r} is a link to {resolved}, outside the checkpoint directory", path=target
+        )
+    return target
+
+
+class CheckpointReader:
+    """Validated, streaming view of a Qwen2-VL checkpoint directory (see the module docstring).
+
+    Attributes:
+        path: the checkpoint directory.
+        config: config.json as a dict (unmodified).
+        text_config / vision_config: flat, normalised hyper-parameters (``so8t.checkpoint.config``).
+        layout: ``"hub"`` or ``"transformers5"`` (how the tensor names are spelled on disk).
+        shard_files: the safetensors files, then the index if there is one.
+        aux_files: tokenizer / processor / generation files present in the directory.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise CheckpointError("checkpoint directory not found", path=self.path)
+        self.config = cfg.load_config(self.path)
+        config_path = self.path / cfg.CONFIG_NAME
+        cfg.check_supported(self.config, config_path)
+        self.text_config = cfg.text_config(self.config, config_path)
+        self.vision_config = cfg.vision_config(self.config, config_path, self.text_config["hidden_size"])
+        self._index_path, files = self._weight_files()
+        self._entries = self._read_entries(files)
+        self.layout = nm.detect_layout(e.name for e in self._entries.values())
+        self._check_complete()
+        self.shard_files = files + ([self._index_path] if self._index_path else [])
+        self.aux_files = [self.path / n for n in AUX_NAMES if (self.path / n).is_file()]
+        self._handles: dict[Path, object] = {}
+
+    # -- validation -------------------------------------------------------------------------------------
+
+    def _weight_files(self) -> tuple[Path | None, list[Path]]:
+        index_path = self.path / INDEX_NAME
+        if index_path.is_file():
+            return index_path, self._files_from_index(index_path)
+        single = self.path / SINGLE_NAME
+        if single.is_file():
+            return None, [_inside(self.path, SINGLE_NAME, single)]
+        pickles = sorted(p.name for p in self.path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        if pickles or (self.path / "pytorch_model.bin.index.json").is_file():
+            raise UnsafeCheckpointError(
+                f"only pickle weights found ({', '.join(pickles) or 'pytorch_model.bin.index.json'}): "
+                "pickle checkpoints can execute code; convert to safetensors",
+                path=self.path,
+            )
+        raise CheckpointError(f"no {SINGLE_NAME} or {INDEX_NAME} in the checkpoint directory", path=self.path)
+
+    def _files_from_index(self, index_path: Path) -> list[Path]:
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"invalid JSON in the shard index: {err}", path=index_path) from err
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError("shard index has no weight_map", path=index_path)
+        self._weight_map: dict[str, str] = {}
+        files: dict[str, Path] = {}
+        for tensor, file_name in weight_map.items():
+            if not isinstance(file_name, str):
+                raise CheckpointError(f"weight_map entry for {tensor!r} is not a file name", path=index_path)
+            if file_name not in files:
+                if file_name.endswith(PICKLE_SUFFIXES):
+                    raise UnsafeCheckpointError(
+                        f"index lists pickle file {file_name!r}: pickle checkpoints can execute code; "
+                        "convert to safetensors",
+                        path=index_path,
+                    )
+                target = _inside(self.path, file_name, index_path)
+                if not target.is_file():
+                    raise CheckpointError(
+                        f"shard {file_name!r} listed in {INDEX_NAME} is missing", path=target
+                    )
+                files[file_name] = target
+            self._weight_map[tensor] = file_name
+        return [files[name] for name in sorted(files)]
+
+    def _read_entries(self, files: list[Path]) -> dict[str, TensorEntry]:
+        """Canonical name -> header entry, for the tensors the index lists (or all, for a single file)."""
+        headers = {f.name: read_header(f) for f in files}
+        if self._index_path is None:
+            listed = [(name, files[0].name) for name in headers[files[0].name]]
+        else:
+            listed = list(self._weight_map.items())
+        entries: dict[str, TensorEntry] = {}
+        for disk_name, file_name in listed:
+            entry = headers[file_name].get(disk_name)
+            if entry is None:
+                raise CheckpointError(
+                    f"tensor {disk_name!r} is listed in {INDEX_NAME} but absent from the shard",
+                    path=self.path / file_name,
+                )
+            canonical = nm.to_hub(disk_name)
+            if canonical in entries:
+                raise CheckpointError(
+                    f"tensor {canonical!r} appears twice (as {entries[canonical].name!r} and {disk_name!r})",
+                    path=self.path / file_name,
+                )
+            entries[canonical] = entry
+        return entries
+
+    def _check_complete(self) -> None:
+        text, vision = self.text_config, self.vision_config
+        tied = text["tie_word_embeddings"]
+        expected = nm.expected_names(text["num_hidden_layers"], vision["depth"], tied)
+        missing = [n for n in expected if n not in self._entries]
+        if missing:
+            where = self._index_path or self.path / SINGLE_NAME
+            raise CheckpointError(
+                f"{len(missing)} tensors of the Qwen2-VL model are missing, e.g. {missing[:3]}"
+                + (" (tie_word_embeddings is false, so lm_head.weight is needed)" if nm.LM_HEAD in missing else ""),
+                path=where,
+            )
+
+    # -- access -----------------------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The storage dtype holding most bytes (a checkpoint is normally uniform)."""
+        totals: dict[str, int] = {}
+        for entry in self._entries.values():
+            totals[entry.dtype] = totals.get(entry.dtype, 0) + entry.nbytes
+        return getattr(torch, max(sorted(totals), key=totals.__getitem__))
+
+    @property
+    def tied(self) -> bool:
+        """True when the output projection is the embedding (no separate ``lm_head.weight`` is used)."""
+        return bool(self.text_config["tie_word_embeddings"])
+
+    @property
+    def preprocessor_config(self) -> dict | None:
+        """preprocessor_config.json (image mean/std, patch and merge sizes), or None when absent."""
+        path = self.path / "preprocessor_config.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"invalid JSON: {err}", path=path) from err
+
+    def names(self) -> list[str]:
+        """Canonical names of every tensor, in natural order (``layers.2`` before ``layers.10``)."""
+        return sorted(self._entries, key=nm.natural_key)
+
+    def __contains__(self, name: str) -> bool:
+        return nm.to_hub(name) in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, name: str) -> TensorEntry:
+        """Header facts of one tensor (file, on-disk name, dtype, shape) without reading it."""
+        try:
+            return self._entries[nm.to_hub(name)]
+        except KeyError:
+            raise CheckpointError(f"no tensor {name!r} in the checkpoint", path=self.path) from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entry(name).shape
+
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor (canonical or transformers-5 name), read from disk now, in its stored dtype."""
+        entry = self.entry(name)
+        return self._handle(entry.file).get_tensor(entry.name)
+
+    def items(self, prefix: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """Stream ``(canonical_name, tensor)`` in natural name order, one tensor in memory at a time."""
+        for name in self.names():
+            if prefix is None or name.startswith(prefix):
+                yield name, self.get(name)
+
+    def _handle(self, file: Path):
+        from safetensors import safe_open
+
+        handle = self._handles.get(file)
+        if handle is None:
+            try:
+                handle = safe_open(str(file), framework="pt")
+            except Exception as err:  # safetensors raises its own SafetensorError
+                raise CheckpointError(f"cannot open safetensors file: {err}", path=file) from err
+            self._handles[file] = handle
+        return handle
+
+    def close(self) -> None:
+        """Drop the memory maps (reading again reopens them)."""
+        self._handles.clear()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CheckpointReader({str(self.path)!r}, layout={self.layout!r}, tensors={len(self)})"
