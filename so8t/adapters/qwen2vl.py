@@ -1,6 +1,7 @@
 """Qwen2-VL adapter: where the SO8T gate sites are, and how hub tensor names map onto transformers modules.
 
-This is the only module that spells Qwen2-VL names. Two spellings exist:
+This is the only module that spells Qwen2-VL gate-site and module names. Two tensor-name spellings
+exist (their prefix table lives in :mod:`so8t.checkpoint.names`):
 
 - *canonical* (hub, on disk): ``model.layers.N.self_attn.o_proj.weight``, ``model.embed_tokens.weight``,
   ``model.norm.weight``, ``lm_head.weight``, ``visual.*``. ``CheckpointReader.names()`` yields these.
@@ -20,9 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-#: ``config.json`` architectures this adapter converts.
-ARCHITECTURES = ("Qwen2VLForConditionalGeneration",)
-
+from so8t.checkpoint import names
 
 @dataclass(frozen=True)
 class FoldSite:
@@ -57,21 +56,6 @@ FOLD_SITES: tuple[FoldSite, ...] = (
 #: Every gate of a decoder layer, in the order they are stored.
 GATE_NAMES: tuple[str, ...] = tuple(gate for site in FOLD_SITES for gate in site.gates)
 
-#: Canonical (hub) prefix -> transformers-5 in-memory prefix. First match wins.
-CANONICAL_TO_MEMORY: tuple[tuple[str, str], ...] = (
-    ("model.language_model.", "model.language_model."),  # already in memory spelling
-    ("model.visual.", "model.visual."),
-    ("model.", "model.language_model."),
-    ("visual.", "model.visual."),
-    ("lm_head.", "lm_head."),
-)
-
-#: Which canonical prefixes belong to which part of the model.
-PART_PREFIXES: dict[str, tuple[str, ...]] = {
-    "text": ("model.", "lm_head."),
-    "vision": ("visual.",),
-}
-
 _SITE_PATTERNS = tuple(
     (site, re.compile(re.escape(site.tensor).replace(r"\{layer\}", r"(\d+)") + r"\.(weight|bias)$"))
     for site in FOLD_SITES
@@ -79,18 +63,16 @@ _SITE_PATTERNS = tuple(
 
 
 def to_memory_name(canonical: str) -> str:
-    """Map a canonical (hub) tensor name to its transformers-5 parameter name."""
-    for prefix, target in CANONICAL_TO_MEMORY:
-        if canonical.startswith(prefix):
-            return target + canonical[len(prefix) :]
-    raise KeyError(f"not a Qwen2-VL tensor name: {canonical}")
+    """Map a canonical (hub) tensor name to its transformers-5 parameter name (table in checkpoint.names)."""
+    return names.to_transformers5(canonical)
 
 
 def part_of(canonical: str) -> str:
     """``"text"`` or ``"vision"`` for a canonical tensor name."""
-    for part, prefixes in PART_PREFIXES.items():
-        if canonical.startswith(prefixes):
-            return part
+    if names.is_vision(canonical):
+        return "vision"
+    if names.is_text(canonical):
+        return "text"
     raise KeyError(f"not a Qwen2-VL tensor name: {canonical}")
 
 
@@ -111,10 +93,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def site_module(model: nn.Module, layer: int, site: FoldSite) -> nn.Linear:
     """The Linear whose output carries ``site``'s gates in decoder layer ``layer``."""
     return decoder_layers(model)[layer].get_submodule(site.module)
-
-
-def text_hidden_size(text_config: dict) -> int:
-    return int(text_config["hidden_size"])
 
 
 def config_from_dict(raw: dict, rms_norm_eps: float | None = None, attn_implementation: str = "sdpa"):
