@@ -60,7 +60,9 @@ def load_config(directory: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ConfigError(f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", path=path) from err
+        raise ConfigError(
+            f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", path=path
+        ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config.json: {err}", path=path) from err
     if not isinstance(config, dict):
@@ -136,7 +138,9 @@ def text_config(config: dict, path: Path) -> dict:
     if not (isinstance(section, list) and section and all(isinstance(s, int) for s in section)):
         raise ConfigError("no M-RoPE mrope_section in rope_scaling / rope_parameters", path=path)
     if 2 * sum(section) != merged["head_dim"]:
-        raise ConfigError(f"mrope_section {section} must sum to head_dim/2 = {merged['head_dim'] // 2}", path=path)
+        raise ConfigError(
+            f"mrope_section {section} must sum to head_dim/2 = {merged['head_dim'] // 2}", path=path
+        )
     merged["rope_theta"] = float(merged["rope_theta"])
     merged["rms_norm_eps"] = float(merged["rms_norm_eps"])
     merged["tie_word_embeddings"] = bool(merged["tie_word_embeddings"])
@@ -158,6 +162,7 @@ def vision_config(config: dict, path: Path, text_hidden: int | None = None) -> d
         merged.setdefault("hidden_size", text_hidden)
     if merged["embed_dim"] % merged["num_heads"]:
         raise ConfigError(
-            f"vision embed_dim {merged['embed_dim']} is not divisible by num_heads {merged['num_heads']}", path=path
+            f"vision embed_dim {merged['embed_dim']} is not divisible by num_heads {merged['num_heads']}",
+            path=path,
         )
     return merged

@@ -188,7 +188,11 @@ class CheckpointReader:
             where = self._index_path or self.path / SINGLE_NAME
             raise CheckpointError(
                 f"{len(missing)} tensors of the Qwen2-VL model are missing, e.g. {missing[:3]}"
-                + (" (tie_word_embeddings is false, so lm_head.weight is needed)" if nm.LM_HEAD in missing else ""),
+                + (
+                    " (tie_word_embeddings is false, so lm_head.weight is needed)"
+                    if nm.LM_HEAD in missing
+                    else ""
+                ),
                 path=where,
             )
 
@@ -265,7 +269,7 @@ class CheckpointReader:
         """Drop the memory maps (reading again reopens them)."""
         self._handles.clear()
 
-    def __enter__(self) -> CheckpointReader:
+    def __enter__(self) -> CheckpointReader:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

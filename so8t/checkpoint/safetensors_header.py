@@ -48,7 +48,8 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
                 raise CheckpointError(f"corrupt safetensors header length {header_len}", path=path)
             if 8 + header_len > size:
                 raise CheckpointError(
-                    f"truncated safetensors file: header needs {8 + header_len} bytes, file has {size}", path=path
+                    f"truncated safetensors file: header needs {8 + header_len} bytes, file has {size}",
+                    path=path,
                 )
             raw = handle.read(header_len)
     except OSError as err:
@@ -66,12 +67,17 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         if name == "__metadata__":
             continue
         try:
-            code, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+            code, shape, (begin, end) = (
+                info["dtype"],
+                tuple(int(d) for d in info["shape"]),
+                info["data_offsets"],
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"corrupt safetensors header entry {name!r}", path=path) from err
         if code not in DTYPES:
             raise CheckpointError(
-                f"tensor {name!r} has dtype {code}; only BF16, F16 and F32 checkpoints are supported", path=path
+                f"tensor {name!r} has dtype {code}; only BF16, F16 and F32 checkpoints are supported",
+                path=path,
             )
         dtype, width = DTYPES[code]
         count = 1

@@ -129,11 +129,7 @@ def hub_config(spec: TinySpec) -> dict:
 def transformers5_config(spec: TinySpec) -> dict:
     """config.json in the nested form transformers 5 writes (``text_config``, ``rope_parameters``)."""
     hub = hub_config(spec)
-    text_keys = (
-        "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads num_key_value_heads "
-        "hidden_act max_position_embeddings initializer_range rms_norm_eps use_cache use_sliding_window "
-        "max_window_layers attention_dropout bos_token_id eos_token_id"
-    ).split()
+    text_keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache", "use_sliding_window", "max_window_layers", "attention_dropout", "bos_token_id", "eos_token_id"]
     text = {"model_type": "qwen2_vl_text", **{k: hub[k] for k in text_keys}}
     text["sliding_window"] = None
     text["rope_parameters"] = {
@@ -142,7 +138,12 @@ def transformers5_config(spec: TinySpec) -> dict:
         "rope_theta": spec.rope_theta,
     }
     vision = {k: v for k, v in hub["vision_config"].items() if k not in ("in_chans", "spatial_patch_size")}
-    vision = {"model_type": "qwen2_vl_vision", "hidden_act": "quick_gelu", "in_channels": spec.in_chans, **vision}
+    vision = {
+        "model_type": "qwen2_vl_vision",
+        "hidden_act": "quick_gelu",
+        "in_channels": spec.in_chans,
+        **vision,
+    }
     root_keys = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     return {
         "architectures": hub["architectures"],
@@ -212,7 +213,8 @@ def write_checkpoint_files(out_dir: Path, spec: TinySpec, on_tensor=None) -> Non
     tok.dump_json(generation_config(), out_dir / "generation_config.json")
     tok.dump_json(preprocessor_config(spec), out_dir / "preprocessor_config.json")
     tok.dump_json({"chat_template": tok.CHAT_TEMPLATE}, out_dir / "chat_template.json")
-    tok.write_tokenizer_files(out_dir, model_max_length=spec.max_position_embeddings)
+    if spec.tokenizer:
+        tok.write_tokenizer_files(out_dir, model_max_length=spec.max_position_embeddings)
     write_weights(out_dir, spec, on_tensor=on_tensor)
 
 

@@ -41,7 +41,9 @@ def default_spec(variant: str = "tied") -> TinySpec:
     try:
         return VARIANTS[variant]
     except KeyError:
-        raise So8tError(f"unknown default checkpoint variant {variant!r}; choose from {sorted(VARIANTS)}") from None
+        raise So8tError(
+            f"unknown default checkpoint variant {variant!r}; choose from {sorted(VARIANTS)}"
+        ) from None
 
 
 def default_checkpoint_name(variant: str = "tied") -> str:

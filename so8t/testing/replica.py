@@ -25,7 +25,11 @@ def build_full_replica(out_dir: str | Path, spec: TinySpec | None = None, progre
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         bar = tqdm(
-            total=len(tensor_table(spec)), desc="replica", unit="tensor", file=sys.stderr, disable=not progress
+            total=len(tensor_table(spec)),
+            desc="replica",
+            unit="tensor",
+            file=sys.stderr,
+            disable=not progress,
         )
         with bar:
             write_checkpoint_files(tmp, spec, on_tensor=lambda _name: bar.update(1))

@@ -67,6 +67,7 @@ class TinySpec:
     shards: int = 2
     dtype: str = "bfloat16"
     seed: int = 0
+    tokenizer: bool = True  # False skips the tokenizer files (fast variants for reader tests)
     # initialisation scales
     matrix_std: float = 0.02
     norm_std: float = 0.05
@@ -82,7 +83,9 @@ class TinySpec:
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError("hidden_size must be divisible by num_attention_heads")
         if 2 * sum(self.mrope_section) != self.head_dim:
-            raise ConfigError(f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}")
+            raise ConfigError(
+                f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -108,16 +111,16 @@ class TinySpec:
     @classmethod
     def qwen2vl_2b_instruct(cls, **changes) -> TinySpec:
         """The real shapes of Qwen2-VL-2B-Instruct (REFERENCE section 2), for the benchmark replica."""
-        real = dict(
-            hidden_size=1536,
-            intermediate_size=8960,
-            num_hidden_layers=28,
-            num_attention_heads=12,
-            num_key_value_heads=2,
-            vision_depth=32,
-            vision_embed_dim=1280,
-            vision_num_heads=16,
-        )
+        real = {
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "vision_depth": 32,
+            "vision_embed_dim": 1280,
+            "vision_num_heads": 16,
+        }
         return cls(**{**real, **changes})
 
 
@@ -125,7 +128,9 @@ def text_tensors(spec: TinySpec) -> list[tuple[str, tuple[int, ...], Init]]:
     """Language-model tensors in module order (hub names)."""
     h, kv = spec.hidden_size, spec.num_key_value_heads * spec.head_dim
     q = spec.num_attention_heads * spec.head_dim
-    table: list[tuple[str, tuple[int, ...], Init]] = [("model.embed_tokens.weight", (spec.vocab_size, h), Init.MATRIX)]
+    table: list[tuple[str, tuple[int, ...], Init]] = [
+        ("model.embed_tokens.weight", (spec.vocab_size, h), Init.MATRIX)
+    ]
     for i in range(spec.num_hidden_layers):
         p = f"model.layers.{i}."
         table += [

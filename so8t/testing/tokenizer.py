@@ -88,7 +88,9 @@ def tiktoken_resource() -> Path:
     return Path(str(root / "resources" / "qwen.tiktoken"))
 
 
-def load_ranks(path: str | Path | None = None, expected_sha256: str = QWEN_TIKTOKEN_SHA256) -> dict[bytes, int]:
+def load_ranks(
+    path: str | Path | None = None, expected_sha256: str = QWEN_TIKTOKEN_SHA256
+) -> dict[bytes, int]:
     """Read tiktoken ranks after checking the file's sha256; returns ``{token_bytes: rank}`` in rank order."""
     path = Path(path) if path is not None else tiktoken_resource()
     if not path.is_file():
@@ -116,7 +118,11 @@ def load_ranks(path: str | Path | None = None, expected_sha256: str = QWEN_TIKTO
 @functools.lru_cache(maxsize=1)
 def byte_to_unicode() -> tuple[str, ...]:
     """GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the rest for 256+k."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table: dict[int, str] = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -216,7 +222,8 @@ def tokenizer_json(vocab: dict[str, int], merges: list[str]) -> dict:
 def tokenizer_config_json(model_max_length: int) -> dict:
     """``tokenizer_config.json`` as shipped with Qwen2-VL-2B-Instruct."""
     added = {
-        str(i): {k: v for k, v in _added_token(i, text).items() if k != "id"} for text, i in SPECIAL_IDS.items()
+        str(i): {k: v for k, v in _added_token(i, text).items() if k != "id"}
+        for text, i in SPECIAL_IDS.items()
     }
     return {
         "add_prefix_space": False,
@@ -242,7 +249,9 @@ def dump_json(obj: object, path: Path, indent: int | None = 2) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def write_tokenizer_files(out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None) -> None:
+def write_tokenizer_files(
+    out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None
+) -> None:
     """Write ``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``, ``merges.txt`` into ``out_dir``."""
     vocab, merges = vocab_and_merges(load_ranks(ranks_path))
     dump_json(tokenizer_json(vocab, merges), out_dir / "tokenizer.json")
