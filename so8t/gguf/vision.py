@@ -18,7 +18,7 @@ File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``
   Conv2d kernels take the requested type (``"f16"`` or ``"f32"``).
 
 Note [eps]: transformers hard-codes ``LayerNorm(eps=1e-6)`` in the Qwen2-VL vision blocks and merger (it
-is not in config.json), so that is the value written. Note [image size]: Qwen2-VL has no fixed input size
+is not in config.json), so 1e-6 is written unless the vision config names ``layer_norm_eps``. Note [image size]: Qwen2-VL has no fixed input size
 (llama.cpp resizes dynamically); ``clip.vision.image_size`` is required by the loader and only sizes its
 warm-up, so ``vision_config["image_size"]`` is used when present and 560 (llama.cpp's converter default)
 otherwise. Note [ffn length]: llama.cpp's converter writes the vision ``hidden_size`` (the merger output)
@@ -28,7 +28,6 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
 from so8t.io import atomic_path
 
-LAYER_NORM_EPS = 1e-6  # Note [eps]
+DEFAULT_LAYER_NORM_EPS = 1e-6  # Note [eps]
 DEFAULT_IMAGE_SIZE = 560  # Note [image size]
 TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
@@ -60,6 +59,7 @@ class VisionHParams:
     projection_dim: int
     image_size: int
     hidden_act: str
+    layer_norm_eps: float
 
     @classmethod
     def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
@@ -102,6 +102,7 @@ class VisionHParams:
             projection_dim=text_hidden,
             image_size=int(vision.get("image_size", DEFAULT_IMAGE_SIZE)),
             hidden_act=act,
+            layer_norm_eps=float(vision.get("layer_norm_eps", DEFAULT_LAYER_NORM_EPS)),
         )
 
     def source_shape(self, source: str) -> tuple[int, ...]:
@@ -139,16 +140,16 @@ def _cut(piece: names.Piece, tensor):
     return tensor.chunk(piece.parts, dim=piece.axis)[piece.index] if piece.parts > 1 else tensor
 
 
-def _image_stats(reader, path: Path) -> tuple[list[float], list[float]]:
+def _image_stats(reader) -> tuple[list[float], list[float]]:
     pre = Path(reader.path) / "preprocessor_config.json"
-    if not pre.is_file():
+    cfg = reader.preprocessor_config
+    if cfg is None:
         raise ConfigError(
             "preprocessor_config.json is missing; the mmproj must carry the image mean/std the model was "
             "trained with",
-            path=path,
+            path=pre,
             hint="copy the source model's preprocessor_config.json into the directory",
         )
-    cfg = json.loads(pre.read_text(encoding="utf-8"))
     try:
         mean, std = [float(v) for v in cfg["image_mean"]], [float(v) for v in cfg["image_std"]]
     except (KeyError, TypeError, ValueError) as err:
@@ -177,7 +178,7 @@ def _add_metadata(writer, hp: VisionHParams, mean, std, file_type: int, model_na
     writer.add_uint32(v + "projection_dim", hp.projection_dim)
     writer.add_uint32(v + "block_count", hp.depth)
     writer.add_uint32(v + "attention.head_count", hp.num_heads)
-    writer.add_float32(v + "attention.layer_norm_epsilon", LAYER_NORM_EPS)
+    writer.add_float32(v + "attention.layer_norm_epsilon", hp.layer_norm_eps)
     writer.add_uint32(v + "spatial_merge_size", hp.spatial_merge_size)
     writer.add_array(v + "image_mean", mean)
     writer.add_array(v + "image_std", std)
@@ -214,12 +215,18 @@ def write_mmproj(
     reader = CheckpointReader(so8t_dir)
     config_path = Path(reader.path) / "config.json"
     hp = VisionHParams.from_configs(reader.vision_config, reader.text_config, config_path)
-    mean, std = _image_stats(reader, config_path)
+    mean, std = _image_stats(reader)
     pieces = names.pieces(hp.depth)
     available = set(reader.names())
     missing = sorted({p.source for p in pieces} - available)
     if missing:
         raise ExportError(f"vision tensors missing from the checkpoint: {missing[:5]}", path=reader.path)
+    for source in sorted({p.source for p in pieces}):  # shapes from the safetensors headers, before writing
+        if tuple(reader.shape(source)) != hp.source_shape(source):
+            raise ExportError(
+                f"{source} has shape {tuple(reader.shape(source))}, config.json implies {hp.source_shape(source)}",
+                path=reader.path,
+            )
 
     writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
     _add_metadata(writer, hp, mean, std, file_type, model_name)
@@ -239,17 +246,11 @@ def write_mmproj(
             cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
             for piece, out_dtype in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
                 if cache is None or cache[0] != piece.source:
-                    src = reader.get(piece.source)
-                    if tuple(src.shape) != hp.source_shape(piece.source):
-                        raise ExportError(
-                            f"{piece.source} has shape {tuple(src.shape)}, config.json implies "
-                            f"{hp.source_shape(piece.source)}",
-                            path=reader.path,
-                        )
-                    cache = (piece.source, src)
+                    cache = (piece.source, reader.get(piece.source))
                 writer.write_tensor_data(_export_array(piece, cache[1], out_dtype))
         finally:
             writer.close()
+            reader.close()
     return out_path
 
 
@@ -261,7 +262,7 @@ def _export_array(piece: names.Piece, src, out_dtype: np.dtype) -> np.ndarray:
     target = torch.float16 if out_dtype == np.float16 else torch.float32
     if target == torch.float16:
         peak = part.abs().max().item() if part.numel() else 0.0
-        if not np.isfinite(peak) or peak > np.finfo(np.float16).max:
+        if not np.isfinite(peak) or peak > float(np.finfo(np.float16).max):
             raise ExportError(
                 f"{piece.source} holds values beyond the F16 range (max |x| = {peak:g})",
                 hint="export the mmproj as f32",
