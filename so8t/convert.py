@@ -151,5 +151,6 @@ class Qwen2VLToSO8TConverter:
                 source_path=self.input_model.resolve(),
                 source_files=hashes,
             )
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            shutil.copymode(tmp / CONFIG_FILE, tmp / GATES_FILE)  # safetensors writes 0600; follow umask
         return output

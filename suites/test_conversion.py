@@ -37,10 +37,15 @@ def source_reference(source_checkpoint):
     return reference_model(source_checkpoint)
 
 
+@pytest.fixture(scope="module")
+def identity_model(so8t_identity_dir):
+    return SO8TModel.from_dir(so8t_identity_dir)
+
+
 @pytest.mark.parametrize("inputs_name", ["text_inputs", "vision_inputs"])
-def test_identity_conversion_computes_the_source_model(so8t_identity_dir, source_reference, inputs_name, request):
+def test_identity_conversion_computes_the_source_model(identity_model, source_reference, inputs_name, request):
     inputs = request.getfixturevalue(inputs_name)
-    model = SO8TModel.from_dir(so8t_identity_dir)
+    model = identity_model
     with torch.no_grad():
         expected = forward_qwen2vl(source_reference, **inputs).logits
         actual = model(**inputs).logits
@@ -49,14 +54,14 @@ def test_identity_conversion_computes_the_source_model(so8t_identity_dir, source
 
 
 def test_weights_and_aux_files_are_copied_verbatim(source_checkpoint, so8t_identity_dir):
-    source = SO8TCheckpoint(so8t_identity_dir)
     from so8t.checkpoint import CheckpointReader
 
+    converted = SO8TCheckpoint(so8t_identity_dir)
     original = CheckpointReader(source_checkpoint)
     for path in list(original.shard_files) + [p for p in original.aux_files if p.name != "config.json"]:
         rel = path.relative_to(original.path)
         assert sha256_file(so8t_identity_dir / rel) == sha256_file(path), rel
-    assert source.reader.names() == original.names()
+    assert converted.reader.names() == original.names()
 
 
 def test_vision_tower_and_embeddings_unchanged(source_checkpoint, so8t_random_dir):
@@ -104,7 +109,7 @@ def test_gates_file_contents(so8t_identity_dir, so8t_random_dir):
     assert len(random) == len(identity) + 4  # + safety head (2 Linears x weight, bias)
     gates = [random[k] for k in identity]
     assert all(torch.count_nonzero(t) == t.numel() for t in gates)
-    assert len({t.flatten()[:4].tolist().__repr__() for t in gates}) == len(gates)  # every gate its own draw
+    assert len({tuple(t.flatten()[:4].tolist()) for t in gates}) == len(gates)  # every gate its own draw
     for layer in range(checkpoint.num_layers):
         assert group.in_so8(SO8TCheckpoint(so8t_random_dir).rotation(layer, "attn_rot"))
 
