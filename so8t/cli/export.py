@@ -1,0 +1,61 @@
+"""``so8t export``: an SO8T checkpoint -> GGUF files that stock llama.cpp runs (text, mmproj, sidecar)."""
+
+from __future__ import annotations
+
+from so8t.cli.common import add_command
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub,
+        "export",
+        "export an SO8T checkpoint to GGUF (text + mmproj + SO8T sidecar) for llama.cpp",
+        description=(
+            "Fold the SO(8) gates into the weights and write a llama.cpp 'qwen2vl' text GGUF per quantization "
+            "type, the vision tower as an mmproj GGUF, and the gates + safety head as a sidecar GGUF. "
+            "Types: F32 F16 BF16 Q8_0 Q4_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S (Q8_K is not a file type)."
+        ),
+    )
+    p.add_argument("--input-model", required=True, help="SO8T checkpoint directory (or a plain Qwen2-VL one)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output-gguf", help="text GGUF path (several types: <stem>-<TYPE>.gguf next to it)")
+    where.add_argument("--output-dir", help="directory for <model-name>-<TYPE>.gguf, the mmproj and sidecars")
+    p.add_argument(
+        "--quantization",
+        action="append",
+        default=None,
+        metavar="TYPE[,TYPE...]",
+        help="quantization type(s), repeatable or comma separated (default F16)",
+    )
+    p.add_argument("--model-name", default=None, help="general.name and file stem (default: input dir name)")
+    p.add_argument("--mmproj", dest="mmproj", action="store_true", default=True, help="write the mmproj file")
+    p.add_argument("--no-mmproj", dest="mmproj", action="store_false", help="skip the vision tower")
+    p.add_argument("--mmproj-dtype", choices=["f16", "f32"], default="f16", help="mmproj matrix type")
+    p.add_argument("--no-sidecar", dest="sidecar", action="store_false", help="skip the SO8T sidecar file")
+    p.add_argument("--threads", type=int, default=0, help="threads for llama.cpp's quantizer (0: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from so8t.gguf.export import SO8TToGGUFConverter
+    from so8t.gguf.quant import parse_quant_types
+
+    types = parse_quant_types(args.quantization or ["F16"])  # fail fast on Q8_K / unknown names
+    out = Path(args.output_gguf) if args.output_gguf else Path(args.output_dir)
+    if args.output_dir:
+        out.mkdir(parents=True, exist_ok=True)
+    converter = SO8TToGGUFConverter(args.input_model, progress=not args.quiet)
+    report = converter.export(
+        out,
+        quant_types=[t.name for t in types],
+        model_name=args.model_name,
+        mmproj=args.mmproj,
+        mmproj_dtype=args.mmproj_dtype,
+        sidecar=args.sidecar,
+        n_threads=args.threads,
+    )
+    print(report.summary())
+    return 0

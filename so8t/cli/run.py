@@ -1,0 +1,58 @@
+"""``so8t run``: run an exported text GGUF with llama.cpp (greedy), optionally with an image and the
+SO8T safety head from the sidecar."""
+
+from __future__ import annotations
+
+import sys
+
+from so8t.cli.common import add_command
+
+
+def register(sub) -> None:
+    p = add_command(sub, "run", "run an exported GGUF with llama.cpp (greedy generation, tokens/s, safety)")
+    p.add_argument("--model", required=True, help="text GGUF written by 'so8t export'")
+    p.add_argument("--prompt", required=True, help="user message (wrapped in the Qwen2-VL chat format)")
+    p.add_argument("--raw", action="store_true", help="send --prompt as is, without the chat format")
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate")
+    p.add_argument("--mmproj", default=None, help="mmproj GGUF (needed for --image)")
+    p.add_argument("--image", default=None, help="image file to ask about (needs --mmproj)")
+    p.add_argument(
+        "--sidecar",
+        default="auto",
+        help="SO8T sidecar GGUF for the safety verdict ('auto': <model stem>.so8t.gguf if present; 'none')",
+    )
+    p.add_argument("--ctx", type=int, default=2048, help="context length")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores, max 8)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from so8t.errors import So8tError
+    from so8t.runtime import LlamaRuntime, chat_prompt, default_sidecar
+
+    if args.image and not args.mmproj:
+        raise So8tError("--image needs --mmproj (the vision GGUF written by 'so8t export')")
+    if args.max_tokens < 1:
+        raise So8tError("--max-tokens must be at least 1")
+    sidecar = {"auto": default_sidecar(args.model), "none": None}.get(args.sidecar, args.sidecar)
+    with LlamaRuntime(
+        args.model, mmproj=args.mmproj, sidecar=sidecar, n_ctx=args.ctx, n_threads=args.threads, verbose=args.verbose
+    ) as rt:
+        if args.image:
+            print(rt.describe_image(args.image, args.prompt, max_tokens=args.max_tokens))
+            return 0
+        prompt = args.prompt if args.raw else chat_prompt(args.prompt)
+        gen = rt.generate(prompt, max_tokens=args.max_tokens)
+        print(gen.text)
+        print(
+            f"[{gen.prompt_tokens} prompt tokens at {gen.prompt_tokens_per_s:.1f} tok/s, "
+            f"{len(gen.tokens)} generated at {gen.gen_tokens_per_s:.1f} tok/s (llama.cpp perf counters)]",
+            file=sys.stderr,
+        )
+        verdict = rt.safety(prompt)
+        if verdict is not None:
+            probs = " ".join(f"{k}={v:.3f}" for k, v in verdict.probabilities.items())
+            print(f"safety: {verdict.label} ({probs})")
+        elif sidecar is not None:
+            print("safety: (the sidecar has no safety head)", file=sys.stderr)
+    return 0

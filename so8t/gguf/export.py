@@ -1,0 +1,197 @@
+"""``SO8TToGGUFConverter``: an SO8T checkpoint -> text GGUF(s) + mmproj + sidecar(s) for llama.cpp.
+
+One export reads and folds the checkpoint once (``so8t.fold.iter_folded_tensors``): every numpy type
+(F32, F16, BF16, Q8_0, Q4_0) is written in that single pass (``text.write_text_ggufs``); K-quant types
+are then made by llama.cpp's quantizer from one F32 intermediate written in the same pass (the F32
+output itself when F32 was asked for, else a temporary file removed afterwards).
+
+Outputs (all written atomically: an exception or Ctrl-C leaves none of them behind):
+
+* text: ``out`` itself when it ends in ``.gguf`` and one type is asked for; ``<stem>-<TYPE>.gguf`` next
+  to it for several types; ``<out>/<model_name>-<TYPE>.gguf`` when ``out`` is a directory;
+* sidecar: ``<text stem>.so8t.gguf`` per text file (gates + safety head, linked by the text file's
+  content hash); only for SO8T checkpoints, a plain Qwen2-VL checkpoint exports as identity gates;
+* mmproj: ``mmproj-<model_name>-<dtype>.gguf`` in the same directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from so8t.errors import ExportError, So8tError
+from so8t.gguf import metadata, quant, text
+from so8t.gguf.tokenizer import read_tokenizer
+from so8t.io import atomic_path
+
+
+@dataclass
+class TextOutput:
+    quant: str
+    path: Path
+    size: int
+    seconds: float
+    content_hash: str
+    tensor_types: dict[str, str]
+    fallbacks: list[str]
+    sidecar: Path | None = None
+
+
+@dataclass
+class ExportReport:
+    texts: list[TextOutput] = field(default_factory=list)
+    mmproj: Path | None = None
+    pass_seconds: float = 0.0  # the one read + fold + numpy-encode pass shared by all types
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = []
+        for t in self.texts:
+            lines.append(f"{t.quant:7s} {t.size / 2**20:9.1f} MiB  {t.seconds:6.1f} s  {t.path}")
+            lines += [f"        fallback: {f}" for f in t.fallbacks]
+            if t.sidecar:
+                lines.append(f"        sidecar: {t.sidecar}")
+        if self.mmproj:
+            lines.append(f"mmproj  {self.mmproj.stat().st_size / 2**20:9.1f} MiB            {self.mmproj}")
+        return "\n".join(lines + self.notes)
+
+
+class SO8TToGGUFConverter:
+    """Export an SO8T checkpoint directory (or a plain Qwen2-VL checkpoint) to GGUF files.
+
+    Example:
+        >>> SO8TToGGUFConverter("qwen2vl-so8t").export("out/", quant_types=["F16", "Q4_K_M"])
+    """
+
+    def __init__(self, so8t_dir: str | Path, progress: bool = True):
+        self.path = Path(so8t_dir)
+        config_path = self.path / "config.json"
+        if not config_path.is_file():
+            raise So8tError("not a checkpoint directory: config.json missing", path=self.path)
+        self.config = json.loads(config_path.read_text(encoding="utf-8"))
+        self.is_so8t = "so8t" in self.config
+        self.hparams = text.TextHParams.from_config(self.config)
+        self.progress = progress
+
+    def _tensors(self):
+        if self.is_so8t:
+            from so8t.fold import iter_folded_tensors
+
+            return iter_folded_tensors(self.path, part="text")
+        from so8t.checkpoint import CheckpointReader
+
+        return CheckpointReader(self.path).items()
+
+    def text_paths(self, out: str | Path, quant_types: list[quant.QuantType], model_name: str) -> dict[str, Path]:
+        out = Path(out)
+        if out.suffix == ".gguf":
+            if len(quant_types) == 1:
+                return {quant_types[0].name: out}
+            return {q.name: out.with_name(f"{out.stem}-{q.name}.gguf") for q in quant_types}
+        return {q.name: out / f"{model_name}-{q.name}.gguf" for q in quant_types}
+
+    def export(
+        self,
+        out: str | Path,
+        quant_types=("F16",),
+        model_name: str | None = None,
+        mmproj: bool = True,
+        mmproj_dtype: str = "f16",
+        sidecar: bool = True,
+        n_threads: int = 0,
+    ) -> ExportReport:
+        """Write the files (see the module docstring) and return what was written, with timings and
+        every quantization fallback."""
+        qts = quant.parse_quant_types(list(quant_types) if not isinstance(quant_types, str) else quant_types)
+        model_name = model_name or self.path.name
+        paths = self.text_paths(out, qts, model_name)
+        out_dir = next(iter(paths.values())).parent
+        if not out_dir.is_dir():
+            raise ExportError("output directory does not exist", path=out_dir)
+        report = ExportReport()
+        tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
+        keys = metadata.so8t_keys(self.config)
+        numpy_types = [q for q in qts if q.method is quant.Method.NUMPY]
+        llama_types = [q for q in qts if q.method is quant.Method.LLAMA]
+        intermediate = out_dir / f".so8t-f32-intermediate-{uuid.uuid4().hex[:8]}.gguf"
+        with contextlib.ExitStack() as stack:
+            tmp = {q.name: stack.enter_context(atomic_path(paths[q.name])) for q in qts}
+            stack.callback(_unlink, intermediate)
+            outputs = {q.name: (q, tmp[q.name]) for q in numpy_types}
+            if llama_types and "F32" not in outputs:
+                outputs["_f32"] = (quant.QUANT_TYPES["F32"], intermediate)
+            start = time.perf_counter()
+            results = text.write_text_ggufs(
+                self._tensors(), self.hparams, tokenizer, outputs, keys, model_name, progress=self.progress
+            )
+            report.pass_seconds = time.perf_counter() - start
+            for q in numpy_types:
+                r = results[q.name]
+                report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
+            source = outputs["F32" if "F32" in outputs else "_f32"][1] if llama_types else None
+            for q in _bar(llama_types, self.progress):
+                start = time.perf_counter()
+                messages = quant.llama_quantize(source, tmp[q.name], q, n_threads=n_threads)
+                digest = metadata.content_hash_of_file(tmp[q.name])
+                metadata.patch_content_hash(tmp[q.name], digest)
+                types = _tensor_types(tmp[q.name])
+                fallbacks = messages + [
+                    f"{name}: {t} (not a K-quant)"
+                    for name, t in types.items()
+                    if t not in ("F32",) + _K_TYPES and not any(name in m for m in messages)
+                ]
+                r = text.TextResult(q.name, tmp[q.name], digest, types, fallbacks)
+                seconds = time.perf_counter() - start + report.pass_seconds
+                report.texts.append(_text_output(q.name, paths[q.name], tmp[q.name], seconds, r))
+            if sidecar and self.is_so8t:
+                from so8t.gguf.sidecar import write_sidecar
+
+                for t in report.texts:
+                    t.sidecar = t.path.with_name(t.path.name[: -len(".gguf")] + ".so8t.gguf")
+                    side_tmp = stack.enter_context(atomic_path(t.sidecar))
+                    write_sidecar(self.path, side_tmp, t.content_hash, model_name=model_name)
+            elif sidecar:
+                report.notes.append("no sidecar: the input is a plain Qwen2-VL checkpoint (no SO8T gates)")
+        if mmproj:
+            from so8t.gguf.vision import write_mmproj
+
+            report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
+            write_mmproj(self.path, report.mmproj, dtype=mmproj_dtype, model_name=model_name, progress=self.progress)
+        return report
+
+
+_K_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K")
+
+
+def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.TextResult) -> TextOutput:
+    return TextOutput(
+        quant=name,
+        path=final,
+        size=written.stat().st_size,
+        seconds=seconds,
+        content_hash=r.content_hash,
+        tensor_types=r.tensor_types,
+        fallbacks=r.fallbacks,
+    )
+
+
+def _tensor_types(path: Path) -> dict[str, str]:
+    from gguf import GGUFReader
+
+    return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _bar(items, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(items, desc="llama.cpp quantize", unit="type", disable=not enabled or not items, leave=False)

@@ -1,0 +1,263 @@
+"""Run an exported SO8T model with stock llama.cpp (through llama-cpp-python).
+
+``LlamaRuntime(model.gguf, mmproj=..., sidecar=...)`` loads the text GGUF (and the mmproj for images)
+and offers: ``tokenize``/``detokenize`` (llama.cpp's tokenizer), ``logits(ids)`` for every position,
+``hidden_states(ids)`` (the final-norm hidden state per position, from llama.cpp's embedding mode, the
+input of the SO8T safety head), ``generate`` (greedy) with prompt and generation tokens/s read from
+llama.cpp's own perf counters, ``safety`` (the sidecar's safety head on the last hidden state) and
+``describe_image`` (the multimodal chat handler).
+
+Decoding goes through llama-cpp-python's ``Llama`` object: its batch/context wrappers (``_batch``,
+``_ctx``) are used for all-position outputs, since its public ``eval`` keeps only what ``logits_all``
+allocated at load time. KV cache: F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v
+= 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
+
+Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
+and runs RMSNorm with eps = 0 (REFERENCE section 5); logits differ from PyTorch by ~1e-3 on tiny random
+models for that reason alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so8t.errors import RuntimeLoadError
+
+CHATML_SYSTEM = "You are a helpful assistant."
+
+
+def chat_prompt(user: str, system: str | None = CHATML_SYSTEM) -> str:
+    """Qwen2-VL's ChatML prompt for one user turn, ending where the assistant's answer starts."""
+    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    return f"{head}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    prompt_tokens_per_s: float
+    gen_tokens_per_s: float
+    stopped_at_eos: bool
+
+
+def default_sidecar(model_path: str | Path) -> Path | None:
+    """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the export's naming)."""
+    path = Path(model_path)
+    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf") if path.suffix == ".gguf" else None
+    return candidate if candidate and candidate.is_file() else None
+
+
+class LlamaRuntime:
+    """An exported text GGUF loaded in llama.cpp (see the module docstring)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        mmproj: str | Path | None = None,
+        sidecar: str | Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        f32_kv: bool = False,
+        verbose: bool = False,
+    ):
+        self.model_path = Path(model_path)
+        self.mmproj = Path(mmproj) if mmproj else None
+        self.sidecar_path = Path(sidecar) if sidecar else None
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
+        self.f32_kv = f32_kv
+        self.verbose = verbose
+        for path in filter(None, (self.model_path, self.mmproj, self.sidecar_path)):
+            if not path.is_file():
+                raise RuntimeLoadError("file not found", path=path)
+        self.llm = self._load(embedding=False)
+        self._embedder = None
+        self._sidecar = None
+
+    def _load(self, embedding: bool, chat_handler=None):
+        import llama_cpp
+
+        kwargs = dict(n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=self.verbose, n_gpu_layers=0)
+        if self.f32_kv:
+            kwargs.update(type_k=0, type_v=0)
+        if embedding:
+            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)
+        if chat_handler is not None:
+            kwargs["chat_handler"] = chat_handler
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        try:
+            with suppress_stdout_stderr(disable=self.verbose):  # llama.cpp prints load notes to fd 2
+                return llama_cpp.Llama(str(self.model_path), **kwargs)
+        except (ValueError, RuntimeError) as err:
+            raise RuntimeLoadError(f"llama.cpp could not load the model: {err}", path=self.model_path) from err
+
+    def close(self) -> None:
+        for llm in (self.llm, self._embedder):
+            if llm is not None:
+                llm.close()
+        self._embedder = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    @property
+    def n_vocab(self) -> int:
+        return self.llm.n_vocab()
+
+    @property
+    def n_embd(self) -> int:
+        return self.llm.n_embd()
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """llama.cpp's tokens for ``text``; ``special`` parses ``<|im_start|>`` etc. as control tokens.
+        No BOS is added (the file says ``add_bos_token = false``)."""
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
+
+    # -- forward passes ------------------------------------------------------------------------
+
+    def _decode_all(self, llm, ids: list[int], getter) -> np.ndarray:
+        """Decode ``ids`` from position 0 with every position as an output; stack ``getter(ctx, i)``."""
+        if not ids:
+            raise ValueError("no tokens")
+        if len(ids) > self.n_ctx:
+            raise RuntimeLoadError(f"{len(ids)} tokens exceed the context of {self.n_ctx}", path=self.model_path)
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        rows = []
+        for start in range(0, len(ids), llm.n_batch):
+            chunk = ids[start : start + llm.n_batch]
+            llm._batch.set_batch(chunk, n_past=start, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows += [getter(llm._ctx.ctx, i) for i in range(len(chunk))]
+        return np.stack(rows)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Logits ``[len(ids), n_vocab]`` (float32) at every position."""
+        import llama_cpp
+
+        n = self.n_vocab
+        return self._decode_all(
+            self.llm, ids, lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), (n,)).copy()
+        )
+
+    def hidden_states(self, ids: list[int]) -> np.ndarray:
+        """Final-norm hidden states ``[len(ids), n_embd]`` (llama.cpp's embedding mode, no pooling)."""
+        import llama_cpp
+
+        if self._embedder is None:
+            self._embedder = self._load(embedding=True)
+        n = self.n_embd
+        return self._decode_all(
+            self._embedder,
+            ids,
+            lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(ctx, i), (n,)).copy(),
+        )
+
+    def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True) -> Generation:
+        """Greedy generation (argmax at every step); tokens/s from llama.cpp's perf counters."""
+        import llama_cpp
+
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        llm = self.llm
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+        eos = {llama_cpp.llama_vocab_eos(llama_cpp.llama_model_get_vocab(llm.model))}
+        out: list[int] = []
+        stopped = False
+        pos = 0
+        pending = ids
+        for _ in range(max_tokens):
+            for start in range(0, len(pending), llm.n_batch):
+                chunk = pending[start : start + llm.n_batch]
+                llm._batch.set_batch(chunk, n_past=pos, logits_all=False)
+                llm._ctx.decode(llm._batch)
+                pos += len(chunk)
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), (self.n_vocab,))
+            token = int(np.argmax(row))
+            if stop_at_eos and (token in eos or llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token)):
+                stopped = True
+                break
+            out.append(token)
+            pending = [token]
+            if pos + 1 > self.n_ctx:
+                break
+        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        return Generation(
+            text=self.detokenize(out),
+            tokens=out,
+            prompt_tokens=len(ids),
+            prompt_tokens_per_s=_rate(perf.n_p_eval, perf.t_p_eval_ms),
+            gen_tokens_per_s=_rate(perf.n_eval, perf.t_eval_ms),
+            stopped_at_eos=stopped,
+        )
+
+    # -- SO8T safety head ----------------------------------------------------------------------
+
+    def safety(self, prompt: str | list[int]):
+        """The sidecar's safety verdict on the last position's final-norm hidden state, or None when
+        no sidecar was given (or it has no safety head)."""
+        if self.sidecar_path is None:
+            return None
+        if self._sidecar is None:
+            from so8t.gguf.sidecar import read_sidecar
+
+            self._sidecar = read_sidecar(self.sidecar_path)
+        head = self._sidecar.safety_head()
+        if head is None:
+            return None
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        return head.verdict(self.hidden_states(ids)[-1].astype(np.float64))
+
+    # -- images --------------------------------------------------------------------------------
+
+    def describe_image(self, image: str | Path, question: str, max_tokens: int = 32) -> str:
+        """Answer ``question`` about ``image`` through llama.cpp's multimodal path (needs ``mmproj``)."""
+        if self.mmproj is None:
+            raise RuntimeLoadError("an image needs the mmproj file (--mmproj)", path=self.model_path)
+        from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
+        image = Path(image)
+        if not image.is_file():
+            raise RuntimeLoadError("image not found", path=image)
+        handler = Qwen25VLChatHandler(clip_model_path=str(self.mmproj), verbose=self.verbose)
+        llm = self._load(embedding=False, chat_handler=handler)
+        try:
+            response = llm.create_chat_completion(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": image.resolve().as_uri()}},
+                            {"type": "text", "text": question},
+                        ],
+                    }
+                ],
+                max_tokens=max_tokens,
+                temperature=0.0,
+                top_k=1,
+            )
+        finally:
+            llm.close()
+        return response["choices"][0]["message"]["content"] or ""
+
+
+def _rate(n: int, ms: float) -> float:
+    return float(n) / (ms / 1000.0) if ms > 0 else 0.0
+
