@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from so8t.checkpoint.names import to_transformers5
+from so8t.errors import ConfigError
 from so8t.io import atomic_path
 from so8t.testing import tokenizer as tok
 from so8t.testing.safetensors_stream import nbytes, write_streaming
@@ -55,22 +56,24 @@ def make_tensor(spec: TinySpec, hub_name: str, shape: Sequence[int], init: Init)
 
 
 def shard_plan(spec: TinySpec) -> list[tuple[str, list[tuple[str, tuple[int, ...], Init]]]]:
-    """Split the tensor table, in module order, into ``spec.shards`` files of about equal size."""
+    """Split the tensor table, in module order, into ``spec.shards`` files; each new file takes about its
+    fair share of the bytes not yet placed (a tensor is never split)."""
     table = tensor_table(spec)
     if spec.shards == 1:
         return [(SINGLE_NAME, table)]
     sizes = [nbytes(shape, spec.dtype) for _, shape, _ in table]
-    budget = -(-sum(sizes) // spec.shards)
     groups: list[list] = [[]]
-    filled = 0
+    filled, unassigned = 0, sum(sizes)
     for entry, size in zip(table, sizes):
+        budget = unassigned / (spec.shards - len(groups) + 1)  # fair share of what is left
         if groups[-1] and filled + size > budget and len(groups) < spec.shards:
             groups.append([])
+            unassigned -= filled
             filled = 0
         groups[-1].append(entry)
         filled += size
     if len(groups) != spec.shards:
-        raise ValueError(f"cannot split {len(table)} tensors into {spec.shards} non-empty shards")
+        raise ConfigError(f"cannot split {len(table)} tensors into {spec.shards} non-empty shards")
     n = spec.shards
     return [(f"model-{i + 1:05d}-of-{n:05d}.safetensors", group) for i, group in enumerate(groups)]
 
@@ -129,7 +132,24 @@ def hub_config(spec: TinySpec) -> dict:
 def transformers5_config(spec: TinySpec) -> dict:
     """config.json in the nested form transformers 5 writes (``text_config``, ``rope_parameters``)."""
     hub = hub_config(spec)
-    text_keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache", "use_sliding_window", "max_window_layers", "attention_dropout", "bos_token_id", "eos_token_id"]
+    text_keys = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "hidden_act",
+        "max_position_embeddings",
+        "initializer_range",
+        "rms_norm_eps",
+        "use_cache",
+        "use_sliding_window",
+        "max_window_layers",
+        "attention_dropout",
+        "bos_token_id",
+        "eos_token_id",
+    ]
     text = {"model_type": "qwen2_vl_text", **{k: hub[k] for k in text_keys}}
     text["sliding_window"] = None
     text["rope_parameters"] = {
