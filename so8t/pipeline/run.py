@@ -1,0 +1,197 @@
+"""``so8t pipeline``: environment check -> input check -> convert -> export -> validate -> summary.
+
+Output layout under ``output_dir`` (the whole directory is built in a temporary sibling and renamed when
+conversion and export succeeded, so a failure or Ctrl-C leaves nothing at ``output_dir``):
+
+    <output_dir>/
+      <model>-so8t/                  SO8T checkpoint (source weights + gates [+ safety head])
+      gguf/<model>-<TYPE>.gguf       text GGUF per quant type (gates folded; architecture qwen2vl)
+      gguf/<model>-<TYPE>.so8t.gguf  SO8T sidecar per text file (gates, rotations, safety head)
+      gguf/mmproj-<model>-f16.gguf   vision tower for llama.cpp's multimodal loader
+      reports/validate-<TYPE>.json   validator report per quant type
+      summary.json                   what the final table shows, machine-readable
+
+Validation runs after the rename on the files at their final paths; a failed validation keeps the (complete)
+files and their reports, and the pipeline exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from so8t.errors import So8tError
+from so8t.io import atomic_path
+from so8t.pipeline import environment
+
+SUMMARY_FILE = "summary.json"
+DEFAULT_QUANT_TYPES = ("F16", "Q8_0", "Q4_K_M")
+
+
+@dataclass
+class PipelineOptions:
+    input_model: Path
+    output_dir: Path
+    quant_types: list[str] = field(default_factory=lambda: list(DEFAULT_QUANT_TYPES))
+    model_name: str | None = None
+    rotation_init: str = "identity"
+    seed: int = 0
+    safety_features: bool = True
+    validate: bool = True
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class FileRow:
+    kind: str
+    quant: str
+    path: str
+    size: int
+    seconds: float | None = None
+    validation: str | None = None
+    parity: str | None = None
+
+
+@dataclass
+class PipelineResult:
+    output_dir: Path
+    environment: dict
+    steps: list[Step] = field(default_factory=list)
+    files: list[FileRow] = field(default_factory=list)
+    ok: bool = True
+
+    def to_json(self) -> dict:
+        return {
+            "output_dir": str(self.output_dir),
+            "ok": self.ok,
+            "environment": self.environment,
+            "steps": [asdict(s) for s in self.steps],
+            "files": [asdict(f) for f in self.files],
+        }
+
+
+def _prepare_output(options: PipelineOptions) -> None:
+    out = options.output_dir
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not options.overwrite:
+        raise So8tError("output directory exists and is not empty", path=out, hint="pass --overwrite")
+    if occupied and not (out / SUMMARY_FILE).is_file():
+        raise So8tError(
+            f"refusing to overwrite a directory that is not a previous pipeline output (no {SUMMARY_FILE})",
+            path=out,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+class _Timer:
+    def __init__(self, result: PipelineResult, log: Callable[[str], None]):
+        self.result, self.log = result, log
+
+    def step(self, name: str, fn: Callable[[], str | None]):
+        self.log(f"[so8t pipeline] {name} ...")
+        start = time.perf_counter()
+        detail = fn() or ""
+        seconds = time.perf_counter() - start
+        self.result.steps.append(Step(name, seconds, detail))
+        self.log(f"[so8t pipeline] {name}: done in {seconds:.1f} s{f' ({detail})' if detail else ''}")
+
+
+def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -> PipelineResult:
+    """Run every step; raise ``So8tError`` on bad input or a failed step (nothing left at the output)."""
+    from so8t.analyze import analyze_checkpoint
+    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.gguf.export import SO8TToGGUFConverter
+    from so8t.gguf.quant import parse_quant_types
+
+    quant_names = [q.name for q in parse_quant_types(options.quant_types)]
+    out = options.output_dir
+    _prepare_output(options)
+
+    start = time.perf_counter()
+    analysis = analyze_checkpoint(options.input_model)  # input check: a broken checkpoint stops here
+    name = options.model_name or Path(analysis["path"]).name
+    env = environment.check_environment(out, analysis["total_bytes"], analysis["params_total"], quant_names)
+    environment.require(env)
+    result = PipelineResult(out, {"python": env.python, **env.versions, "free_bytes": env.free_bytes,
+                                  "needed_bytes": env.needed_bytes})
+    detail = f"{analysis['params_total']:,} parameters, {env.needed_bytes / 1e9:.2f} of {env.free_bytes / 1e9:.0f} GB"
+    result.steps.append(Step("environment + input check", time.perf_counter() - start, detail))
+    timer = _Timer(result, log)
+
+    so8t_dir = out / f"{name}-so8t"
+    gguf_dir = out / "gguf"
+    exported = {}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "gguf").mkdir()
+        converter = Qwen2VLToSO8TConverter(
+            options.input_model,
+            safety_features=options.safety_features,
+            rotation_init=options.rotation_init,
+            seed=options.seed,
+            progress=options.progress,
+        )
+
+        def convert() -> str:
+            converter.convert(tmp / so8t_dir.name)
+            head = ", safety head" if options.safety_features else ""
+            return f"{options.rotation_init} gates{head}"
+
+        timer.step("convert", convert)
+
+        def export() -> str:
+            report = SO8TToGGUFConverter(tmp / so8t_dir.name, progress=options.progress).export(
+                tmp / "gguf", quant_types=quant_names, model_name=name
+            )
+            exported["report"] = report
+            return ", ".join(quant_names)
+
+        timer.step("export", export)
+        # Keep a marker so a later --overwrite knows this directory is ours, even if validation fails.
+        (tmp / SUMMARY_FILE).write_text(json.dumps({"status": "exported"}) + "\n")
+
+    report = exported["report"]
+    for text in report.texts:
+        final = gguf_dir / text.path.name
+        result.files.append(FileRow("text", text.quant, str(final), final.stat().st_size, text.seconds))
+        if text.sidecar:
+            side = gguf_dir / text.sidecar.name
+            result.files.append(FileRow("sidecar", text.quant, str(side), side.stat().st_size))
+    if report.mmproj:
+        mm = gguf_dir / report.mmproj.name
+        result.files.append(FileRow("mmproj", "F16", str(mm), mm.stat().st_size))
+
+    if options.validate:
+        timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
+    with atomic_path(out / SUMMARY_FILE) as tmp_summary:
+        tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
+    from so8t.pipeline.validation import validate_text_file
+
+    reports_dir.mkdir(exist_ok=True)
+    failed = []
+    mmproj = next((Path(f.path) for f in result.files if f.kind == "mmproj"), None)
+    for row in result.files:
+        if row.kind != "text":
+            continue
+        sidecar = next((Path(f.path) for f in result.files if f.kind == "sidecar" and f.quant == row.quant), None)
+        report_path = reports_dir / f"validate-{row.quant}.json"
+        row.validation, row.parity = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, report_path)
+        if row.validation != "PASS":
+            failed.append(row.quant)
+    result.ok = not failed
+    return "all PASS" if not failed else "FAIL: " + ", ".join(failed)

@@ -1,0 +1,33 @@
+"""The final summary table of ``so8t pipeline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from so8t.tables import format_table, human_bytes
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_summary(result) -> str:
+    """Steps with their times, then one row per file: size, export time, validation and parity."""
+    steps = format_table(("step", "seconds", "detail"), [(s.name, f"{s.seconds:.1f}", s.detail) for s in result.steps])
+    rows = [
+        (
+            f.kind,
+            f.quant,
+            Path(f.path).name,
+            human_bytes(f.size),
+            _num(f.seconds, ".1f"),
+            f.validation or "-",
+            f.parity or "-",
+        )
+        for f in result.files
+    ]
+    files = format_table(
+        ("file", "type", "name", "size", "export s", "validation", "parity vs PyTorch"), rows
+    )
+    verdict = "PIPELINE OK" if result.ok else "PIPELINE FAILED VALIDATION (see reports/)"
+    return f"{steps}\n\n{files}\n\noutput: {result.output_dir}\n{verdict}"
