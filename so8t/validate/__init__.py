@@ -1,0 +1,8 @@
+"""Validate exported SO8T GGUF files: ``SO8TGGUFValidator(gguf, so8t_model=..., sidecar=..., mmproj=...)
+.run() -> Report`` (see :mod:`so8t.validate.validator` for the checks, :mod:`so8t.validate.report` for the
+JSON schema)."""
+
+from so8t.validate.report import REPORT_SCHEMA, CheckResult, Report, schema_errors
+from so8t.validate.validator import CHECKS, SO8TGGUFValidator
+
+__all__ = ["SO8TGGUFValidator", "Report", "CheckResult", "REPORT_SCHEMA", "schema_errors", "CHECKS"]

@@ -1,0 +1,185 @@
+"""Runtime checks: a real llama.cpp load and short inference, and logit parity against PyTorch.
+
+Isolation: llama.cpp is C code; a file it misreads could crash the whole process. So (1) these checks
+run only after every file, metadata and tensor check passed, and (2) the load runs in a child process
+(``python -m so8t.validate.checks_runtime MODEL OUT_DIR``, through ``so8t.runtime.LlamaRuntime`` with an
+F32 KV cache): a crash, a hang (timeout) or a refusal becomes a FAIL with llama.cpp's last words.
+
+The probe tokenizes a ChatML prompt with llama.cpp's tokenizer, takes the logits at every position,
+and greedily generates a few tokens (tokens/s from llama.cpp's perf counters).
+
+Parity (``--so8t-model``): the same token ids through ``so8t.model.SO8TModel`` (float32), all positions.
+Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
+and runs RMSNorm with eps = 0 (REFERENCE section 5). The reference is therefore computed twice, with
+eps = 0 and with the checkpoint's eps; the check reports which one llama.cpp matches and compares
+against the closer one, so the bug is named in the report and the check keeps working the day
+llama.cpp reads the key again. Bounds per file type are in ``PARITY_BOUNDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+
+PROBE_PROMPT = "What does a rotation in SO(8) preserve?"
+PROBE_NEW_TOKENS = 4
+PROBE_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class ParityBound:
+    """Agreement required between llama.cpp's and PyTorch's logits at every position.
+
+    ``max_abs``: largest |logit difference| (None: not checked); ``min_top1``: share of positions
+    with the same argmax; ``max_kl``: largest KL(p_torch || p_llama) over positions (nats)."""
+
+    max_abs: float | None
+    min_top1: float
+    max_kl: float | None
+
+
+#: Per file type (``general.file_type`` name). F32: float32 storage and an F32 KV cache leave only
+#: float32 accumulation-order differences, orders below 1e-4 (REFERENCE 5 measured ~2e-7 with matched
+#: eps). F16/BF16 round each weight by 2^-11 / 2^-8 relative, which moves logits of these unit-scale
+#: models by a few 1e-3 / 1e-2 at most; block quant types are judged by argmax agreement and KL.
+PARITY_BOUNDS: dict[str, ParityBound] = {
+    "ALL_F32": ParityBound(1e-4, 1.0, 1e-6),
+    "MOSTLY_F16": ParityBound(1e-2, 0.95, 1e-3),
+    "MOSTLY_BF16": ParityBound(5e-2, 0.9, 1e-2),
+    "MOSTLY_Q8_0": ParityBound(None, 0.9, 1e-2),
+    "MOSTLY_Q6_K": ParityBound(None, 0.9, 2e-2),
+    "MOSTLY_Q5_K_M": ParityBound(None, 0.8, 5e-2),
+    "MOSTLY_Q5_K_S": ParityBound(None, 0.8, 5e-2),
+    "MOSTLY_Q4_K_M": ParityBound(None, 0.7, 1e-1),
+    "MOSTLY_Q4_K_S": ParityBound(None, 0.7, 1e-1),
+    "MOSTLY_Q4_0": ParityBound(None, 0.6, 2e-1),
+}
+
+
+@check("runtime.llama_load", "runtime",
+       requires=("category:file", "category:metadata", "category:tensors", "tensors.finite"))
+def llama_load(ctx: Context):
+    if not ctx.run_runtime:
+        return skipped("runtime stage disabled (run_runtime=False)")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as err:
+        return skipped(f"llama-cpp-python is not installed ({err})")
+    with tempfile.TemporaryDirectory(prefix="so8t-probe-") as tmp:
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "so8t.validate.checks_runtime", str(ctx.gguf_path), tmp],
+                capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"llama.cpp did not finish loading and a short inference within {PROBE_TIMEOUT_S} s",
+                              measured=PROBE_TIMEOUT_S, bound=PROBE_TIMEOUT_S) from None
+        tail = (proc.stderr or "").strip().splitlines()[-3:]
+        if proc.returncode < 0:
+            raise CheckFailed(f"llama.cpp crashed (signal {-proc.returncode}): {' | '.join(tail)}",
+                              measured=proc.returncode, bound=0)
+        expect(proc.returncode == 0, f"llama.cpp could not load/run the file (exit {proc.returncode}): "
+               f"{' | '.join(tail)}", measured=proc.returncode, bound=0)
+        info = json.loads(Path(tmp, "probe.json").read_text())
+        arrays = np.load(Path(tmp, "probe.npz"))
+        ctx.cache["probe"] = {**info, "ids": arrays["ids"].tolist(), "logits": arrays["logits"]}
+    logits = ctx.cache["probe"]["logits"]
+    n_bad = int(logits.size - np.count_nonzero(np.isfinite(logits)))
+    expect(n_bad == 0, f"llama.cpp produced {n_bad} NaN/Inf logits", measured=n_bad, bound=0)
+    hp_vocab = len(ctx.value("tokenizer.ggml.tokens") or [])
+    expect(logits.shape[1] == hp_vocab, f"llama.cpp reports {logits.shape[1]} logits per position, the file "
+           f"has {hp_vocab} tokens")
+    return passed(f"loaded in llama.cpp; {len(info['prompt_ids'])} prompt tokens, generated "
+                  f"{info['generated']!r}; prompt {info['prompt_tps']:.0f} tok/s, generation "
+                  f"{info['gen_tps']:.0f} tok/s ({time.perf_counter() - start:.1f} s)",
+                  measured=round(info["gen_tps"], 2))
+
+
+def _reference_logits(so8t_model: Path, ids: list[int], eps: float | None) -> np.ndarray:
+    import torch
+
+    from so8t.model import SO8TModel
+
+    model = SO8TModel.from_dir(so8t_model, dtype=torch.float32, rms_norm_eps=eps)
+    with torch.no_grad():
+        out = model(torch.tensor([ids], dtype=torch.long))
+    return out.logits[0].double().numpy()
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(llama: np.ndarray, torch_logits: np.ndarray) -> dict[str, float]:
+    """max |diff|, top-1 agreement and max KL(p_torch || p_llama) over positions."""
+    a, b = llama.astype(np.float64), torch_logits.astype(np.float64)
+    lp, lq = _log_softmax(b), _log_softmax(a)
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)
+    return {
+        "max_abs": float(np.abs(a - b).max()),
+        "top1": float((a.argmax(-1) == b.argmax(-1)).mean()),
+        "max_kl": float(kl.max()),
+    }
+
+
+@check("parity.logits", "parity", requires=("runtime.llama_load",))
+def logits_parity(ctx: Context):
+    if ctx.so8t_model is None:
+        return skipped("no --so8t-model given")
+    from gguf import LlamaFileType
+
+    probe = ctx.cache["probe"]
+    ftype = LlamaFileType(ctx.value("general.file_type")).name
+    bound = PARITY_BOUNDS.get(ftype)
+    if bound is None:
+        return skipped(f"no parity bound for file type {ftype}")
+    eps_file = float(ctx.value("qwen2vl.attention.layer_norm_rms_epsilon"))
+    results = {}
+    for label, eps in (("eps=0 (llama.cpp 0.3.36 ignores the file's rms eps)", 0.0), (f"eps={eps_file:g}", None)):
+        results[label] = compare_logits(probe["logits"], _reference_logits(ctx.so8t_model, probe["ids"], eps))
+    label, stats = min(results.items(), key=lambda kv: (kv[1]["max_kl"], kv[1]["max_abs"]))
+    summary = (f"{ftype} vs PyTorch ({label}), {len(probe['ids'])} positions: max|dlogit| {stats['max_abs']:.2e}, "
+               f"top-1 {stats['top1']:.3f}, max KL {stats['max_kl']:.2e}")
+    if bound.max_abs is not None:
+        expect(stats["max_abs"] <= bound.max_abs, f"{summary}: max|dlogit| above {bound.max_abs}",
+               measured=stats["max_abs"], bound=bound.max_abs)
+    expect(stats["top1"] >= bound.min_top1, f"{summary}: top-1 agreement below {bound.min_top1}",
+           measured=stats["top1"], bound=bound.min_top1)
+    if bound.max_kl is not None:
+        expect(stats["max_kl"] <= bound.max_kl, f"{summary}: KL above {bound.max_kl}",
+               measured=stats["max_kl"], bound=bound.max_kl)
+    measured, limit = ((stats["max_abs"], bound.max_abs) if bound.max_abs is not None else (stats["max_kl"], bound.max_kl))
+    return passed(summary, measured=measured, bound=limit)
+
+
+def _probe(model: str, out_dir: str) -> int:
+    """Child process: load ``model`` with llama.cpp, logits at every prompt position, a short greedy
+    generation; write probe.json and probe.npz into ``out_dir``."""
+    from so8t.runtime import LlamaRuntime, chat_prompt
+
+    with LlamaRuntime(model, n_ctx=256, n_threads=2, f32_kv=True) as rt:
+        ids = rt.tokenize(chat_prompt(PROBE_PROMPT))
+        logits = rt.logits(ids)
+        gen = rt.generate(ids, max_tokens=PROBE_NEW_TOKENS, stop_at_eos=False)
+    np.savez(Path(out_dir, "probe.npz"), ids=np.asarray(ids, dtype=np.int64), logits=logits.astype(np.float32))
+    Path(out_dir, "probe.json").write_text(json.dumps({
+        "prompt_ids": ids, "generated": gen.text, "generated_ids": gen.tokens,
+        "prompt_tps": gen.prompt_tokens_per_s, "gen_tps": gen.gen_tokens_per_s,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe(sys.argv[1], sys.argv[2]))

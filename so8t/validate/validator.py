@@ -1,0 +1,130 @@
+"""``SO8TGGUFValidator``: every check of an exported SO8T GGUF set, in order, into one ``Report``.
+
+Order (each later stage needs the earlier ones to pass, see ``context.run_check``):
+
+1. file: the text GGUF exists, gguf-py parses it, its tensor data lies inside the file; the sidecar reads;
+2. metadata: what llama.cpp needs for ``qwen2vl`` (keys, types, tokenizer), the ``so8t.*`` keys,
+   consistency with the sidecar and the checkpoint;
+3. tensors: inventory, shapes, types, finite values, content hash, values vs the folded checkpoint;
+4. group: the sidecar's rotations in SO(8), equal to the map of its generators, equal to the checkpoint;
+5. runtime: llama.cpp loads the file and runs a short inference (child process); parity vs PyTorch.
+
+``run()`` never raises on a bad file: a parse error, a corrupt value or a crashing llama.cpp is a FAIL
+entry; an exception inside a check is an ERROR entry. Sibling files follow the exporter's naming
+(``so8t.gguf.export``): sidecar ``<stem>.so8t.gguf``, mmproj ``mmproj-*.gguf`` in the same directory.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from so8t.validate import checks_group, checks_metadata, checks_runtime, checks_tensors
+from so8t.validate.context import Check, Context, run_check
+from so8t.validate.report import Report
+
+#: Every check, in run order.
+CHECKS: tuple[Check, ...] = (
+    checks_metadata.file_exists,
+    checks_metadata.file_readable,
+    checks_metadata.file_layout,
+    checks_group.sidecar_readable,
+    checks_metadata.architecture,
+    checks_metadata.hparams_present,
+    checks_metadata.rope_sections,
+    checks_metadata.file_type,
+    checks_metadata.tokenizer_keys,
+    checks_metadata.vocabulary,
+    checks_metadata.so8t_keys,
+    checks_metadata.sidecar_consistency,
+    checks_metadata.checkpoint_consistency,
+    checks_tensors.inventory,
+    checks_tensors.shapes,
+    checks_tensors.types,
+    checks_tensors.finite,
+    checks_tensors.content_hash_matches,
+    checks_tensors.values_vs_source,
+    checks_group.rotations_in_so8,
+    checks_group.rotations_match_generators,
+    checks_group.sidecar_matches_checkpoint,
+    checks_group.safety_head_finite,
+    checks_runtime.llama_load,
+    checks_runtime.logits_parity,
+)
+
+
+def sidecar_for(gguf_model: str | Path) -> Path | None:
+    """``X.so8t.gguf`` next to ``X.gguf`` when it exists (the exporter's naming)."""
+    path = Path(gguf_model)
+    if path.suffix != ".gguf" or path.name.endswith(".so8t.gguf"):
+        return None
+    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf")
+    return candidate if candidate.is_file() else None
+
+
+def mmproj_for(gguf_model: str | Path) -> Path | None:
+    """The single ``mmproj-*.gguf`` in the GGUF's directory (None when there is none or several)."""
+    path = Path(gguf_model)
+    found = sorted(path.parent.glob("mmproj-*.gguf")) if path.parent.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def tool_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist, key in (("so8t", "so8t"), ("gguf", "gguf"), ("numpy", "numpy"), ("torch", "torch"),
+                      ("llama_cpp_python", "llama_cpp"), ("transformers", "transformers")):
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = None
+    return versions
+
+
+class SO8TGGUFValidator:
+    """Validate an exported text GGUF, with its sidecar, mmproj and (optionally) the SO8T checkpoint.
+
+    Args:
+        gguf_model: the text GGUF (``general.architecture = "qwen2vl"``).
+        so8t_model: the SO8T checkpoint directory it was exported from; enables the value, consistency
+            and parity checks (SKIP without it).
+        sidecar: the ``.so8t.gguf`` sidecar; default: the sibling ``<stem>.so8t.gguf`` if present.
+        mmproj: the vision GGUF; default: the single ``mmproj-*.gguf`` next to the model, if any.
+        run_runtime: False skips the llama.cpp stage (used by fuzzing: structure must fail first).
+
+    Example:
+        >>> report = SO8TGGUFValidator("out/model-F16.gguf", so8t_model="qwen2vl-so8t").run()
+        >>> report.overall, report.to_json()
+    """
+
+    def __init__(self, gguf_model: str | Path, so8t_model: str | Path | None = None,
+                 sidecar: str | Path | None = None, mmproj: str | Path | None = None,
+                 run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS):
+        self.gguf_model = Path(gguf_model)
+        self.so8t_model = Path(so8t_model) if so8t_model is not None else None
+        self.sidecar = Path(sidecar) if sidecar is not None else sidecar_for(self.gguf_model)
+        self.mmproj = Path(mmproj) if mmproj is not None else mmproj_for(self.gguf_model)
+        self.run_runtime = run_runtime
+        self.checks = checks
+
+    def run(self, progress=None) -> Report:
+        """Run every check; ``progress(result)`` is called after each one (for a CLI bar)."""
+        start = time.perf_counter()
+        ctx = Context(self.gguf_model, self.so8t_model, self.sidecar, self.mmproj, self.run_runtime)
+        try:
+            for chk in self.checks:
+                result = run_check(ctx, chk)
+                if progress is not None:
+                    progress(result)
+        finally:
+            ctx.reader = None  # release the memory map
+        report = Report(checks=ctx.results, tool_versions=tool_versions())
+        for role, path in (("gguf_model", self.gguf_model), ("so8t_model", self.so8t_model),
+                           ("sidecar", self.sidecar), ("mmproj", self.mmproj)):
+            if path is not None:
+                size = path.stat().st_size if path.is_file() else None
+                report.files[role] = {"path": str(path), "size_bytes": size}
+        report.duration_s = time.perf_counter() - start
+        return report
