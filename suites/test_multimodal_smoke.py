@@ -1,0 +1,123 @@
+"""Text GGUF + mmproj through llama.cpp's multimodal path (llama-cpp-python 0.3.36, ``libmtmd``).
+
+1. Smoke: ``Qwen25VLChatHandler`` loads the mmproj next to the exported text file and answers a chat
+   prompt that carries a small generated image.
+2. Parity: on an image neither preprocessor resizes (``parity_image``), llama.cpp's image embeddings
+   equal transformers' Qwen2-VL vision tower (patch embed, blocks, merger) run on the same weights.
+
+Note [vision tolerance]: llama.cpp's CPU vision path is not float32 end to end. It rounds the patch
+input (im2col) and every GELU input and output (lookup tables) to F16, unit roundoff ``u = 2^-11``; an
+F16 mmproj also rounds each weight matrix once. Counting one relative error ``u`` per rounding stage
+that feeds the output (input, one activation per block, the merger activation; plus patch, q/k/v, out,
+fc1, fc2 per block and the two merger matrices for F16 weights), the bound is
+``stages * u * max|reference|``. A mapping error (q/k/v order, a wrong norm, patch order) gives errors
+of the order of the output itself, far above it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import io
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.llama
+
+F16_UNIT_ROUNDOFF = 2.0**-11
+
+
+def _png_data_url(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_chat_with_an_image_through_the_multimodal_handler(mm_export, parity_image):
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
+    text_file, mmproj = mm_export.texts[0].path, mm_export.mmproj
+    handler = Qwen25VLChatHandler(clip_model_path=str(mmproj), verbose=False)
+    llm = Llama(str(text_file), chat_handler=handler, n_ctx=512, n_threads=2, verbose=False)
+    try:
+        question = {"type": "text", "text": "What is in this picture?"}
+        image = {"type": "image_url", "image_url": {"url": _png_data_url(parity_image[0])}}
+        with_image = llm.create_chat_completion(
+            messages=[{"role": "user", "content": [image, question]}], max_tokens=4, temperature=0.0
+        )
+        text_only = llm.create_chat_completion(
+            messages=[{"role": "user", "content": [question]}], max_tokens=4, temperature=0.0
+        )
+    finally:
+        llm.close()
+    choice = with_image["choices"][0]
+    assert with_image["usage"]["completion_tokens"] >= 1
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("length", "stop")
+    # the image occupied prompt positions: the handler really inserted it
+    assert with_image["usage"]["prompt_tokens"] > text_only["usage"]["prompt_tokens"]
+
+
+def _mtmd_image_embeddings(text_file, mmproj, pixels: np.ndarray) -> np.ndarray:
+    """llama.cpp's embeddings ``[n_tokens, n_embd]`` of one RGB image (flash attention off, no warm-up)."""
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+    from llama_cpp import Llama
+
+    llm = Llama(str(text_file), n_ctx=256, n_threads=2, verbose=False)
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu, params.n_threads, params.print_timings, params.warmup = False, 2, False, False
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    ctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), llm.model, params)
+    assert ctx, "llama.cpp could not load the mmproj next to the text model"
+    height, width, _ = pixels.shape
+    data = (ctypes.c_uint8 * pixels.size).from_buffer_copy(np.ascontiguousarray(pixels).tobytes())
+    bitmap = mtmd.mtmd_bitmap_init(width, height, data)
+    chunks = mtmd.mtmd_input_chunks_init()
+    try:
+        prompt = b"<" + mtmd.mtmd_default_marker() + b">"
+        text = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
+        assert mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
+        for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+            chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+            if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                continue
+            n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            assert mtmd.mtmd_encode_chunk(ctx, chunk) == 0
+            n_embd = llm.n_embd()
+            out = mtmd.mtmd_get_output_embd(ctx)
+            return np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
+        raise AssertionError("mtmd produced no image chunk")
+    finally:
+        mtmd.mtmd_input_chunks_free(chunks)
+        mtmd.mtmd_bitmap_free(bitmap)
+        mtmd.mtmd_free(ctx)
+        llm.close()
+
+
+def _rounding_stages(depth: int, dtype: str) -> int:
+    """Note [vision tolerance]: F16 rounding stages between the pixels and the image embeddings."""
+    stages = 1 + depth + 1  # patch input, one activation per block, the merger activation
+    if dtype == "f16":
+        stages += 1 + 4 * depth + 2  # patch kernel, qkv/out/fc1/fc2 per block, mm.0 and mm.2
+    return stages
+
+
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_image_embeddings_match_the_pytorch_vision_tower(
+    mm_export, mmproj_gguf, vision_tower_ref, parity_image, source_reader, dtype
+):
+    pixels, pixel_values, grid_thw = parity_image
+    with torch.no_grad():
+        want = vision_tower_ref(pixel_values.to(torch.float32), grid_thw=grid_thw).pooler_output.numpy()
+    got = _mtmd_image_embeddings(mm_export.texts[0].path, mmproj_gguf[dtype], pixels)
+    merge = source_reader.vision_config["spatial_merge_size"]
+    assert got.shape == want.shape == (int(grid_thw.prod()) // merge**2, source_reader.text_config["hidden_size"])
+    bound = _rounding_stages(source_reader.vision_config["depth"], dtype) * F16_UNIT_ROUNDOFF * np.abs(want).max()
+    error = np.abs(got - want).max()
+    assert error <= bound, f"max |llama.cpp - transformers| = {error:.3g} > {bound:.3g}"
