@@ -34,14 +34,33 @@ REQUIRED_KEYS: dict[str, GGUFValueType] = {
 }
 #: Global tensors the qwen2vl_merger path loads (patch halves, merger norm as post_ln, mm.0 / mm.2).
 GLOBAL_TENSORS = (
-    "v.patch_embd.weight", "v.patch_embd.weight.1", "v.post_ln.weight", "v.post_ln.bias",
-    "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias",
+    "v.patch_embd.weight",
+    "v.patch_embd.weight.1",
+    "v.post_ln.weight",
+    "v.post_ln.bias",
+    "mm.0.weight",
+    "mm.0.bias",
+    "mm.2.weight",
+    "mm.2.bias",
 )
 #: Per-block tensors (``v.blk.N.<suffix>``) the qwen2vl graph uses: LayerNorms with bias, split q/k/v.
 BLOCK_TENSORS = (
-    "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias",
-    "attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias", "attn_v.weight", "attn_v.bias",
-    "attn_out.weight", "attn_out.bias", "ffn_up.weight", "ffn_up.bias", "ffn_down.weight", "ffn_down.bias",
+    "ln1.weight",
+    "ln1.bias",
+    "ln2.weight",
+    "ln2.bias",
+    "attn_q.weight",
+    "attn_q.bias",
+    "attn_k.weight",
+    "attn_k.bias",
+    "attn_v.weight",
+    "attn_v.bias",
+    "attn_out.weight",
+    "attn_out.bias",
+    "ffn_up.weight",
+    "ffn_up.bias",
+    "ffn_down.weight",
+    "ffn_down.bias",
 )
 #: The qwen2vl graph asserts these are absent.
 FORBIDDEN_TENSORS = ("v.patch_embd.bias", "v.class_embd")
@@ -122,11 +141,26 @@ def test_tensor_inventory_names_shapes_types(mmproj_gguf, source_reader, dtype):
     assert not set(FORBIDDEN_TENSORS) & set(tensors)
     e, f, p, c = v["embed_dim"], v["embed_dim"] * v["mlp_ratio"], v["patch_size"], v["in_channels"]
     m, d = e * v["spatial_merge_size"] ** 2, source_reader.text_config["hidden_size"]
-    shapes = {"v.patch_embd.weight": (e, c, p, p), "v.patch_embd.weight.1": (e, c, p, p),
-              "v.post_ln.weight": (e,), "v.post_ln.bias": (e,), "mm.0.weight": (m, m), "mm.0.bias": (m,),
-              "mm.2.weight": (d, m), "mm.2.bias": (d,)}
-    block = {"attn_q": (e, e), "attn_k": (e, e), "attn_v": (e, e), "attn_out": (e, e), "ffn_up": (f, e),
-             "ffn_down": (e, f), "ln1": (e, None), "ln2": (e, None)}
+    shapes = {
+        "v.patch_embd.weight": (e, c, p, p),
+        "v.patch_embd.weight.1": (e, c, p, p),
+        "v.post_ln.weight": (e,),
+        "v.post_ln.bias": (e,),
+        "mm.0.weight": (m, m),
+        "mm.0.bias": (m,),
+        "mm.2.weight": (d, m),
+        "mm.2.bias": (d,),
+    }
+    block = {
+        "attn_q": (e, e),
+        "attn_k": (e, e),
+        "attn_v": (e, e),
+        "attn_out": (e, e),
+        "ffn_up": (f, e),
+        "ffn_down": (e, f),
+        "ln1": (e, None),
+        "ln2": (e, None),
+    }
     for n in range(v["depth"]):
         for mod, (rows, cols) in block.items():
             shapes[f"v.blk.{n}.{mod}.weight"] = (rows,) if cols is None else (rows, cols)

@@ -82,7 +82,10 @@ def _mtmd_image_embeddings(text_file, mmproj, pixels: np.ndarray) -> np.ndarray:
     try:
         prompt = b"<" + mtmd.mtmd_default_marker() + b">"
         text = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
-        assert mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
+        assert (
+            mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1)
+            == 0
+        )
         for i in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
             if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
@@ -117,7 +120,13 @@ def test_image_embeddings_match_the_pytorch_vision_tower(
         want = vision_tower_ref(pixel_values.to(torch.float32), grid_thw=grid_thw).pooler_output.numpy()
     got = _mtmd_image_embeddings(mm_export.texts[0].path, mmproj_gguf[dtype], pixels)
     merge = source_reader.vision_config["spatial_merge_size"]
-    assert got.shape == want.shape == (int(grid_thw.prod()) // merge**2, source_reader.text_config["hidden_size"])
-    bound = _rounding_stages(source_reader.vision_config["depth"], dtype) * F16_UNIT_ROUNDOFF * np.abs(want).max()
+    assert (
+        got.shape
+        == want.shape
+        == (int(grid_thw.prod()) // merge**2, source_reader.text_config["hidden_size"])
+    )
+    bound = (
+        _rounding_stages(source_reader.vision_config["depth"], dtype) * F16_UNIT_ROUNDOFF * np.abs(want).max()
+    )
     error = np.abs(got - want).max()
     assert error <= bound, f"max |llama.cpp - transformers| = {error:.3g} > {bound:.3g}"

@@ -27,7 +27,7 @@ F64_TOL = group.default_tolerance(torch.float64)  # 10 * 8 * eps64, the shared o
 
 def _gates_file(so8t_dir) -> dict[str, torch.Tensor]:
     with safe_open(so8t_dir / "so8t_gates.safetensors", framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}
+        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (not a dict)
 
 
 def _skew(g: np.ndarray) -> np.ndarray:
@@ -61,7 +61,9 @@ def test_rotations_are_exp_of_the_generators_and_in_so8(sidecar_gguf):
     assert side.rotation_map == "exp"
     for (layer, gate), r in side.rotations.items():
         assert r.dtype == np.float64 and r.shape == (side.hidden_size // 8, 8, 8)
-        want = torch.linalg.matrix_exp(torch.from_numpy(_skew(side.generators[(layer, gate)].astype(np.float64))))
+        want = torch.linalg.matrix_exp(
+            torch.from_numpy(_skew(side.generators[(layer, gate)].astype(np.float64)))
+        )
         np.testing.assert_allclose(r, want.numpy(), rtol=0, atol=F64_TOL, err_msg=f"{layer}.{gate}")
         assert group.in_so8(torch.from_numpy(r))
     assert side.non_rotations() == []
@@ -167,7 +169,11 @@ def _write_gguf(path, arch: str, keys: dict, tensors: dict) -> None:
 def _copy_of(sidecar, drop=(), retype=None, arch="so8t", change=None):
     """Rebuild a sidecar's keys and tensors with edits, for malformed-file tests."""
     reader = GGUFReader(sidecar)
-    keys = {k: f.contents() for k, f in reader.fields.items() if not k.startswith(("GGUF.", "general.architecture"))}
+    keys = {
+        k: f.contents()
+        for k, f in reader.fields.items()
+        if not k.startswith(("GGUF.", "general.architecture"))
+    }
     keys.update(change or {})
     tensors = {}
     for t in reader.tensors:
@@ -181,13 +187,13 @@ def _copy_of(sidecar, drop=(), retype=None, arch="so8t", change=None):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (dict(arch="qwen2vl"), "architecture"),
-        (dict(drop=("layers.0.mlp_rot.rotation",)), "missing"),
-        (dict(drop=("safety_head.2.bias",)), "missing"),
-        (dict(retype=("layers.1.attn_rot.rotation", np.float32)), "F32, expected F64"),
-        (dict(change={"so8t.rotation_dim": 4}), "rotation_dim"),
-        (dict(change={"so8t.format_version": 99}), "format version"),
-        (dict(change={"so8t.embedding_length": 12}), "bad sizes"),
+        ({"arch": "qwen2vl"}, "architecture"),
+        ({"drop": ("layers.0.mlp_rot.rotation",)}, "missing"),
+        ({"drop": ("safety_head.2.bias",)}, "missing"),
+        ({"retype": ("layers.1.attn_rot.rotation", np.float32)}, "F32, expected F64"),
+        ({"change": {"so8t.rotation_dim": 4}}, "rotation_dim"),
+        ({"change": {"so8t.format_version": 99}}, "format version"),
+        ({"change": {"so8t.embedding_length": 12}}, "bad sizes"),
     ],
 )
 def test_malformed_sidecars_raise_gguf_error(sidecar_gguf, tmp_path, edit, message):

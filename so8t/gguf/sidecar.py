@@ -144,7 +144,9 @@ class SidecarSafetyHead:
         h = h.to(torch.float64)
         w = {k: torch.from_numpy(v).to(torch.float64) for k, v in self.weights.items()}
         if h.shape[-1] != w["0.weight"].shape[1]:
-            raise So8tError(f"hidden state has size {h.shape[-1]}, the safety head expects {w['0.weight'].shape[1]}")
+            raise So8tError(
+                f"hidden state has size {h.shape[-1]}, the safety head expects {w['0.weight'].shape[1]}"
+            )
         z = torch.nn.functional.gelu(h @ w["0.weight"].T + w["0.bias"])
         return (z @ w["2.weight"].T + w["2.bias"]).numpy()
 
@@ -265,7 +267,9 @@ def read_sidecar(path: str | Path) -> Sidecar:
         if key.startswith(("so8t.", "general.")) and key not in meta:
             meta[key] = _field_value(reader, key, path)
     if meta["general.architecture"] != ARCHITECTURE:
-        raise GGUFError(f"general.architecture is {meta['general.architecture']!r}, expected 'so8t'", path=path)
+        raise GGUFError(
+            f"general.architecture is {meta['general.architecture']!r}, expected 'so8t'", path=path
+        )
     if int(meta["so8t.format_version"]) != SIDECAR_VERSION:
         raise GGUFError(f"unsupported sidecar format version {meta['so8t.format_version']}", path=path)
     if int(meta["so8t.rotation_dim"]) != 8:
@@ -274,7 +278,9 @@ def read_sidecar(path: str | Path) -> Sidecar:
     if hidden <= 0 or hidden % 8 or layers <= 0:
         raise GGUFError(f"bad sizes: embedding_length {hidden}, block_count {layers}", path=path)
     gates = tuple(meta["so8t.gates"])
-    sites = {site: tuple(_field_value(reader, f"so8t.gate_sites.{site}", path)) for site in meta["so8t.gate_sites"]}
+    sites = {
+        site: tuple(_field_value(reader, f"so8t.gate_sites.{site}", path)) for site in meta["so8t.gate_sites"]
+    }
     for site, site_gates in sites.items():
         if not site_gates or set(site_gates) - set(gates):
             raise GGUFError(f"gate site {site!r} lists unknown gates {site_gates}", path=path)
@@ -289,16 +295,24 @@ def read_sidecar(path: str | Path) -> Sidecar:
     has_head = bool(meta["so8t.safety_head"])
     if has_head:
         n_classes = len(meta["so8t.safety_classes"])
-        shapes = {"0.weight": (hidden, hidden), "0.bias": (hidden,), "2.weight": (n_classes, hidden),
-                  "2.bias": (n_classes,)}
+        shapes = {
+            "0.weight": (hidden, hidden),
+            "0.bias": (hidden,),
+            "2.weight": (n_classes, hidden),
+            "2.bias": (n_classes,),
+        }
         for suffix, shape in shapes.items():
             expected[SAFETY_PREFIX + suffix] = (shape, GGMLQuantizationType.F32)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing:
-        raise GGUFError(f"sidecar tensors missing: {missing[:4]}{' ...' if len(missing) > 4 else ''}", path=path)
+        raise GGUFError(
+            f"sidecar tensors missing: {missing[:4]}{' ...' if len(missing) > 4 else ''}", path=path
+        )
     if extra:
-        raise GGUFError(f"unexpected sidecar tensors: {extra[:4]}{' ...' if len(extra) > 4 else ''}", path=path)
+        raise GGUFError(
+            f"unexpected sidecar tensors: {extra[:4]}{' ...' if len(extra) > 4 else ''}", path=path
+        )
 
     arrays = {}
     for name, (shape, qtype) in expected.items():

@@ -72,7 +72,8 @@ class VisionHParams:
         temporal = int(vision.get("temporal_patch_size", TEMPORAL_PATCH_SIZE))
         if temporal != TEMPORAL_PATCH_SIZE:
             raise ConfigError(
-                f"temporal_patch_size {temporal} is not supported (llama.cpp's qwen2vl_merger needs 2)", path=path
+                f"temporal_patch_size {temporal} is not supported (llama.cpp's qwen2vl_merger needs 2)",
+                path=path,
             )
         if embed_dim % heads or (embed_dim // heads) % 4:
             raise ConfigError(

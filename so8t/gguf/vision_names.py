@@ -78,7 +78,9 @@ class Piece:
 
 def pieces(depth: int) -> list[Piece]:
     """Every mmproj tensor of a tower with ``depth`` blocks, in file order."""
-    out = [Piece(target, PATCH_SOURCE, axis=2, index=t, select=True) for t, target in enumerate(PATCH_TARGETS)]
+    out = [
+        Piece(target, PATCH_SOURCE, axis=2, index=t, select=True) for t, target in enumerate(PATCH_TARGETS)
+    ]
     for n in range(depth):
         for kind in ("weight", "bias"):
             src = f"{QKV_SOURCE.format(N=n)}.{kind}"
@@ -87,7 +89,9 @@ def pieces(depth: int) -> list[Piece]:
                 for i, target in enumerate(QKV_TARGETS)
             ]
         for source, target in BLOCK_TABLE:
-            out += [Piece(f"{target.format(N=n)}.{k}", f"{source.format(N=n)}.{k}") for k in ("weight", "bias")]
+            out += [
+                Piece(f"{target.format(N=n)}.{k}", f"{source.format(N=n)}.{k}") for k in ("weight", "bias")
+            ]
     for source, target in GLOBAL_TABLE:
         out += [Piece(f"{target}.{k}", f"{source}.{k}") for k in ("weight", "bias")]
     return out
