@@ -86,7 +86,22 @@ def test_text_config_is_the_same_for_both_config_spellings(checkpoint_variant):
     tf5_dir = checkpoint_variant(layout="transformers5", **FAST)
     assert "text_config" in json.loads((tf5_dir / "config.json").read_text())
     tf5 = CheckpointReader(tf5_dir)
-    keys = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta", "mrope_section", "tie_word_embeddings", "bos_token_id", "eos_token_id", "head_dim"]
+    keys = [
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "mrope_section",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "head_dim",
+    ]
     assert {k: hub.text_config[k] for k in keys} == {k: tf5.text_config[k] for k in keys}
     # values as config.json of the hub file states them
     raw = hub.config
@@ -354,3 +369,17 @@ def test_no_weights_at_all(tmp_checkpoint):
     with pytest.raises(CheckpointError, match="no model.safetensors") as err:
         CheckpointReader(path)
     assert not isinstance(err.value, UnsafeCheckpointError)
+
+
+def test_tensors_own_their_memory(tmp_checkpoint):
+    """get() copies the bytes out: rewriting the file afterwards does not change a tensor already read."""
+    path = tmp_checkpoint(shards=1, **FAST)
+    reader = CheckpointReader(path)
+    before = reader.get("model.norm.weight")
+    kept = before.clone()
+    entry = reader.entry("model.norm.weight")
+    with open(path / "model.safetensors", "r+b") as handle:
+        handle.seek(entry.begin)
+        handle.write(b"\0" * entry.nbytes)
+    assert torch.equal(before, kept)
+    assert torch.equal(reader.get("model.norm.weight"), torch.zeros_like(kept))

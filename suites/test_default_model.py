@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from so8t.errors import So8tError
+from so8t.errors import ConfigError, So8tError
 from so8t.io import sha256_file
 from so8t.testing import TinySpec, build_checkpoint, default_checkpoint
 from so8t.testing import tokenizer as tok
@@ -258,3 +258,12 @@ def test_transformers5_layout_loads_to_the_same_model(checkpoint_variant):
         with torch.no_grad():
             logits.append(model.eval()(input_ids=ids).logits)
     assert torch.equal(logits[0], logits[1])
+
+
+def test_bad_variants_are_typed_errors():
+    with pytest.raises(So8tError, match="unknown default checkpoint variant"):
+        default_checkpoint("small")
+    with pytest.raises(ConfigError, match="mrope_section"):
+        TinySpec(mrope_section=(16, 16, 16))
+    with pytest.raises(ConfigError, match="layout"):
+        TinySpec(layout="gguf")
