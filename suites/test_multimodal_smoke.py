@@ -27,6 +27,7 @@ import torch
 pytestmark = pytest.mark.llama
 
 F16_UNIT_ROUNDOFF = 2.0**-11
+TEXT_TYPE = "F16"  # the text file the mmproj is loaded next to (the image path does not depend on it)
 
 
 def _png_data_url(pixels: np.ndarray) -> str:
@@ -37,11 +38,11 @@ def _png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_chat_with_an_image_through_the_multimodal_handler(mm_export, parity_image):
+def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_gguf, parity_image):
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
-    text_file, mmproj = mm_export.texts[0].path, mm_export.mmproj
+    text_file, mmproj = gguf_text[TEXT_TYPE].path, mmproj_gguf["f16"]
     handler = Qwen25VLChatHandler(clip_model_path=str(mmproj), verbose=False)
     llm = Llama(str(text_file), chat_handler=handler, n_ctx=512, n_threads=2, verbose=False)
     try:
@@ -113,12 +114,12 @@ def _rounding_stages(depth: int, dtype: str) -> int:
 
 @pytest.mark.parametrize("dtype", ["f16", "f32"])
 def test_image_embeddings_match_the_pytorch_vision_tower(
-    mm_export, mmproj_gguf, vision_tower_ref, parity_image, source_reader, dtype
+    gguf_text, mmproj_gguf, vision_tower_ref, parity_image, source_reader, dtype
 ):
     pixels, pixel_values, grid_thw = parity_image
     with torch.no_grad():
         want = vision_tower_ref(pixel_values.to(torch.float32), grid_thw=grid_thw).pooler_output.numpy()
-    got = _mtmd_image_embeddings(mm_export.texts[0].path, mmproj_gguf[dtype], pixels)
+    got = _mtmd_image_embeddings(gguf_text[TEXT_TYPE].path, mmproj_gguf[dtype], pixels)
     merge = source_reader.vision_config["spatial_merge_size"]
     assert (
         got.shape

@@ -242,10 +242,10 @@ def test_identity_conversion_has_identity_rotations_and_no_head(so8t_identity_di
         np.testing.assert_array_equal(r, np.broadcast_to(np.eye(8), r.shape))
 
 
-def test_exported_sidecar_links_to_its_text_file(mm_export):
+def test_exported_sidecar_links_to_its_text_file(gguf_text):
     """The orchestrator writes the sidecar with the text file's content hash, recomputable from the file."""
     from so8t.gguf.metadata import content_hash_of_file
 
-    text_out = mm_export.texts[0]
+    text_out = gguf_text["F16"]
     side = read_sidecar(text_out.sidecar)
     assert side.text_content_hash == content_hash_of_file(text_out.path)  # recomputed from the tensors
