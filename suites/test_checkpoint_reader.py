@@ -383,3 +383,27 @@ def test_tensors_own_their_memory(tmp_checkpoint):
         handle.write(b"\0" * entry.nbytes)
     assert torch.equal(before, kept)
     assert torch.equal(reader.get("model.norm.weight"), torch.zeros_like(kept))
+
+
+def test_checkpoint_saved_by_transformers_reads_the_same(tmp_path, untied_checkpoint):
+    """transformers 5 ``save_pretrained`` writes a nested config (text_config, rope_parameters) and its own
+    shard split; the reader must see the same model."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(untied_checkpoint, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "saved", max_shard_size="50MB")
+    assert "text_config" in json.loads((tmp_path / "saved" / "config.json").read_text())
+    saved, source = CheckpointReader(tmp_path / "saved"), CheckpointReader(untied_checkpoint)
+    assert len(saved.shard_files) > 2 and saved.names() == source.names()
+    for name in source.names():
+        assert torch.equal(saved.get(name), source.get(name)), name
+    keys = [
+        "hidden_size",
+        "num_hidden_layers",
+        "num_key_value_heads",
+        "rms_norm_eps",
+        "rope_theta",
+        "mrope_section",
+    ]
+    assert {k: saved.text_config[k] for k in keys} == {k: source.text_config[k] for k in keys}
+    assert saved.tied is False and saved.vision_config["depth"] == source.vision_config["depth"]
