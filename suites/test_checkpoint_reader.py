@@ -407,3 +407,20 @@ def test_checkpoint_saved_by_transformers_reads_the_same(tmp_path, untied_checkp
     ]
     assert {k: saved.text_config[k] for k in keys} == {k: source.text_config[k] for k in keys}
     assert saved.tied is False and saved.vision_config["depth"] == source.vision_config["depth"]
+
+
+def test_shard_in_a_subdirectory_is_inside(tmp_checkpoint):
+    path = tmp_checkpoint(**FAST)
+    expected = load_file(path / SHARD2)
+    (path / "weights").mkdir()
+    (path / SHARD2).rename(path / "weights" / SHARD2)
+    edit_json(
+        path / INDEX,
+        lambda i: i["weight_map"].update(
+            {k: f"weights/{v}" for k, v in i["weight_map"].items() if v == SHARD2}
+        ),
+    )
+    reader = CheckpointReader(path)
+    assert path / "weights" / SHARD2 in reader.shard_files
+    for name, tensor in expected.items():
+        assert torch.equal(reader.get(name), tensor), name

@@ -106,8 +106,10 @@ class CheckpointReader:
         cfg.check_supported(self.config, config_path)
         self.text_config = cfg.text_config(self.config, config_path)
         self.vision_config = cfg.vision_config(self.config, config_path, self.text_config["hidden_size"])
+        self._weight_map: dict[str, str] | None = None  # disk name -> file name, from the index
         self._index_path, files = self._weight_files()
         self._entries = self._read_entries(files)
+        files = list(files.values())
         self.layout = nm.detect_layout(e.name for e in self._entries.values())
         self._check_complete()
         self.shard_files = files + ([self._index_path] if self._index_path else [])
@@ -115,14 +117,15 @@ class CheckpointReader:
 
     # -- validation -------------------------------------------------------------------------------------
 
-    def _weight_files(self) -> tuple[Path | None, list[Path]]:
+    def _weight_files(self) -> tuple[Path | None, dict[str, Path]]:
+        """(index or None, {file name as the index spells it: path}) after the safety checks."""
         index_path = self.path / INDEX_NAME
         if index_path.is_file():
             _inside(self.path, INDEX_NAME, index_path)
             return index_path, self._files_from_index(index_path)
         single = self.path / SINGLE_NAME
         if single.is_file():
-            return None, [_inside(self.path, SINGLE_NAME, single)]
+            return None, {SINGLE_NAME: _inside(self.path, SINGLE_NAME, single)}
         pickles = sorted(p.name for p in self.path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
         if pickles or (self.path / "pytorch_model.bin.index.json").is_file():
             raise UnsafeCheckpointError(
@@ -132,7 +135,7 @@ class CheckpointReader:
             )
         raise CheckpointError(f"no {SINGLE_NAME} or {INDEX_NAME} in the checkpoint directory", path=self.path)
 
-    def _files_from_index(self, index_path: Path) -> list[Path]:
+    def _files_from_index(self, index_path: Path) -> dict[str, Path]:
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -140,7 +143,7 @@ class CheckpointReader:
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError("shard index has no weight_map", path=index_path)
-        self._weight_map: dict[str, str] = {}
+        self._weight_map = {}
         files: dict[str, Path] = {}
         for tensor, file_name in weight_map.items():
             if not isinstance(file_name, str):
@@ -159,13 +162,13 @@ class CheckpointReader:
                     )
                 files[file_name] = target
             self._weight_map[tensor] = file_name
-        return [files[name] for name in sorted(files)]
+        return {name: files[name] for name in sorted(files)}
 
-    def _read_entries(self, files: list[Path]) -> dict[str, TensorEntry]:
+    def _read_entries(self, files: dict[str, Path]) -> dict[str, TensorEntry]:
         """Canonical name -> header entry, for the tensors the index lists (or all, for a single file)."""
-        headers = {f.name: read_header(f) for f in files}
-        if self._index_path is None:
-            listed = [(name, files[0].name) for name in headers[files[0].name]]
+        headers = {file_name: read_header(path) for file_name, path in files.items()}
+        if self._weight_map is None:
+            listed = [(name, SINGLE_NAME) for name in headers[SINGLE_NAME]]
         else:
             listed = list(self._weight_map.items())
         entries: dict[str, TensorEntry] = {}
@@ -174,13 +177,13 @@ class CheckpointReader:
             if entry is None:
                 raise CheckpointError(
                     f"tensor {disk_name!r} is listed in {INDEX_NAME} but absent from the shard",
-                    path=self.path / file_name,
+                    path=files[file_name],
                 )
             canonical = nm.to_hub(disk_name)
             if canonical in entries:
                 raise CheckpointError(
                     f"tensor {canonical!r} appears twice (as {entries[canonical].name!r} and {disk_name!r})",
-                    path=self.path / file_name,
+                    path=files[file_name],
                 )
             entries[canonical] = entry
         return entries
