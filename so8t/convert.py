@@ -76,7 +76,9 @@ class Qwen2VLToSO8TConverter:
     ):
         group.check_rotation_dim(rotation_dim)
         if rotation_init not in INITS:
-            raise GroupError(f"unknown rotation init {rotation_init!r}", hint=f"use one of {', '.join(INITS)}")
+            raise GroupError(
+                f"unknown rotation init {rotation_init!r}", hint=f"use one of {', '.join(INITS)}"
+            )
         try:
             self.map = group.RotationMap(map)
         except ValueError:
@@ -88,7 +90,9 @@ class Qwen2VLToSO8TConverter:
         self.input_model = self.reader.path
         config_path = self.input_model / CONFIG_FILE
         if "so8t" in self.reader.config:
-            raise ConfigError("already an SO8T checkpoint (config.json has an 'so8t' section)", path=config_path)
+            raise ConfigError(
+                "already an SO8T checkpoint (config.json has an 'so8t' section)", path=config_path
+            )
         self.hidden_size = int(self.reader.text_config["hidden_size"])
         self.num_layers = int(self.reader.text_config["num_hidden_layers"])
         if hidden_size is not None and int(hidden_size) != self.hidden_size:
@@ -129,9 +133,12 @@ class Qwen2VLToSO8TConverter:
         aux_files = [p for p in self.reader.aux_files if p.name != CONFIG_FILE]
         total = sum(p.stat().st_size for p in weight_files + aux_files)
         hashes: dict[str, str] = {}
-        with atomic_path(output) as tmp, tqdm(
-            total=total, unit="B", unit_scale=True, desc="so8t convert", disable=not self.progress
-        ) as bar:
+        with (
+            atomic_path(output) as tmp,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc="so8t convert", disable=not self.progress
+            ) as bar,
+        ):
             tmp.mkdir()
             for src in weight_files:
                 rel = src.relative_to(self.input_model)

@@ -168,8 +168,9 @@ class SO8TModel(nn.Module):
         safety_head: :class:`~so8t.safety.SafetyHead` or None.
     """
 
-    def __init__(self, qwen: nn.Module, map: RotationMap | str = RotationMap.EXP,
-                 safety_head: SafetyHead | None = None):
+    def __init__(
+        self, qwen: nn.Module, map: RotationMap | str = RotationMap.EXP, safety_head: SafetyHead | None = None
+    ):
         super().__init__()
         self.qwen = qwen
         hidden = int(qwen.config.text_config.hidden_size)
@@ -189,7 +190,7 @@ class SO8TModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         rms_norm_eps: float | None = None,
         attn_implementation: str = "sdpa",
-    ) -> "SO8TModel":
+    ) -> SO8TModel:
         """Load an SO8T checkpoint directory. Gates and safety head are float32 parameters."""
         checkpoint = SO8TCheckpoint(path)
         qwen = load_plain_qwen2vl(

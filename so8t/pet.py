@@ -37,8 +37,10 @@ def pet_schedule(step: int, total_steps: int) -> float:
 def pet_loss(hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Unscheduled PET loss of ``hidden_states`` ``[batch, seq, hidden]`` with optional ``mask`` ``[batch, seq]``."""
     if hidden_states.dim() != 3:
-        raise ValueError(f"hidden_states must be [batch, seq, hidden], got shape {tuple(hidden_states.shape)}")
-    batch, seq_len, _ = hidden_states.shape
+        raise ValueError(
+            f"hidden_states must be [batch, seq, hidden], got shape {tuple(hidden_states.shape)}"
+        )
+    _batch, seq_len, _ = hidden_states.shape
     if seq_len < 3:
         return hidden_states.sum() * 0.0
     d2 = hidden_states[:, :-2] - 2.0 * hidden_states[:, 1:-1] + hidden_states[:, 2:]

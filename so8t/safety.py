@@ -51,7 +51,9 @@ class SafetyHead(nn.Sequential):
                 torch.random.set_rng_state(generator_state)
         self.hidden_size = hidden_size
 
-    def classify(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Safety logits ``[batch, 3]`` from final-norm hidden states ``[batch, seq, hidden]``."""
         batch, seq_len, _ = hidden_states.shape
         index = last_token_index(attention_mask, batch, seq_len).to(hidden_states.device)
@@ -66,7 +68,7 @@ class SafetyHead(nn.Sequential):
         }
 
     @classmethod
-    def from_file_state(cls, tensors: dict[str, torch.Tensor]) -> "SafetyHead":
+    def from_file_state(cls, tensors: dict[str, torch.Tensor]) -> SafetyHead:
         """Rebuild from the ``safety_head.*`` tensors of a gates file."""
         state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
         head = cls(int(state["0.weight"].shape[1]))

@@ -43,7 +43,9 @@ def identity_model(so8t_identity_dir):
 
 
 @pytest.mark.parametrize("inputs_name", ["text_inputs", "vision_inputs"])
-def test_identity_conversion_computes_the_source_model(identity_model, source_reference, inputs_name, request):
+def test_identity_conversion_computes_the_source_model(
+    identity_model, source_reference, inputs_name, request
+):
     inputs = request.getfixturevalue(inputs_name)
     model = identity_model
     with torch.no_grad():
@@ -87,13 +89,16 @@ def test_config_records_the_conversion(source_checkpoint, so8t_random_dir):
     assert config == original.config
     assert section["version"] == 1 and section["rotation_dim"] == 8 and section["group"] == "SO(8)"
     assert section["gate_sites"] == {
-        "attention_output": ["attn_rot", "attn_safe", "attn_cmd"], "mlp_output": ["mlp_rot"]
+        "attention_output": ["attn_rot", "attn_safe", "attn_cmd"],
+        "mlp_output": ["mlp_rot"],
     }
     assert section["map"] == "exp" and section["rotation_init"] == "random"
     assert section["safety_head"] is True and section["safety_classes"] == ["ALLOW", "ESCALATE", "REFUSE"]
     assert section["source"]["path"] == str(original.path.resolve())
     files = section["source"]["files"]
-    assert files and sorted(files) == sorted(p.relative_to(original.path).as_posix() for p in original.shard_files)
+    assert files and sorted(files) == sorted(
+        p.relative_to(original.path).as_posix() for p in original.shard_files
+    )
     for name, digest in files.items():
         assert digest == sha256_file(original.path / name), name
 
@@ -115,8 +120,9 @@ def test_gates_file_contents(so8t_identity_dir, so8t_random_dir):
 
 
 def test_random_conversion_is_deterministic(source_checkpoint, so8t_random_dir, tmp_path):
-    again = convert(source_checkpoint, tmp_path / "again", rotation_init="random", seed=20260528,
-                    safety_features=True)
+    again = convert(
+        source_checkpoint, tmp_path / "again", rotation_init="random", seed=20260528, safety_features=True
+    )
     assert sha256_file(again / GATES_FILE) == sha256_file(so8t_random_dir / GATES_FILE)
     other = convert(source_checkpoint, tmp_path / "other", rotation_init="random", seed=1)
     assert not torch.equal(
@@ -126,12 +132,12 @@ def test_random_conversion_is_deterministic(source_checkpoint, so8t_random_dir, 
 
 
 VARIANTS = {
-    "transformers5-layout": dict(layout="transformers5"),
-    "single-file": dict(shards=1),
-    "three-shards": dict(shards=3),
-    "untied": dict(tied=False),
-    "float16": dict(dtype="float16"),
-    "float32": dict(dtype="float32", shards=1),
+    "transformers5-layout": {"layout": "transformers5"},
+    "single-file": {"shards": 1},
+    "three-shards": {"shards": 3},
+    "untied": {"tied": False},
+    "float16": {"dtype": "float16"},
+    "float32": {"dtype": "float32", "shards": 1},
 }
 
 
@@ -150,7 +156,9 @@ def test_source_variants_convert_and_fold(variant, tmp_path):
         assert (SO8TModel.from_dir(identity)(**inputs).logits - expected).abs().max().item() <= IDENTITY_ATOL
         gated = SO8TModel.from_dir(random)(**inputs).logits
         config = SO8TCheckpoint(random).reader.config
-        folded = forward_qwen2vl(load_plain_qwen2vl(iter_folded_tensors(random), config=config), **inputs).logits
+        folded = forward_qwen2vl(
+            load_plain_qwen2vl(iter_folded_tensors(random), config=config), **inputs
+        ).logits
     assert ((folded - gated).abs().max() / gated.abs().max()).item() <= LOGIT_RTOL
     assert ((expected - gated).abs().max() / gated.abs().max()).item() > 100 * LOGIT_RTOL  # gates did act
     names = SO8TCheckpoint(random).reader.names()

@@ -153,7 +153,10 @@ def test_existing_output_is_replaced_only_on_success(base_checkpoint, tmp_path, 
     (out / "keep.txt").write_text("old")
     import so8t.convert as convert_module
 
-    monkeypatch.setattr(convert_module, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert_module, "save_file", disk_full)
     with pytest.raises(So8tError, match="No space"):
         Qwen2VLToSO8TConverter(base_checkpoint, progress=False).convert(out)
     assert (out / "keep.txt").read_text() == "old"  # the old output survives a failed run
@@ -184,9 +187,22 @@ def test_cli_converts_the_default_checkpoint(source_checkpoint, tmp_path):
     import sys
 
     out = tmp_path / "so8t"
-    cmd = [sys.executable, "-m", "so8t.cli", "convert", "--input-model", str(source_checkpoint),
-           "--output-model", str(out), "--safety-features", "--rotation-init", "random", "--seed", "3"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "so8t.cli",
+        "convert",
+        "--input-model",
+        str(source_checkpoint),
+        "--output-model",
+        str(out),
+        "--safety-features",
+        "--rotation-init",
+        "random",
+        "--seed",
+        "3",
+    ]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout
     config = json.loads((out / "config.json").read_text())

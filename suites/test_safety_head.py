@@ -46,7 +46,10 @@ def test_seeded_init_is_deterministic_and_file_state_round_trips():
     assert not torch.equal(a[0].weight, c[0].weight)
     state = a.file_state()
     assert sorted(state) == [
-        "safety_head.0.bias", "safety_head.0.weight", "safety_head.2.bias", "safety_head.2.weight"
+        "safety_head.0.bias",
+        "safety_head.0.weight",
+        "safety_head.2.bias",
+        "safety_head.2.weight",
     ]
     restored = SafetyHead.from_file_state(state)
     x = torch.randn(3, 2, 8)

@@ -23,6 +23,7 @@ from torch import nn
 
 from so8t.checkpoint import names
 
+
 @dataclass(frozen=True)
 class FoldSite:
     """One place where gates sit on the output of a Linear.

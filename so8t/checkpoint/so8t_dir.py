@@ -130,7 +130,7 @@ class SO8TCheckpoint:
     def _gate_tensors(self) -> dict[str, torch.Tensor]:
         try:
             with safe_open(self.gates_path, framework="pt") as handle:
-                return {key: handle.get_tensor(key) for key in handle.keys()}
+                return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise CheckpointError(f"cannot read gates file: {err}", path=self.gates_path) from err
 
@@ -150,8 +150,9 @@ class SO8TCheckpoint:
                 if not torch.isfinite(tensors[key]).all():
                     raise CheckpointError(f"gate tensor {key} has NaN or Inf entries", path=self.gates_path)
         if self.so8t_config.get("safety_head") and self.safety_head_state() is None:
-            raise CheckpointError("config announces a safety head but the gates file has none",
-                                  path=self.gates_path)
+            raise CheckpointError(
+                "config announces a safety head but the gates file has none", path=self.gates_path
+            )
 
     def gate_generators(self, layer: int, gate: str) -> torch.Tensor:
         """Generators ``[hidden/8, 28]`` (float32) of ``gate`` in decoder layer ``layer``."""
@@ -165,10 +166,12 @@ class SO8TCheckpoint:
         (its cost is dominated by per-call work), so mapping all gates at once is ~25x faster on
         Qwen2-VL-2B than one call per gate.
         """
-        stacked = torch.stack([
-            torch.stack([self.gate_generators(layer, gate) for gate in qwen2vl.GATE_NAMES])
-            for layer in range(self.num_layers)
-        ]).to(torch.float64)
+        stacked = torch.stack(
+            [
+                torch.stack([self.gate_generators(layer, gate) for gate in qwen2vl.GATE_NAMES])
+                for layer in range(self.num_layers)
+            ]
+        ).to(torch.float64)
         return group.rotation(stacked, self.rotation_map)
 
     def rotation(self, layer: int, gate: str) -> torch.Tensor:

@@ -13,15 +13,27 @@ def register(sub) -> None:
         "convert",
         "convert a Qwen2-VL checkpoint into an SO8T checkpoint (SO(8) gates on every residual write)",
     )
-    p.add_argument("--input-model", required=True, metavar="DIR", help="Hugging Face Qwen2-VL checkpoint directory")
+    p.add_argument(
+        "--input-model", required=True, metavar="DIR", help="Hugging Face Qwen2-VL checkpoint directory"
+    )
     p.add_argument("--output-model", required=True, metavar="DIR", help="SO8T checkpoint directory to write")
-    p.add_argument("--hidden-size", type=int, default=None,
-                   help="expected text hidden size (checked against config.json)")
+    p.add_argument(
+        "--hidden-size",
+        type=int,
+        default=None,
+        help="expected text hidden size (checked against config.json)",
+    )
     p.add_argument("--rotation-dim", type=int, default=8, help="rotation block size; SO8T requires 8")
     p.add_argument("--safety-features", action="store_true", help="add the ALLOW/ESCALATE/REFUSE safety head")
-    p.add_argument("--rotation-init", choices=("identity", "random"), default="identity",
-                   help="identity: the converted model computes exactly what the source computes")
-    p.add_argument("--seed", type=int, default=None, help="seed for random gates and the safety head (default 0)")
+    p.add_argument(
+        "--rotation-init",
+        choices=("identity", "random"),
+        default="identity",
+        help="identity: the converted model computes exactly what the source computes",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed for random gates and the safety head (default 0)"
+    )
     p.add_argument("--map", choices=("exp", "cayley"), default="exp", help="generator -> rotation map")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
