@@ -1,0 +1,283 @@
+"""Benchmark configuration (pytest-benchmark). Not part of the default gate: run ``pytest benchmarks``.
+
+Options:
+    --so8t-bench-full          use the full-size random replica of Qwen2-VL-2B-Instruct (about 4.4 GB,
+                               built once into ``$SO8T_CACHE_DIR`` or ``~/.cache/so8t``) instead of the
+                               embedded default model
+    --so8t-bench-rounds N      timed rounds per benchmark (default: 3 embedded, 1 full size; the whole
+                               pipeline runs once unless this is given)
+    --so8t-bench-threads N     llama.cpp threads (default: every CPU this process may use)
+    --so8t-model PATH          (root conftest) benchmark a user's checkpoint instead
+
+Every benchmark id carries the model label (``embedded``, ``full`` or ``custom``) so runs on different
+models never share a trend line in the dashboard. Only the operation runs under ``benchmark(...)``;
+correctness is asserted outside the timed call; figures go to ``benchmark.extra_info`` (tokens/s, quant
+type, peak RSS, file size, and ratios to a baseline timed in the same session). Machine facts go to the
+saved JSON through ``pytest_benchmark_update_machine_info`` (key ``so8t``).
+
+Peak RSS: the Linux high-water mark ``VmHWM`` of this process, reset before the operation through
+``/proc/self/clear_refs`` (so it includes what the test process already holds: Python, torch, pytest);
+child processes (llama.cpp's converter) are measured with ``os.wait4``'s ``ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+#: Package versions recorded with every run.
+VERSIONED = (
+    "so8t",
+    "torch",
+    "transformers",
+    "llama_cpp_python",
+    "gguf",
+    "numpy",
+    "safetensors",
+    "pytest-benchmark",
+)
+
+#: Inference workload (REFERENCE section 7 uses the same figures): prompt tokens, generated tokens.
+N_PROMPT, N_GEN = 128, 32
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("so8t benchmarks")
+    group.addoption(
+        "--so8t-bench-full",
+        action="store_true",
+        default=False,
+        help="benchmark the full-size Qwen2-VL-2B replica (built once, cached) instead of the embedded model",
+    )
+    group.addoption("--so8t-bench-rounds", type=int, default=None, help="timed rounds per benchmark")
+    group.addoption("--so8t-bench-threads", type=int, default=None, help="llama.cpp threads")
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def model_label(config) -> str:
+    if config.getoption("--so8t-model", default=None):
+        return "custom"
+    return "full" if config.getoption("--so8t-bench-full") else "embedded"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["so8t"] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "llama_threads": config.getoption("--so8t-bench-threads") or usable_cpus(),
+        "mem_total_gb": _mem_total_gb(),
+        "model": model_label(config),
+        **{name.replace("-", "_"): _version(name) for name in VERSIONED},
+    }
+
+
+def pytest_generate_tests(metafunc):
+    """Give every benchmark id the model label (see the module docstring)."""
+    if "bench_model" in metafunc.fixturenames:
+        label = model_label(metafunc.config)
+        metafunc.parametrize("bench_model", [label], ids=[label], scope="session")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str  # embedded | full | custom
+    source: Path  # the Qwen2-VL checkpoint benchmarked
+    rounds: int
+    threads: int
+    rounds_given: bool  # --so8t-bench-rounds was passed (the pipeline runs once otherwise)
+    workdir: Path  # outputs (several GB at full size)
+
+
+@pytest.fixture(scope="session")
+def bench(request, tmp_path_factory) -> BenchConfig:
+    config = request.config
+    label = model_label(config)
+    if label == "custom":
+        source = Path(config.getoption("--so8t-model"))
+    elif label == "full":
+        source = full_replica()
+    else:
+        from so8t.testing import default_checkpoint
+
+        source = default_checkpoint()
+    given = config.getoption("--so8t-bench-rounds")
+    rounds = given or (1 if label == "full" else 3)
+    threads = config.getoption("--so8t-bench-threads") or usable_cpus()
+    return BenchConfig(label, source, rounds, threads, given is not None, tmp_path_factory.mktemp("bench"))
+
+
+def full_replica() -> Path:
+    """The full-size replica in the so8t cache, built on first use (about a minute, 4.4 GB)."""
+    from so8t.testing import build_full_replica
+    from so8t.testing.default import cache_dir
+
+    path = cache_dir() / "qwen2-vl-2b-instruct-replica"
+    if not (path / "config.json").is_file():
+        build_full_replica(path)
+    return path
+
+
+class PeakRSS:
+    """Peak resident memory of this process during a ``with`` block, in MB (``.mb``).
+
+    Resets the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) on entry and reads
+    ``VmHWM`` on exit. Where the reset is impossible, falls back to ``ru_maxrss`` (process lifetime).
+    """
+
+    def __init__(self):
+        self.mb = 0.0
+
+    def __enter__(self):  # returns self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mb = max(self.mb, _vm_hwm_mb())
+
+
+def _vm_hwm_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float, str]:
+    """Run a command; (wall seconds, peak RSS MB of that child, combined output). Fails on non-zero exit."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode != 0:
+        raise AssertionError(f"{cmd[:3]} exited {proc.returncode}:\n{output[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, output
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def llama_quantize_alone(src: Path, dst: Path, quant: str, threads: int) -> None:
+    """llama.cpp's quantizer called directly (the K-quant baseline): ``src`` GGUF -> ``dst`` of ``quant``."""
+    import ctypes
+
+    import llama_cpp
+    from gguf import LlamaFileType
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(LlamaFileType[f"MOSTLY_{quant}"])
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    assert rc == 0, f"llama_model_quantize {src} -> {quant} returned {rc}"
+
+
+@pytest.fixture(scope="session")
+def tools():
+    """Helpers shared by the benchmark modules (a fixture, so test modules need not import conftest)."""
+    return _Tools()
+
+
+class _Tools:
+    PeakRSS = PeakRSS
+    run_child = staticmethod(run_child)
+    median = staticmethod(median)
+    llama_quantize_alone = staticmethod(llama_quantize_alone)
+
+    @staticmethod
+    def fresh(path: Path) -> Path:
+        """Remove ``path`` (file or directory) so a round starts from nothing; return it."""
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        return path
+
+    @staticmethod
+    def dir_size(path: Path) -> int:
+        return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+    @staticmethod
+    def converter_script() -> Path | None:
+        """llama.cpp's ``convert_hf_to_gguf.py`` from ``LLAMA_CPP_CONVERTER`` (None when unset)."""
+        value = os.environ.get("LLAMA_CPP_CONVERTER")
+        if not value:
+            return None
+        path = Path(value)
+        if not path.is_file():
+            pytest.fail(f"LLAMA_CPP_CONVERTER={value} is not a file")
+        return path
+
+
+#: Seed of the random-gate conversion benchmarked by export and inference (any fixed value).
+GATE_SEED = 20261128
+
+
+@pytest.fixture(scope="session")
+def so8t_random(bench) -> Path:
+    """The benchmarked checkpoint converted with seeded random gates (so the fold really rotates)."""
+    from so8t.convert import Qwen2VLToSO8TConverter
+
+    out = bench.workdir / "so8t-random"
+    return Qwen2VLToSO8TConverter(
+        bench.source, progress=False, rotation_init="random", seed=GATE_SEED
+    ).convert(out)
+
+
+@pytest.fixture(scope="session")
+def so8t_identity(bench) -> Path:
+    """Identity gates: the unrotated model, the reference of the inference benchmarks."""
+    from so8t.convert import Qwen2VLToSO8TConverter
+
+    return Qwen2VLToSO8TConverter(bench.source, progress=False).convert(bench.workdir / "so8t-identity")

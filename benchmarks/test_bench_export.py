@@ -1,0 +1,190 @@
+"""GGUF export (``so8t export`` / ``SO8TToGGUFConverter``) per quant type, from a random-gate SO8T checkpoint.
+
+Baselines, timed in the same session and interleaved round by round (pedantic's untimed ``setup``):
+
+* text F16 / Q8_0 and "text F16 + mmproj F16": llama.cpp's own ``convert_hf_to_gguf.py`` doing the same
+  from the *source* checkpoint (``LLAMA_CPP_CONVERTER``; when unset this baseline is skipped with a
+  warning and ``extra_info["baseline"]`` says why). ``ratio_vs_llama_converter`` = ours / theirs
+  (target for F16 + mmproj: <= 0.5 with peak RSS <= 1.0 GB).
+* K-quants: ``llama_model_quantize`` alone on an F32 text GGUF of the same model (our export makes its
+  K-quants from one F32 intermediate written in the fold pass). ``ratio_vs_llama_quantize`` = ours /
+  quantize alone (target <= 1.10).
+
+Peak RSS is this process's high-water mark during the export (see conftest); the converter's is its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+#: Quant types benchmarked, and llama.cpp converter's ``--outtype`` for those it can write itself.
+EXPORT_QUANTS = ("F16", "Q8_0", "Q4_0", "Q6_K", "Q4_K_M")
+CONVERTER_OUTTYPE = {"F16": "f16", "Q8_0": "q8_0"}
+K_QUANTS = ("Q6_K", "Q4_K_M")
+MODEL_NAME = "bench"
+
+
+def export(so8t_dir: Path, out_dir: Path, quant: str, threads: int, mmproj: bool):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return SO8TToGGUFConverter(so8t_dir, progress=False).export(
+        out_dir, quant_types=[quant], model_name=MODEL_NAME, mmproj=mmproj, sidecar=True, n_threads=threads
+    )
+
+
+def converter_cmd(script: Path, source: Path, out: Path, outtype: str, mmproj: bool) -> list[str]:
+    cmd = [sys.executable, str(script), str(source), "--outfile", str(out), "--outtype", outtype]
+    return cmd + ["--mmproj"] if mmproj else cmd
+
+
+def check_text_gguf(path: Path, quant: str) -> None:
+    """Correctness outside the timed call: the file is a qwen2vl GGUF of the requested file type."""
+    from gguf import GGUFReader, LlamaFileType
+
+    reader = GGUFReader(path)
+    fields = {name: field for name, field in reader.fields.items()}
+    arch = fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "qwen2vl"
+    file_type = fields["general.file_type"]
+    assert int(file_type.parts[file_type.data[0]][0]) == int(LlamaFileType[f"MOSTLY_{quant}"])
+    assert reader.tensors, f"{path} has no tensors"
+
+
+def tensor_inventory(path: Path) -> dict[str, tuple[int, ...]]:
+    from gguf import GGUFReader
+
+    return {t.name: tuple(int(d) for d in t.shape) for t in GGUFReader(path).tensors}
+
+
+def _skip_baseline(benchmark, reason: str) -> None:
+    benchmark.extra_info["baseline"] = f"skipped: {reason}"
+    warnings.warn(f"baseline skipped: {reason}", stacklevel=2)
+
+
+@pytest.mark.parametrize("quant", EXPORT_QUANTS)
+def test_export_text(benchmark, bench, bench_model, tools, so8t_random, quant):
+    out = bench.workdir / f"export-{quant}"
+    script = tools.converter_script() if quant in CONVERTER_OUTTYPE else None
+    ref_out = bench.workdir / f"export-{quant}-llama-converter.gguf"
+    f32_source = bench.workdir / "export-quantize-source" / f"{MODEL_NAME}-F32.gguf"
+    if quant in K_QUANTS and not f32_source.is_file():  # untimed: the input of the quantize-alone baseline
+        export(so8t_random, f32_source.parent, "F32", bench.threads, mmproj=False)
+    base_seconds: list[float] = []
+    base_rss: list[float] = []
+    rss = tools.PeakRSS()
+    reports = []
+
+    def setup():
+        tools.fresh(out)
+        if script is not None:
+            tools.fresh(ref_out)
+            seconds, peak, _ = tools.run_child(
+                converter_cmd(script, bench.source, ref_out, CONVERTER_OUTTYPE[quant], mmproj=False)
+            )
+            base_seconds.append(seconds)
+            base_rss.append(peak)
+        elif quant in K_QUANTS:
+            target = tools.fresh(bench.workdir / f"export-{quant}-quantize-alone.gguf")
+            start = time.perf_counter()
+            tools.llama_quantize_alone(f32_source, target, quant, bench.threads)
+            base_seconds.append(time.perf_counter() - start)
+            tools.fresh(target)
+
+    def run():
+        with rss:
+            reports.append(export(so8t_random, out, quant, bench.threads, mmproj=False))
+
+    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+
+    (text,) = reports[-1].texts
+    check_text_gguf(text.path, quant)
+    assert text.sidecar is not None and text.sidecar.is_file()
+    ours = benchmark.stats.stats.median
+    info = {
+        "model": bench.model,
+        "quant": quant,
+        "file_size": text.size,
+        "peak_rss_mb": round(rss.mb, 1),
+        "fallbacks": len(text.fallbacks),
+    }
+    if script is not None:
+        assert tensor_inventory(ref_out) == tensor_inventory(text.path)  # same tensors, names and shapes
+        info.update(
+            baseline="llama.cpp convert_hf_to_gguf.py from the source checkpoint",
+            llama_converter_s=round(tools.median(base_seconds), 4),
+            llama_converter_peak_rss_mb=round(max(base_rss), 1),
+            ratio_vs_llama_converter=round(ours / tools.median(base_seconds), 3),
+        )
+    elif quant in K_QUANTS:
+        info.update(
+            baseline="llama_model_quantize alone, from an F32 text GGUF",
+            quantize_alone_s=round(tools.median(base_seconds), 4),
+            ratio_vs_llama_quantize=round(ours / tools.median(base_seconds), 3),
+        )
+    benchmark.extra_info.update(info)
+    if quant in CONVERTER_OUTTYPE and script is None:
+        _skip_baseline(
+            benchmark, "LLAMA_CPP_CONVERTER is not set (path to llama.cpp's convert_hf_to_gguf.py)"
+        )
+
+
+def test_export_f16_with_mmproj(benchmark, bench, bench_model, tools, so8t_random):
+    """Text F16 + mmproj F16 (+ sidecar): the target is <= 0.5x llama.cpp's converter, peak RSS <= 1 GB."""
+    out = bench.workdir / "export-F16-mmproj"
+    script = tools.converter_script()
+    ref_dir = bench.workdir / "export-F16-mmproj-llama-converter"
+    base_seconds: list[float] = []
+    base_rss: list[float] = []
+    rss = tools.PeakRSS()
+    reports = []
+
+    def setup():
+        tools.fresh(out)
+        if script is None:
+            return
+        tools.fresh(ref_dir).mkdir()
+        text_s, text_rss, _ = tools.run_child(
+            converter_cmd(script, bench.source, ref_dir / "t.gguf", "f16", False)
+        )
+        mm_s, mm_rss, _ = tools.run_child(
+            converter_cmd(script, bench.source, ref_dir / "mm.gguf", "f16", True)
+        )
+        base_seconds.append(text_s + mm_s)
+        base_rss.append(max(text_rss, mm_rss))
+
+    def run():
+        with rss:
+            reports.append(export(so8t_random, out, "F16", bench.threads, mmproj=True))
+
+    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+
+    report = reports[-1]
+    (text,) = report.texts
+    check_text_gguf(text.path, "F16")
+    assert report.mmproj is not None and report.mmproj.is_file()
+    ours = benchmark.stats.stats.median
+    info = {
+        "model": bench.model,
+        "quant": "F16",
+        "file_size": text.size + report.mmproj.stat().st_size,
+        "peak_rss_mb": round(rss.mb, 1),
+    }
+    if script is not None:
+        assert tensor_inventory(ref_dir / "mm.gguf") == tensor_inventory(report.mmproj)
+        info.update(
+            baseline="llama.cpp convert_hf_to_gguf.py text f16 + --mmproj f16 from the source checkpoint",
+            llama_converter_s=round(tools.median(base_seconds), 4),
+            llama_converter_peak_rss_mb=round(max(base_rss), 1),
+            ratio_vs_llama_converter=round(ours / tools.median(base_seconds), 3),
+        )
+    benchmark.extra_info.update(info)
+    if script is None:
+        _skip_baseline(
+            benchmark, "LLAMA_CPP_CONVERTER is not set (path to llama.cpp's convert_hf_to_gguf.py)"
+        )
