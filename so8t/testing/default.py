@@ -5,6 +5,7 @@ building it first if absent. The cache is ``$SO8T_CACHE_DIR`` or ``~/.cache/so8t
 carries the builder version and a digest of the spec, so changing either builds a fresh directory
 instead of reusing stale bytes. A file lock serialises concurrent builders (several test processes on one
 machine); the build itself goes through ``so8t.io.atomic_path``, so a reader never sees half a checkpoint.
+A cached directory missing any of its files (deleted by hand) is rebuilt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 
 from so8t.errors import So8tError
-from so8t.testing.builder import build_checkpoint
+from so8t.testing.builder import INDEX_NAME, build_checkpoint, shard_plan
 from so8t.testing.spec import TinySpec
 
 #: Bump when the builder's output bytes change (tokenizer files, config keys, weight init).
@@ -60,6 +61,21 @@ def _locked(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def expected_files(spec: TinySpec) -> set[str]:
+    """File names a build of ``spec`` leaves in its directory."""
+    names = {"config.json", "generation_config.json", "preprocessor_config.json", "chat_template.json"}
+    names |= {file_name for file_name, _ in shard_plan(spec)}
+    if spec.shards > 1:
+        names.add(INDEX_NAME)
+    if spec.tokenizer:
+        names |= {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"}
+    return names
+
+
+def _complete(path: Path, spec: TinySpec) -> bool:
+    return path.is_dir() and all((path / name).is_file() for name in expected_files(spec))
+
+
 def default_checkpoint(variant: str = "tied") -> Path:
     """Path of the embedded default Qwen2-VL checkpoint (hub layout, bf16, two shards), built on demand.
 
@@ -68,9 +84,9 @@ def default_checkpoint(variant: str = "tied") -> Path:
     spec = default_spec(variant)
     root = cache_dir()
     final = root / default_checkpoint_name(variant)
-    if (final / "config.json").is_file():
+    if _complete(final, spec):
         return final
     with _locked(root / f".{final.name}.lock"):
-        if not (final / "config.json").is_file():  # another process may have built it meanwhile
+        if not _complete(final, spec):  # another process may have built it meanwhile; or a file was deleted
             build_checkpoint(final, spec)
     return final
