@@ -271,7 +271,7 @@ def test_bad_variants_are_typed_errors():
 
 def test_cache_rebuilds_a_damaged_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("SO8T_CACHE_DIR", str(tmp_path))
-    path = default_checkpoint("untied")
+    path = default_checkpoint("tied")
     (path / "model-00002-of-00002.safetensors").unlink()
-    assert default_checkpoint("untied") == path
+    assert default_checkpoint("tied") == path
     assert {p.name for p in path.iterdir()} == HUB_FILES
