@@ -82,62 +82,78 @@ def test_iter_folded_tensors_parts_and_dtypes(so8t_random_dir):
         next(iter_folded_tensors(checkpoint, "audio"))
 
 
+INPUTS = ("text_inputs", "vision_inputs")
+
+
+def _logits(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        if isinstance(model, SO8TModel):
+            return model(**inputs).logits
+        return forward_qwen2vl(model, **inputs).logits
+
+
 @pytest.fixture(scope="module")
-def random_so8t_model(so8t_random_dir):
-    return SO8TModel.from_dir(so8t_random_dir)
+def so8t_logits(so8t_random_dir, request) -> dict[str, torch.Tensor]:
+    """Logits of the SO8T model (explicit gates) per input set; the model is freed afterwards so a
+    full-size ``--so8t-model`` run holds one model at a time."""
+    model = SO8TModel.from_dir(so8t_random_dir)
+    return {name: _logits(model, request.getfixturevalue(name)) for name in INPUTS}
 
 
-def _plain_from(tensors, so8t_dir):
-    return load_plain_qwen2vl(tensors, config=SO8TCheckpoint(so8t_dir).reader.config)
-
-
-@pytest.fixture(scope="module")
-def folded_model(so8t_random_dir):
-    return _plain_from(iter_folded_tensors(so8t_dir=so8t_random_dir), so8t_random_dir)
+def _plain_logits(tensors, so8t_dir, request, inputs=INPUTS) -> dict[str, torch.Tensor]:
+    model = load_plain_qwen2vl(tensors, config=SO8TCheckpoint(so8t_dir).reader.config)
+    return {name: _logits(model, request.getfixturevalue(name)) for name in inputs}
 
 
 def _wrong_tensors(so8t_dir, wrong_fold):
-    """The source tensors with ``wrong_fold(W, R_dense)`` at every gate site (for the can-fail checks)."""
+    """The source tensors with ``wrong_fold(W, R_blocks)`` at every gate site (for the can-fail checks)."""
     checkpoint = SO8TCheckpoint(so8t_dir)
     for name in checkpoint.reader.names():
         tensor = checkpoint.reader.get(name)
         site = qwen2vl.fold_site(name)
         if site is not None:
-            r = group.block_diag(checkpoint.site_rotation(site[1], site[0]))
-            tensor = wrong_fold(tensor.to(torch.float64), r)
+            tensor = wrong_fold(tensor.to(torch.float64), checkpoint.site_rotation(site[1], site[0]))
         yield name, tensor
 
 
-@pytest.mark.parametrize("inputs_name", ["text_inputs", "vision_inputs"])
-def test_folded_plain_model_matches_so8t_model(random_so8t_model, folded_model, inputs_name, request):
-    inputs = request.getfixturevalue(inputs_name)
-    with torch.no_grad():
-        expected = random_so8t_model(**inputs).logits
-        actual = forward_qwen2vl(folded_model, **inputs).logits
-    assert actual.shape == expected.shape
-    assert relative_error(actual, expected) <= LOGIT_RTOL
+def test_folded_plain_model_matches_so8t_model(so8t_random_dir, so8t_logits, request):
+    folded = _plain_logits(iter_folded_tensors(so8t_random_dir), so8t_random_dir, request)
+    for name in INPUTS:
+        assert folded[name].shape == so8t_logits[name].shape
+        assert relative_error(folded[name], so8t_logits[name]) <= LOGIT_RTOL, name
 
 
-def test_random_gates_change_the_model(so8t_random_dir, random_so8t_model, text_inputs):
+def test_random_gates_change_the_model(so8t_random_dir, so8t_logits, request):
     """Guard against a vacuous pass: random gates must move logits far beyond the fold bound."""
     source = load_plain_qwen2vl(so8t_random_dir)  # the source weights, gates ignored
-    with torch.no_grad():
-        gated = random_so8t_model(**text_inputs).logits
-        plain = forward_qwen2vl(source, **text_inputs).logits
-    assert relative_error(plain, gated) > 100 * LOGIT_RTOL
+    plain = _logits(source, request.getfixturevalue("text_inputs"))
+    assert relative_error(plain, so8t_logits["text_inputs"]) > 100 * LOGIT_RTOL
 
 
-@pytest.mark.parametrize(
-    "wrong_fold",
-    [
-        # upstream SO8T: W @ R; defined only for square weights, so down_proj keeps W (still wrong overall)
-        pytest.param(lambda w, r: w @ r if w.shape[1] == r.shape[0] else w, id="W@R"),
-        pytest.param(lambda w, r: r @ w, id="R@W (missing transpose)"),
-    ],
-)
-def test_wrong_side_fold_fails_the_comparison(so8t_random_dir, random_so8t_model, text_inputs, wrong_fold):
-    wrong = _plain_from(_wrong_tensors(so8t_random_dir, wrong_fold), so8t_random_dir)
-    with torch.no_grad():
-        expected = random_so8t_model(**text_inputs).logits
-        actual = forward_qwen2vl(wrong, **text_inputs).logits
-    assert relative_error(actual, expected) > LOGIT_RTOL
+def _w_at_r(w, r):
+    """Upstream SO8T's fold ``W @ R`` (block-diagonal R), defined only for square weights such as o_proj;
+    down_proj keeps W, which is wrong too."""
+    return group.apply_blocks(w, r) if w.shape[1] == w.shape[0] else w
+
+
+def _r_at_w(w, r):
+    """``R @ W``: the right side but R not transposed."""
+    return group.apply_blocks(w.T, group.inverse(r)).T
+
+
+@pytest.mark.parametrize("wrong_fold", [_w_at_r, _r_at_w], ids=["W@R", "R@W (missing transpose)"])
+def test_wrong_side_fold_fails_the_comparison(so8t_random_dir, so8t_logits, request, wrong_fold):
+    wrong = _plain_logits(
+        _wrong_tensors(so8t_random_dir, wrong_fold), so8t_random_dir, request, ("text_inputs",)
+    )
+    assert relative_error(wrong["text_inputs"], so8t_logits["text_inputs"]) > LOGIT_RTOL
+
+
+def test_wrong_folds_are_what_they_claim():
+    """The helpers above really compute W @ R and R @ W (dense check on a small square case)."""
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(16, 16, generator=gen, dtype=torch.float64)
+    blocks = group.haar(2, seed=5)
+    r = group.block_diag(blocks)
+    torch.testing.assert_close(_w_at_r(w, blocks), w @ r, rtol=0, atol=F64_TOL)
+    torch.testing.assert_close(_r_at_w(w, blocks), r @ w, rtol=0, atol=F64_TOL)
