@@ -28,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,9 +276,10 @@ def so8t_random(bench) -> Path:
     ).convert(out)
 
 
-@pytest.fixture(scope="session")
-def so8t_identity(bench) -> Path:
-    """Identity gates: the unrotated model, the reference of the inference benchmarks."""
-    from so8t.convert import Qwen2VLToSO8TConverter
-
-    return Qwen2VLToSO8TConverter(bench.source, progress=False).convert(bench.workdir / "so8t-identity")
+@pytest.fixture()
+def scratch(bench) -> Path:
+    """A fresh directory for one test's outputs, removed afterwards (full-size outputs take many GB)."""
+    path = bench.workdir / f"scratch-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

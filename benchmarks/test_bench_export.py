@@ -62,19 +62,26 @@ def tensor_inventory(path: Path) -> dict[str, tuple[int, ...]]:
     return {t.name: tuple(int(d) for d in t.shape) for t in GGUFReader(path).tensors}
 
 
+@pytest.fixture(scope="module")
+def f32_text_gguf(bench, so8t_random, tools):
+    """F32 text GGUF of the benchmarked SO8T model: the input of the quantize-alone baseline (untimed)."""
+    out = bench.workdir / "export-quantize-source"
+    report = export(so8t_random, out, "F32", bench.threads, mmproj=False)
+    yield report.texts[0].path
+    tools.fresh(out)
+
+
 def _skip_baseline(benchmark, reason: str) -> None:
     benchmark.extra_info["baseline"] = f"skipped: {reason}"
     warnings.warn(f"baseline skipped: {reason}", stacklevel=2)
 
 
 @pytest.mark.parametrize("quant", EXPORT_QUANTS)
-def test_export_text(benchmark, bench, bench_model, tools, so8t_random, quant):
-    out = bench.workdir / f"export-{quant}"
+def test_export_text(benchmark, bench, bench_model, tools, so8t_random, scratch, request, quant):
+    out = scratch / f"export-{quant}"
     script = tools.converter_script() if quant in CONVERTER_OUTTYPE else None
-    ref_out = bench.workdir / f"export-{quant}-llama-converter.gguf"
-    f32_source = bench.workdir / "export-quantize-source" / f"{MODEL_NAME}-F32.gguf"
-    if quant in K_QUANTS and not f32_source.is_file():  # untimed: the input of the quantize-alone baseline
-        export(so8t_random, f32_source.parent, "F32", bench.threads, mmproj=False)
+    ref_out = scratch / f"export-{quant}-llama-converter.gguf"
+    f32_source = request.getfixturevalue("f32_text_gguf") if quant in K_QUANTS else None
     base_seconds: list[float] = []
     base_rss: list[float] = []
     rss = tools.PeakRSS()
@@ -90,7 +97,7 @@ def test_export_text(benchmark, bench, bench_model, tools, so8t_random, quant):
             base_seconds.append(seconds)
             base_rss.append(peak)
         elif quant in K_QUANTS:
-            target = tools.fresh(bench.workdir / f"export-{quant}-quantize-alone.gguf")
+            target = tools.fresh(scratch / f"export-{quant}-quantize-alone.gguf")
             start = time.perf_counter()
             tools.llama_quantize_alone(f32_source, target, quant, bench.threads)
             base_seconds.append(time.perf_counter() - start)
@@ -134,11 +141,11 @@ def test_export_text(benchmark, bench, bench_model, tools, so8t_random, quant):
         )
 
 
-def test_export_f16_with_mmproj(benchmark, bench, bench_model, tools, so8t_random):
+def test_export_f16_with_mmproj(benchmark, bench, bench_model, tools, so8t_random, scratch):
     """Text F16 + mmproj F16 (+ sidecar): the target is <= 0.5x llama.cpp's converter, peak RSS <= 1 GB."""
-    out = bench.workdir / "export-F16-mmproj"
+    out = scratch / "export-F16-mmproj"
     script = tools.converter_script()
-    ref_dir = bench.workdir / "export-F16-mmproj-llama-converter"
+    ref_dir = scratch / "export-F16-mmproj-llama-converter"
     base_seconds: list[float] = []
     base_rss: list[float] = []
     rss = tools.PeakRSS()

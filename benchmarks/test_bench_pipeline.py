@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 
 
-def test_pipeline(benchmark, bench, bench_model, tools):
+def test_pipeline(benchmark, bench, bench_model, tools, scratch):
     from so8t.pipeline.run import SUMMARY_FILE, PipelineOptions, run_pipeline
 
-    out = bench.workdir / "pipeline"
+    out = scratch / "pipeline"
     rss = tools.PeakRSS()
     results = []
 
