@@ -57,7 +57,10 @@ RUN1 = {
         _bench(CONVERT, 2.0, 0.1),
         _bench(EXPORT, 1.0, 0.05, {"quant": "Q8_0", "file_size": 1_000_000, "peak_rss_mb": 300.0}),
         _bench(
-            INFER, 0.5, 0.01, {"quant": "Q8_0", "prompt_tps": 100.0, "gen_tps": 20.0, "ref_gen_tps": 20.2}
+            INFER,
+            0.5,
+            0.01,
+            {"model": "embedded", "quant": "Q8_0", "prompt_tps": 100.0, "gen_tps": 20.0, "ref_gen_tps": 20.2},
         ),
     ],
 }
@@ -72,6 +75,7 @@ RUN2 = {
             0.5,
             0.01,
             {
+                "model": "embedded",
                 "quant": "Q8_0",
                 "prompt_tps": 104.0,
                 "gen_tps": 15.0,
@@ -174,6 +178,21 @@ def test_baseline_first_and_by_commit(tmp_path: Path):
         compare(history, baseline="deadbeef")
 
 
+def test_partial_run_keeps_each_benchmark_at_its_own_latest(tmp_path: Path):
+    only_convert = {
+        "commit": "dddddddd" + "4" * 32,
+        "datetime": "2026-11-04T01:00:00+00:00",
+        "benchmarks": [_bench(CONVERT, 2.0, 0.1)],
+    }
+    history = load_history(write_history(tmp_path, runs=(RUN1, RUN2, only_convert)))
+    rows = {(c.benchmark, c.metric.key): c for c in compare(history)}
+    assert rows[(CONVERT, "median")].ratio == pytest.approx(0.8)  # run 3 against run 2
+    infer = rows[(INFER, "gen_tps")]  # not in run 3: its latest is still run 2, against run 1
+    assert infer.regressed and infer.latest_run.commit.startswith("bbbbbbbb")
+    html = render_html(history, list(rows.values()), threshold=0.1, baseline="previous")
+    assert '<tr data-model="embedded" data-quant="Q8_0">' in html
+
+
 def test_html_is_self_contained(history_dir: Path, tmp_path: Path):
     summary = build_dashboard(history_dir, tmp_path / "dashboard.html")
     html = summary.output.read_text(encoding="utf-8")
@@ -216,11 +235,13 @@ def test_html_trends_show_every_run_with_commit_and_date(history_dir: Path, tmp_
 
 def test_html_tokens_per_second_and_in_run_ratios(history_dir: Path, tmp_path: Path):
     html = build_dashboard(history_dir, tmp_path / "d.html").output.read_text(encoding="utf-8")
-    tps = re.search(r'<tr data-quant="Q8_0">(.*?)</tr>', html).group(1)
-    assert re.findall(r"<td>([^<]*)</td>", tps) == ["Q8_0", "104.0", "-", "15.0", "19.9"]
+    tps = re.search(r'<tr data-model="embedded" data-quant="Q8_0">(.*?)</tr>', html).group(1)
+    cells = re.findall(r"<td>([^<]*)</td>", tps)
+    assert cells[:5] == ["Q8_0", "104.0", "-", "15.0", "19.9"] and "bbbbbbbb" in cells[5]
     assert html.count('<svg class="chart bars"') == 2  # prompt and generation charts
     assert "Q8_0 SO8T: 15 tokens/s" in html and "Q8_0 unrotated reference: 19.9 tokens/s" in html
     assert "<td>gen_tps_ratio</td><td>0.754</td>" in html
+    assert "<h3>model embedded</h3>" in html
 
 
 def test_raw_data_embedded_verbatim(history_dir: Path, tmp_path: Path):

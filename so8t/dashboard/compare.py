@@ -7,10 +7,11 @@ Every compared quantity is a ``Metric``: the median time from ``stats`` and a fe
 * lower is better (time, memory, size): regressed when ``ratio > 1 + threshold``;
 * higher is better (tokens/s):           regressed when ``ratio < 1 - threshold``.
 
-The baseline of a benchmark is, per ``baseline``:
-``"previous"`` (default) the most recent earlier run that measured it (asv / github-action-benchmark
+"Latest" is, per benchmark, the most recent run that measured it (a run of a subset, e.g. ``-k Q8_0``,
+leaves the other benchmarks at their own latest). The baseline of a benchmark is, per ``baseline``:
+``"previous"`` (default) the run that measured it before its latest (asv / github-action-benchmark
 style); ``"first"`` the oldest run that measured it; otherwise a run selector: its run number (``"3"``
-or ``"0003"``) or a prefix of its commit id (the most recent matching run before the latest).
+or ``"0003"``) or a prefix of its commit id (the most recent matching run before the latest run).
 """
 
 from __future__ import annotations
@@ -93,8 +94,7 @@ def judge(
 
 def baseline_run(history: History, fullname: str, baseline: str = "previous") -> Run | None:
     """The run the latest measurement of ``fullname`` is compared against (None if there is none)."""
-    latest = history.latest
-    earlier = [run for run, _ in history.series(fullname) if run is not latest]
+    earlier = [run for run, _ in history.series(fullname)][:-1]
     if not earlier:
         return None
     if baseline == "previous":
@@ -129,9 +129,9 @@ def compare(
     threshold = check_threshold(threshold)
     if baseline not in ("previous", "first"):
         select_run(history, baseline)  # fail early on a selector that matches nothing
-    latest = history.latest
     rows: list[Comparison] = []
-    for fullname, now in latest.measurements.items():
+    for fullname in history.benchmark_names():
+        latest, now = history.latest_of(fullname)
         base_run = baseline_run(history, fullname, baseline)
         if base_run is None:
             continue

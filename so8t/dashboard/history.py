@@ -95,6 +95,10 @@ class History:
                 seen.setdefault(name, None)
         return list(seen)
 
+    def latest_of(self, fullname: str) -> tuple[Run, Measurement]:
+        """The most recent run that measured ``fullname``, with its measurement."""
+        return self.series(fullname)[-1]
+
     def series(self, fullname: str) -> list[tuple[Run, Measurement]]:
         """The runs that measured ``fullname``, oldest first, with their measurement."""
         return [(run, run.measurements[fullname]) for run in self.runs if fullname in run.measurements]

@@ -58,14 +58,24 @@ def _comparison_section(comparisons: list[Comparison], threshold: float, baselin
         rows.append(
             f'<tr class="{cls}" data-benchmark="{escape(c.benchmark)}" data-metric="{c.metric.key}" '
             f'data-ratio="{ratio}"><td>{escape(c.benchmark)}</td><td>{escape(c.metric.label)}</td>'
-            f"<td>{escape(c.baseline_run.label)}</td><td>{format_value(c.baseline, c.metric.unit)}</td>"
+            f"<td>{escape(c.baseline_run.label)}</td><td>{escape(c.latest_run.label)}</td>"
+            f"<td>{format_value(c.baseline, c.metric.unit)}</td>"
             f"<td>{format_value(c.latest, c.metric.unit)}</td><td>{ratio}</td><td>{status}</td></tr>"
         )
     if not rows:
         body = "<p>Only one run holds these benchmarks: nothing to compare yet.</p>"
     else:
         body = _table(
-            ["benchmark", "metric", "baseline run", "baseline", "latest", "ratio latest/baseline", "status"],
+            [
+                "benchmark",
+                "metric",
+                "baseline run",
+                "latest run",
+                "baseline",
+                "latest",
+                "ratio latest/baseline",
+                "status",
+            ],
             rows,
             "comparison",
         )
@@ -81,55 +91,74 @@ def _comparison_section(comparisons: list[Comparison], threshold: float, baselin
 
 def _ratio_section(history: History) -> str:
     rows = []
-    for fullname, m in history.latest.measurements.items():
+    for fullname in history.benchmark_names():
+        run, m = history.latest_of(fullname)
         for key, value in sorted(m.extra.items()):
             if key.endswith("ratio") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows.append(f"<tr><td>{escape(fullname)}</td><td>{escape(key)}</td><td>{value:.3f}</td></tr>")
+                rows.append(
+                    f"<tr><td>{escape(fullname)}</td><td>{escape(run.label)}</td><td>{escape(key)}</td>"
+                    f"<td>{value:.3f}</td></tr>"
+                )
     if not rows:
         return ""
     return (
-        '<section id="inrun"><h2>Baselines measured in the same run (latest run)</h2>'
+        '<section id="inrun"><h2>Baselines measured in the same run (latest of each benchmark)</h2>'
         "<p>Ratios the benchmarks recorded against a baseline timed in the same session "
         "(llama.cpp's own converter for export, the unrotated model's GGUF for inference).</p>"
-        f"{_table(['benchmark', 'ratio', 'value'], rows, 'ratios')}</section>"
+        f"{_table(['benchmark', 'run', 'ratio', 'value'], rows, 'ratios')}</section>"
     )
 
 
 def _tps_section(history: History) -> str:
-    latest = [m for m in history.latest.measurements.values() if isinstance(m.extra.get("quant"), str)]
+    """Tokens/s per quant type, side by side; the latest measurement of each inference benchmark, one
+    group per model label (``extra_info["model"]``: embedded, full, ...)."""
     keys = [key for _, series in TPS_CHARTS for key, _ in series]
-    with_tps = [m for m in latest if any(isinstance(m.extra.get(k), (int, float)) for k in keys)]
-    if not with_tps:
-        return ""
-    quants = list(dict.fromkeys(m.extra["quant"] for m in with_tps))
-    by_quant = {m.extra["quant"]: m for m in with_tps}  # one inference benchmark per quant type
-    charts = []
-    rows = []
-    for title, keys in TPS_CHARTS:
-        series = []
-        for key, name in keys:
-            values = [by_quant[q].extra.get(key) for q in quants]
-            values = [float(v) if isinstance(v, (int, float)) else None for v in values]
-            if any(v is not None for v in values):
-                series.append((name, values))
-        if series:
-            charts.append(f'<div class="card">{bars_svg(quants, series, title, "tokens/s")}</div>')
-    for q in quants:
-        extra = by_quant[q].extra
-        cells = "".join(
-            f"<td>{extra[k]:.1f}</td>" if isinstance(extra.get(k), (int, float)) else "<td>-</td>"
-            for k in ("prompt_tps", "ref_prompt_tps", "gen_tps", "ref_gen_tps")
+    groups: dict[str, dict[str, tuple]] = {}
+    for fullname in history.benchmark_names():
+        run, m = history.latest_of(fullname)
+        quant = m.extra.get("quant")
+        if isinstance(quant, str) and any(_is_number(m.extra.get(k)) for k in keys):
+            groups.setdefault(str(m.extra.get("model", "")), {})[quant] = (run, m)
+    parts = []
+    for model, by_quant in groups.items():
+        quants = list(by_quant)
+        charts = []
+        for title, series_keys in TPS_CHARTS:
+            series = []
+            for key, name in series_keys:
+                values = [by_quant[q][1].extra.get(key) for q in quants]
+                values = [float(v) if _is_number(v) else None for v in values]
+                if any(v is not None for v in values):
+                    series.append((name, values))
+            if series:
+                charts.append(f'<div class="card">{bars_svg(quants, series, title, "tokens/s")}</div>')
+        rows = []
+        for q in quants:
+            run, m = by_quant[q]
+            cells = "".join(
+                f"<td>{m.extra[k]:.1f}</td>" if _is_number(m.extra.get(k)) else "<td>-</td>"
+                for k in ("prompt_tps", "ref_prompt_tps", "gen_tps", "ref_gen_tps")
+            )
+            rows.append(
+                f'<tr data-model="{escape(model)}" data-quant="{escape(q)}"><td>{escape(q)}</td>{cells}'
+                f"<td>{escape(run.label)}</td></tr>"
+            )
+        headers = ["quant", "prompt tok/s", "reference prompt tok/s", "generation tok/s"]
+        headers += ["reference generation tok/s", "run"]
+        title = f"model {escape(model)}" if model else "latest measurements"
+        parts.append(
+            f'<h3>{title}</h3><div class="grid">{"".join(charts)}</div>{_table(headers, rows, "tps")}'
         )
-        rows.append(f'<tr data-quant="{escape(q)}"><td>{escape(q)}</td>{cells}</tr>')
-    table = _table(
-        ["quant", "prompt tok/s", "reference prompt tok/s", "generation tok/s", "reference generation tok/s"],
-        rows,
-        "tps",
-    )
+    if not parts:
+        return ""
     return (
-        f'<section id="tps"><h2>Tokens/s per quant type (latest run, {escape(history.latest.label)})</h2>'
-        f'<div class="grid">{"".join(charts)}</div>{table}</section>'
+        '<section id="tps"><h2>Tokens/s per quant type (SO8T file against the unrotated reference)</h2>'
+        f"{''.join(parts)}</section>"
     )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _trend_section(history: History, comparisons: list[Comparison]) -> str:
