@@ -69,7 +69,12 @@ RUN2 = {
     "datetime": "2026-11-02T03:30:00+00:00",
     "benchmarks": [
         _bench(CONVERT, 2.5, 0.1),
-        _bench(EXPORT, 1.05, 0.05, {"quant": "Q8_0", "file_size": 1_000_000, "peak_rss_mb": 310.0}),
+        _bench(
+            EXPORT,
+            1.05,
+            0.05,
+            {"quant": "Q8_0", "file_size": 1_000_000, "peak_rss_mb": 310.0, "ratio_vs_llama_converter": 0.42},
+        ),
         _bench(
             INFER,
             0.5,
@@ -242,6 +247,7 @@ def test_html_tokens_per_second_and_in_run_ratios(history_dir: Path, tmp_path: P
     assert "Q8_0 SO8T: 15 tokens/s" in html and "Q8_0 unrotated reference: 19.9 tokens/s" in html
     assert "<td>gen_tps_ratio</td><td>0.754</td>" in html
     assert "<h3>model embedded</h3>" in html
+    assert "<td>ratio_vs_llama_converter</td><td>0.420</td>" in html
 
 
 def test_raw_data_embedded_verbatim(history_dir: Path, tmp_path: Path):

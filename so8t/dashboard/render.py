@@ -94,7 +94,7 @@ def _ratio_section(history: History) -> str:
     for fullname in history.benchmark_names():
         run, m = history.latest_of(fullname)
         for key, value in sorted(m.extra.items()):
-            if key.endswith("ratio") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (key.endswith("ratio") or key.startswith("ratio_")) and _is_number(value):
                 rows.append(
                     f"<tr><td>{escape(fullname)}</td><td>{escape(run.label)}</td><td>{escape(key)}</td>"
                     f"<td>{value:.3f}</td></tr>"
@@ -131,7 +131,8 @@ def _tps_section(history: History) -> str:
                 if any(v is not None for v in values):
                     series.append((name, values))
             if series:
-                charts.append(f'<div class="card">{bars_svg(quants, series, title, "tokens/s")}</div>')
+                chart = bars_svg(quants, series, title, "tokens/s")
+                charts.append(f'<div class="card"><h4>{escape(title)}</h4>{chart}</div>')
         rows = []
         for q in quants:
             run, m = by_quant[q]
