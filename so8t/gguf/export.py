@@ -181,9 +181,9 @@ def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.
 
 
 def _tensor_types(path: Path) -> dict[str, str]:
-    from gguf import GGUFReader
+    from gguf import GGMLQuantizationType
 
-    return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
+    return {t.name: GGMLQuantizationType(t.ggml_type).name for t in metadata.read_gguf(path).tensors}
 
 
 def _unlink(path: Path) -> None:

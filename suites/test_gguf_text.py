@@ -1,0 +1,328 @@
+"""The text GGUF holds what llama.cpp's qwen2vl loader requires, and the folded weights within the
+rounding bound of each quant type's block format.
+
+Expected values come from the source checkpoint's own files (config.json, tokenizer files) and from the
+GGUF format (REFERENCE section 3), never from the exporter's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFReader, GGUFValueType, TokenType
+from gguf.quants import dequantize
+
+from suites.fixtures.gguf_files import ALL_TYPES
+
+BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (REFERENCE section 3), written out here independently
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+NUMPY_2D_TYPE = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0}
+K_TYPES = {T.Q4_K: 4, T.Q5_K: 5, T.Q6_K: 6}  # bits per weight of the K-quant grids
+
+
+def _config(path: Path) -> dict:
+    cfg = json.loads((path / "config.json").read_text())
+    return {**cfg, **(cfg.get("text_config") or {})}
+
+
+def _field(reader: GGUFReader, key: str):
+    field = reader.get_field(key)
+    assert field is not None, f"missing key {key}"
+    return field
+
+
+def _scalar(reader: GGUFReader, key: str):
+    return _field(reader, key).contents()
+
+
+def _hub_to_gguf(cfg: dict) -> dict[str, str]:
+    table = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    if not cfg.get("tie_word_embeddings", True):
+        table["lm_head.weight"] = "output.weight"
+    for i in range(cfg["num_hidden_layers"]):
+        for hub, gg in BLOCK_SUFFIXES.items():
+            table[f"model.layers.{i}.{hub}"] = f"blk.{i}.{gg}"
+    return table
+
+
+@pytest.fixture(scope="session")
+def f16_reader(gguf_text) -> GGUFReader:
+    """gguf-py's own reader: the format oracle (slow on a 151k vocabulary, so read once)."""
+    return GGUFReader(gguf_text["F16"].path)
+
+
+@pytest.fixture(scope="session")
+def tables(gguf_text) -> dict:
+    """Every file through ``so8t.gguf.metadata.read_gguf`` (checked against GGUFReader below)."""
+    from so8t.gguf.metadata import read_gguf
+
+    return {name: read_gguf(t.path) for name, t in gguf_text.items()}
+
+
+def _data(path: Path, entry) -> np.ndarray:
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset, shape=(entry.nbytes,))
+    return np.asarray(raw).reshape(-1, entry.nbytes // int(np.prod(entry.dims[1:], dtype=np.int64)))
+
+
+def test_fast_reader_agrees_with_gguf_reader(f16_reader, tables):
+    table = tables["F16"]
+    fields = {k: f for k, f in f16_reader.fields.items() if not k.startswith("GGUF.")}  # header pseudo-keys
+    assert set(table.kv) == set(fields)
+    for key, field in fields.items():
+        assert table.kv[key] == field.contents(), key
+        assert table.kv_types[key] == tuple(int(t) for t in field.types[:2]), key
+    assert [(t.name, int(t.tensor_type), tuple(int(d) for d in t.shape)) for t in f16_reader.tensors] == [
+        (t.name, t.ggml_type, t.dims) for t in table.tensors
+    ]
+    for mine, theirs in zip(table.tensors, f16_reader.tensors):
+        assert mine.offset == theirs.data_offset and mine.nbytes == theirs.n_bytes, mine.name
+
+
+def test_every_type_exported(gguf_text):
+    assert sorted(gguf_text) == sorted(ALL_TYPES)
+    for t in gguf_text.values():
+        assert t.path.is_file() and t.path.stat().st_size == t.size
+
+
+@pytest.mark.parametrize("quant", ALL_TYPES)
+def test_llama_cpp_required_keys(tables, quant, source_checkpoint):
+    kv, types = tables[quant].kv, tables[quant].kv_types
+    cfg = _config(source_checkpoint)
+    assert kv["general.architecture"] == "qwen2vl"
+    expect_u32 = {
+        "qwen2vl.context_length": cfg["max_position_embeddings"],
+        "qwen2vl.embedding_length": cfg["hidden_size"],
+        "qwen2vl.block_count": cfg["num_hidden_layers"],
+        "qwen2vl.feed_forward_length": cfg["intermediate_size"],
+        "qwen2vl.attention.head_count": cfg["num_attention_heads"],
+        "qwen2vl.attention.head_count_kv": cfg["num_key_value_heads"],
+    }
+    for key, value in expect_u32.items():
+        assert types[key] == (GGUFValueType.UINT32,), key
+        assert kv[key] == value, key
+    for key, value in {
+        "qwen2vl.attention.layer_norm_rms_epsilon": cfg["rms_norm_eps"],
+        "qwen2vl.rope.freq_base": cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"],
+    }.items():
+        assert types[key] == (GGUFValueType.FLOAT32,), key
+        assert kv[key] == pytest.approx(value, rel=2**-23), key
+    key = "qwen2vl.rope.dimension_sections"
+    assert types[key] == (GGUFValueType.ARRAY, GGUFValueType.INT32)
+    mrope = list((cfg.get("rope_scaling") or cfg.get("rope_parameters"))["mrope_section"])
+    assert kv[key] == mrope + [0] * (4 - len(mrope))
+
+
+def test_file_type_names_the_quant(tables):
+    from gguf import LlamaFileType as F
+
+    expect = {"F32": F.ALL_F32, "F16": F.MOSTLY_F16, "BF16": F.MOSTLY_BF16, "Q8_0": F.MOSTLY_Q8_0,
+              "Q4_0": F.MOSTLY_Q4_0, "Q6_K": F.MOSTLY_Q6_K, "Q5_K_M": F.MOSTLY_Q5_K_M, "Q5_K_S": F.MOSTLY_Q5_K_S,
+              "Q4_K_M": F.MOSTLY_Q4_K_M, "Q4_K_S": F.MOSTLY_Q4_K_S}
+    for quant, table in tables.items():
+        assert table.kv["general.file_type"] == int(expect[quant]), quant
+
+
+def test_tokenizer_keys(f16_reader, tables, source_checkpoint):
+    r = f16_reader
+    cfg = _config(source_checkpoint)
+    vocab = json.loads((source_checkpoint / "vocab.json").read_text())
+    tok_cfg = json.loads((source_checkpoint / "tokenizer_config.json").read_text())
+    added = {int(k): v for k, v in tok_cfg["added_tokens_decoder"].items()}
+    merges = [m for m in (source_checkpoint / "merges.txt").read_text().splitlines() if m and not m.startswith("#version")]
+
+    assert _scalar(r, "tokenizer.ggml.model") == "gpt2"
+    assert _scalar(r, "tokenizer.ggml.pre") == "qwen2"
+    tokens = _scalar(r, "tokenizer.ggml.tokens")
+    types = _scalar(r, "tokenizer.ggml.token_type")
+    assert len(tokens) == len(types) == cfg["vocab_size"]
+    for token, i in list(vocab.items())[:2000]:
+        assert tokens[i] == token and types[i] == TokenType.NORMAL
+    for i, entry in added.items():
+        assert tokens[i] == entry["content"]
+        assert types[i] == (TokenType.CONTROL if entry["special"] else TokenType.USER_DEFINED)
+    used = set(vocab.values()) | set(added)
+    unused = [i for i in range(cfg["vocab_size"]) if i not in used]
+    assert unused, "the embedded model pads its vocabulary (151936 rows > tokenizer ids)"
+    assert all(tokens[i] == f"[PAD{i}]" and types[i] == TokenType.UNUSED for i in unused)
+    assert _scalar(r, "tokenizer.ggml.merges") == merges
+    ids = {v["content"]: k for k, v in added.items()}
+    assert _scalar(r, "tokenizer.ggml.eos_token_id") == ids[tok_cfg["eos_token"]]
+    assert _scalar(r, "tokenizer.ggml.padding_token_id") == ids[tok_cfg["pad_token"]]
+    assert _scalar(r, "tokenizer.ggml.bos_token_id") == cfg["bos_token_id"]
+    assert _scalar(r, "tokenizer.ggml.add_bos_token") is False
+    template = json.loads((source_checkpoint / "chat_template.json").read_text())["chat_template"]
+    assert _scalar(r, "tokenizer.chat_template") == (tok_cfg.get("chat_template") or template)
+    # every other file (llama.cpp's quantizer copies the keys) holds the same tokenizer
+    tok_keys = [k for k in tables["F16"].kv if k.startswith("tokenizer.")]
+    for quant, table in tables.items():
+        assert all(table.kv[k] == tables["F16"].kv[k] for k in tok_keys), quant
+
+
+def test_so8t_keys_and_content_hash(tables, gguf_text, so8t_random_dir):
+    section = json.loads((so8t_random_dir / "config.json").read_text())["so8t"]
+    for quant, table in tables.items():
+        kv = table.kv
+        assert kv["so8t.rotation_dim"] == 8
+        assert kv["so8t.group"] == "SO(8)"
+        assert kv["so8t.map"] == section["map"]
+        assert kv["so8t.folded"] is True
+        assert kv["so8t.safety_classes"] == list(section["safety_classes"])
+        assert kv["so8t.source_sha256"] == section["source"]["sha256"]
+        # the documented hash, recomputed here from the file (so8t.gguf.metadata docstring)
+        digest = hashlib.sha256()
+        for t in table.tensors:
+            digest.update(t.name.encode() + b"\0" + struct.pack("<I", t.ggml_type))
+            digest.update(struct.pack("<Q", len(t.dims)) + b"".join(struct.pack("<Q", d) for d in t.dims))
+            digest.update(hashlib.sha256(_data(gguf_text[quant].path, t).tobytes()).digest())
+        assert kv["so8t.content_hash"] == digest.hexdigest() == gguf_text[quant].content_hash, quant
+
+
+def test_sidecar_links_to_its_text_file(gguf_text):
+    from so8t.gguf.sidecar import read_sidecar
+
+    for quant, t in gguf_text.items():
+        assert read_sidecar(t.sidecar).text_content_hash == t.content_hash, quant
+
+
+@pytest.mark.parametrize("quant", ALL_TYPES)
+def test_tensor_inventory(tables, quant, source_checkpoint):
+    """Exactly the tensors llama.cpp expects (no output.weight when tied), shapes in GGUF order
+    (ne0 = row length), norms and biases F32, matrices in the requested type (numpy types)."""
+    tensors = tables[quant].tensors
+    cfg = _config(source_checkpoint)
+    hidden, ffn, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    head = hidden // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * head
+    shapes = {"token_embd.weight": [hidden, vocab], "output_norm.weight": [hidden], "output.weight": [hidden, vocab]}
+    per_block = {"attn_norm.weight": [hidden], "attn_q.weight": [hidden, hidden], "attn_q.bias": [hidden],
+                 "attn_k.weight": [hidden, kv], "attn_k.bias": [kv], "attn_v.weight": [hidden, kv],
+                 "attn_v.bias": [kv], "attn_output.weight": [hidden, hidden], "ffn_norm.weight": [hidden],
+                 "ffn_gate.weight": [hidden, ffn], "ffn_up.weight": [hidden, ffn], "ffn_down.weight": [ffn, hidden]}
+    expected = set(_hub_to_gguf(cfg).values())
+    assert {t.name for t in tensors} == expected
+    assert len(tensors) == len(expected)
+    for t in tensors:
+        suffix = t.name.split(".", 2)[-1] if t.name.startswith("blk.") else t.name
+        want = per_block.get(suffix) or shapes[t.name]
+        assert list(t.dims) == want, t.name
+        if len(want) == 1:
+            assert t.ggml_type == T.F32, t.name
+        elif quant in NUMPY_2D_TYPE:
+            assert t.ggml_type == NUMPY_2D_TYPE[quant], t.name
+        else:
+            assert t.ggml_type in K_TYPES, f"{t.name}: {T(t.ggml_type).name} in a K-quant file"
+
+
+def _bound(ggml_type: T, w: np.ndarray) -> np.ndarray:
+    """Largest |stored - w| the block format allows for each element of ``w`` (float64, rows last).
+
+    F32/F16/BF16: round to nearest, unit roundoff 2^-24 / 2^-11 / 2^-8 (F16 subnormals: 2^-25 absolute).
+    Q8_0: d = amax/127 per 32-block, error <= d/2 plus 127 * the F16 rounding of d (2^-11 d).
+    Q4_0: d = -max/8 per 32-block; the largest element of the other sign clips at 7d: error <= |d|,
+    plus 8 * 2^-11 |d| from the F16 scale. K-quants: at most one step of a 2^bits-level grid across
+    [-amax, amax] of the 256-block (half a step from rounding, the rest for the 6-bit sub-block scales).
+    A relative 2^-20 covers the float32 arithmetic of the encoders.
+    """
+    a = np.abs(w)
+    slack = a * 2.0**-20
+    if ggml_type == T.F32:
+        return a * 2.0**-24
+    if ggml_type == T.F16:
+        return np.maximum(a * 2.0**-11, 2.0**-25)
+    if ggml_type == T.BF16:
+        return a * 2.0**-8 + 2.0**-133
+    block = 256 if ggml_type in K_TYPES else 32
+    amax = np.repeat(a.reshape(-1, block).max(axis=1), block).reshape(w.shape) * (1 + 2.0**-20)
+    if ggml_type == T.Q8_0:
+        return amax / 127 * (0.5 + 127 * 2.0**-11) + slack
+    if ggml_type == T.Q4_0:
+        return amax / 8 * (1 + 8 * 2.0**-11) + slack
+    bits = K_TYPES[ggml_type]
+    return 2 * amax / (2**bits - 1) + slack
+
+
+@pytest.mark.parametrize("quant", ALL_TYPES)
+def test_round_trip_within_block_format_bound(tables, gguf_text, folded_text, quant, source_checkpoint):
+    to_gguf = _hub_to_gguf(_config(source_checkpoint))
+    by_name = {t.name: t for t in tables[quant].tensors}
+    for hub, gg in to_gguf.items():
+        t = by_name[gg]
+        w = folded_text[hub]
+        qtype = T(t.ggml_type)
+        got = dequantize(_data(gguf_text[quant].path, t), qtype).astype(np.float64).reshape(w.shape)
+        err = np.abs(got - w)
+        bound = _bound(qtype, w)
+        worst = np.argmax(err - bound)
+        assert np.all(err <= bound), f"{gg} ({qtype.name}): |err| {err.flat[worst]:.3e} > {bound.flat[worst]:.3e}"
+
+
+def test_folded_weights_are_not_the_source_weights(tables, gguf_text, source_checkpoint):
+    """Guard against exporting unfolded weights: with random gates the stored attn_output and ffn_down
+    differ from the source weights by far more than F32 rounding (and equal the folded ones, above)."""
+    from so8t.checkpoint import CheckpointReader
+
+    reader = CheckpointReader(source_checkpoint)
+    f32 = {t.name: t for t in tables["F32"].tensors}
+    for hub in ("model.layers.0.self_attn.o_proj.weight", "model.layers.0.mlp.down_proj.weight"):
+        src = reader.get(hub).double().numpy()
+        entry = f32[_hub_to_gguf(_config(source_checkpoint))[hub]]
+        stored = _data(gguf_text["F32"].path, entry).view(np.float32).reshape(src.shape)
+        assert np.abs(stored - src).max() > 1e3 * 2.0**-24 * np.abs(src).max()
+
+
+# --- identity gates == llama.cpp's own converter ---------------------------------------------------
+
+CONVERTER = os.environ.get("LLAMA_CPP_CONVERTER")
+
+
+@pytest.mark.converter
+@pytest.mark.skipif(
+    not CONVERTER,
+    reason="LLAMA_CPP_CONVERTER is not set: point it at convert_hf_to_gguf.py (vendor/llama.cpp/ in the "
+    "llama-cpp-python sdist) to compare with llama.cpp's own converter",
+)
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_identity_gates_match_llama_cpp_converter(outtype, so8t_identity_dir, source_checkpoint, tmp_path):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    theirs = tmp_path / f"theirs-{outtype}.gguf"
+    run = subprocess.run(
+        [sys.executable, CONVERTER, str(source_checkpoint), "--outtype", outtype, "--outfile", str(theirs)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ours = SO8TToGGUFConverter(so8t_identity_dir, progress=False).export(
+        tmp_path / "ours.gguf", quant_types=[outtype.upper()], mmproj=False, sidecar=False
+    ).texts[0].path
+    a, b = GGUFReader(ours), GGUFReader(theirs)
+    mine = {t.name: t for t in a.tensors}
+    other = {t.name: t for t in b.tensors}
+    assert set(mine) == set(other)
+    for name, t in other.items():
+        assert mine[name].tensor_type == t.tensor_type, name
+        assert list(mine[name].shape) == list(t.shape), name
+        assert np.array_equal(np.asarray(mine[name].data).view(np.uint8), np.asarray(t.data).view(np.uint8)), name
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                "tokenizer.ggml.pre", "qwen2vl.rope.dimension_sections", "qwen2vl.block_count"):
+        assert _scalar(a, key) == _scalar(b, key), key
