@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from so8t.io import atomic_path
@@ -18,7 +17,7 @@ def validate_text_file(
 
     report = SO8TGGUFValidator(gguf, so8t_model=so8t_dir, sidecar=sidecar, mmproj=mmproj).run()
     with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        tmp.write_text(report.to_json() + "\n")
     parity = next((c for c in report.checks if c.name == PARITY_CHECK), None)
     summary = None
     if parity is not None:

@@ -1,0 +1,118 @@
+"""``so8t pipeline``: the one-command job on the embedded default model, its outputs and its refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+
+import pytest
+from gguf import GGUFReader
+
+from so8t.cli import main
+from so8t.errors import So8tError
+from so8t.pipeline import environment
+
+DiskUsage = namedtuple("DiskUsage", "total used free")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``so8t pipeline --demo`` (random gates + safety head) for F16, as a user runs it."""
+    out = tmp_path_factory.mktemp("pipeline") / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "so8t.cli", "pipeline", "--demo", "--output-dir", str(out),
+         "--quantization", "F16", "--quiet", "--notify"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    return out, done
+
+
+def test_demo_succeeds_and_prints_the_summary(demo_run):
+    _, done = demo_run
+    assert done.returncode == 0, done.stderr
+    assert "PIPELINE OK" in done.stdout
+    for step in ("environment + input check", "convert", "export", "validate"):
+        assert step in done.stdout
+    assert "so8t-demo-F16.gguf" in done.stdout and "PASS" in done.stdout
+
+
+def test_demo_writes_every_artefact(demo_run):
+    out, _ = demo_run
+    text = out / "gguf" / "so8t-demo-F16.gguf"
+    sidecar = out / "gguf" / "so8t-demo-F16.so8t.gguf"
+    mmproj = out / "gguf" / "mmproj-so8t-demo-f16.gguf"
+    for path in (text, sidecar, mmproj, out / "so8t-demo-so8t" / "config.json"):
+        assert path.is_file(), path
+    arch = GGUFReader(text).fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "qwen2vl"
+    so8t_config = json.loads((out / "so8t-demo-so8t" / "config.json").read_text())["so8t"]
+    assert so8t_config["safety_head"] is True
+    assert not [p for p in out.rglob(".*partial*")]
+
+
+def test_summary_and_validation_reports_agree(demo_run):
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is True
+    texts = [f for f in summary["files"] if f["kind"] == "text"]
+    assert [t["quant"] for t in texts] == ["F16"]
+    report = json.loads((out / "reports" / "validate-F16.json").read_text())
+    assert report["overall"] == "PASS" == texts[0]["validation"]
+    assert any(c["name"] == "parity.logits" and c["status"] == "PASS" for c in report["checks"])
+    for key in ("torch", "transformers", "safetensors", "gguf", "llama_cpp_python"):
+        assert summary["environment"][key]
+
+
+def test_notify_falls_back_to_the_bell(demo_run):
+    _, done = demo_run
+    if shutil.which("notify-send"):
+        pytest.skip("notify-send is installed here, so the desktop notification is used instead of the bell")
+    assert "\a" in done.stderr
+
+
+def test_refuses_a_foreign_non_empty_output_dir(source_checkpoint, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    assert main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet",
+                 "--overwrite"]) == 2
+    assert "not a previous pipeline output" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_overwrite_replaces_a_previous_output(demo_run, source_checkpoint, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(demo_run[0], out)
+    code = main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet",
+                 "--quantization", "Q8_0", "--no-validate", "--overwrite", "--model-name", "m"])
+    assert code == 0
+    assert sorted(p.name for p in (out / "gguf").iterdir()) == [
+        "m-Q8_0.gguf", "m-Q8_0.so8t.gguf", "mmproj-m-f16.gguf"
+    ]
+
+
+def test_disk_estimate_by_hand():
+    # 1e9 bytes of source, 1e8 parameters: F16 2e8 + Q4_K_M 4.9/8e8 + one F16 intermediate 2e8, then x1.2.
+    need = environment.estimate_disk_need(10**9, 10**8, ["F16", "Q4_K_M"])
+    assert need == int((10**9 + 2 * 10**8 + 0.6125 * 10**8 + 2 * 10**8) * 1.2)
+
+
+def test_too_little_disk_is_refused_before_any_work(source_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(environment.shutil, "disk_usage", lambda path: DiskUsage(10**6, 0, 10**6))
+    out = tmp_path / "out"
+    assert main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "GB free but the pipeline needs" in err
+    assert not out.exists()
+
+
+def test_require_names_every_problem(tmp_path):
+    env = environment.Environment("3.11", {}, 0, 1, ["gguf is not installed", "disk"])
+    with pytest.raises(So8tError, match="gguf is not installed; disk"):
+        environment.require(env)
+
