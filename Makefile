@@ -42,7 +42,7 @@ $(CONVERTER): | $(STAMP)
 	rm -rf $(CONVERTER_DIR) && mv $(CONVERTER_DIR).tmp $(CONVERTER_DIR)
 
 demo: setup
-	$(BIN)/so8t demo
+	$(BIN)/so8t pipeline --demo
 
 test: setup
 	LLAMA_CPP_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest $(PYTEST_ARGS)
