@@ -1,0 +1,135 @@
+"""Export failures leave nothing behind and explain themselves; the CLI names outputs as documented."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from so8t.errors import ExportError, QuantTypeError, So8tError
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _fail_after(monkeypatch, target: str, calls: int, exc=Boom):
+    import importlib
+
+    module_name, attr = target.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    original = getattr(module, attr)
+    count = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise exc("injected failure")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, attr, wrapper)
+    return count
+
+
+@pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
+def test_interrupted_text_pass_leaves_no_file(so8t_random_dir, tmp_path, monkeypatch, exc):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    count = _fail_after(monkeypatch, "so8t.gguf.quant.encode", calls=20, exc=exc)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(exc):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(out, ["F16", "Q8_0", "Q6_K"], model_name="m")
+    assert count["n"] > 20, "the failure was injected mid-write"
+    assert list(out.iterdir()) == []
+
+
+def test_failure_in_llama_quantizer_removes_every_output(so8t_random_dir, tmp_path, monkeypatch):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    _fail_after(monkeypatch, "so8t.gguf.quant.llama_quantize", calls=0)
+    with pytest.raises(Boom):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path, ["F16", "Q4_K_M"], model_name="m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_survives_a_failed_export(so8t_random_dir, tmp_path, monkeypatch):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    final = tmp_path / "model.gguf"
+    final.write_bytes(b"previous")
+    _fail_after(monkeypatch, "so8t.gguf.quant.encode", calls=5)
+    with pytest.raises(Boom):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(final, ["F16"], mmproj=False, sidecar=False)
+    assert final.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_q8_k_is_rejected_with_the_reason(so8t_random_dir, tmp_path, capsys):
+    from so8t.cli import main
+
+    rc = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(tmp_path / "o"),
+               "--quantization", "Q8_0,q8_k"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "Q8_K" in err and "activation" in err and "Q8_0" in err and "Q6_K" in err
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
+def test_unknown_type_lists_supported_ones():
+    from so8t.gguf.quant import parse_quant_types
+
+    with pytest.raises(QuantTypeError, match="Q4_K_M"):
+        parse_quant_types(["Q3_XL"])
+
+
+def test_missing_output_directory(so8t_random_dir, tmp_path):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    with pytest.raises(So8tError, match="does not exist"):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path / "nope" / "m.gguf", ["F16"])
+
+
+def test_not_a_checkpoint(tmp_path):
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    with pytest.raises(So8tError, match="config.json"):
+        SO8TToGGUFConverter(tmp_path)
+
+
+def _write(tensors, tmp_path, so8t_random_dir):
+    from so8t.gguf import metadata, quant, text
+    from so8t.gguf.tokenizer import read_tokenizer
+
+    config = json.loads((so8t_random_dir / "config.json").read_text())
+    hp = text.TextHParams.from_config(config)
+    tok = read_tokenizer(so8t_random_dir, hp.vocab_size)
+    outputs = {"F16": (quant.QUANT_TYPES["F16"], tmp_path / "x.gguf")}
+    return text.write_text_ggufs(tensors, hp, tok, outputs, metadata.so8t_keys(config), "x", progress=False)
+
+
+def test_stream_with_unknown_missing_or_misshapen_tensor(so8t_random_dir, tmp_path):
+    import torch
+
+    from so8t.fold import iter_folded_tensors
+
+    tensors = list(iter_folded_tensors(so8t_random_dir, part="text"))
+    with pytest.raises(ExportError, match="unexpected text tensor"):
+        _write(tensors + [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))], tmp_path, so8t_random_dir)
+    with pytest.raises(ExportError, match="missing"):
+        _write([t for t in tensors if "layers.1.mlp.up_proj" not in t[0]], tmp_path, so8t_random_dir)
+    bad = [(n, t[:-1] if n.endswith("o_proj.weight") else t) for n, t in tensors]
+    with pytest.raises(ExportError, match="shape"):
+        _write(bad, tmp_path, so8t_random_dir)
+
+
+def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
+    from so8t.cli import main
+    from so8t.gguf.metadata import read_gguf
+
+    rc = main(["export", "--input-model", str(so8t_random_dir), "--output-gguf", str(tmp_path / "m.gguf"),
+               "--quantization", "Q8_0", "--quantization", "f16", "--model-name", "demo", "--no-mmproj", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf"]
+    assert read_gguf(tmp_path / "m-Q8_0.gguf").kv["general.name"] == "demo"
