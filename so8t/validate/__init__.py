@@ -5,4 +5,4 @@ JSON schema)."""
 from so8t.validate.report import REPORT_SCHEMA, CheckResult, Report, schema_errors
 from so8t.validate.validator import CHECKS, SO8TGGUFValidator
 
-__all__ = ["SO8TGGUFValidator", "Report", "CheckResult", "REPORT_SCHEMA", "schema_errors", "CHECKS"]
+__all__ = ["CHECKS", "REPORT_SCHEMA", "CheckResult", "Report", "SO8TGGUFValidator", "schema_errors"]

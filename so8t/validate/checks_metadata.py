@@ -12,6 +12,7 @@ safety classes) and, given ``--so8t-model``, with the SO8T checkpoint (hyper-par
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -68,22 +69,24 @@ ROTATION_MAPS = ("exp", "cayley")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 _T = GGMLQuantizationType
-_BLOCK_TYPES = {_T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1, _T.Q8_0, _T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K}
-_K_MIX = _BLOCK_TYPES | {_T.F16, _T.BF16}
-#: general.file_type -> types a 2-D tensor may have (numpy types with their documented fallback; llama.cpp
-#: mixes keep some tensors at a higher type and fall back when rows do not fit 256).
-FILE_TYPE_MATRIX_TYPES: dict[LlamaFileType, set[GGMLQuantizationType]] = {
-    LlamaFileType.ALL_F32: {_T.F32},
-    LlamaFileType.MOSTLY_F16: {_T.F16},
-    LlamaFileType.MOSTLY_BF16: {_T.BF16},
-    LlamaFileType.MOSTLY_Q8_0: {_T.Q8_0, _T.F16},
-    LlamaFileType.MOSTLY_Q4_0: {_T.Q4_0, _T.F16, _T.Q4_1, _T.Q8_0, _T.Q6_K},
-    LlamaFileType.MOSTLY_Q6_K: _K_MIX,
-    LlamaFileType.MOSTLY_Q5_K_M: _K_MIX,
-    LlamaFileType.MOSTLY_Q5_K_S: _K_MIX,
-    LlamaFileType.MOSTLY_Q4_K_M: _K_MIX,
-    LlamaFileType.MOSTLY_Q4_K_S: _K_MIX,
-}
+#: Matrix types llama.cpp's quantizer may pick inside a K-quant mix (it keeps some tensors higher and
+#: falls back to 32-blocks when a row does not fit 256).
+K_MIX_TYPES = {_T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K, _T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1}
+
+
+def expected_matrix_types(file_type_name: str, row_length: int) -> set[GGMLQuantizationType] | None:
+    """Types a 2-D tensor with ``row_length`` may have in a file of ``general.file_type`` name (as in
+    ``so8t.gguf.quant.QUANT_TYPES``); None for a file type we do not export. Numpy types follow the
+    exporter's own rule (``quant.tensor_type``); K-quant mixes allow llama.cpp's choices, and a float type
+    only for rows that fit no 32-block."""
+    from so8t.gguf import quant
+
+    qt = next((q for q in quant.QUANT_TYPES.values() if q.file_type.name == file_type_name), None)
+    if qt is None:
+        return None
+    if qt.method is quant.Method.NUMPY:
+        return {quant.tensor_type(qt, (1, row_length))[0]}
+    return K_MIX_TYPES if row_length % 32 == 0 else {_T.F16, _T.BF16, _T.F32}
 
 
 def _typed(ctx: Context, key: str, types: list[GGUFValueType]):
@@ -158,7 +161,7 @@ def file_layout(ctx: Context):
                f"({start + int(t.n_bytes)} > {size} bytes): truncated", measured=size, bound=start + int(t.n_bytes))
         spans.append((start, start + int(t.n_bytes), t.name))
     spans.sort()
-    for (s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):
+    for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
         expect(e0 <= s1, f"tensors {n0} and {n1} overlap")
     end = spans[-1][1] if spans else int(reader.data_offset)
     padded = end + (-end) % align
@@ -187,6 +190,9 @@ def hparams_present(ctx: Context):
     expect(hidden % heads == 0, f"embedding_length {hidden} not divisible by head_count {heads}")
     expect(heads % kv == 0, f"head_count {heads} not divisible by head_count_kv {kv}")
     expect(hidden % 8 == 0, f"embedding_length {hidden} is not a multiple of 8 (SO(8) blocks)")
+    n_tensors = len(ctx.reader.tensors)
+    expect(hp["block_count"] <= n_tensors, f"block_count {hp['block_count']} exceeds the {n_tensors} tensors in "
+           "the file", measured=hp["block_count"], bound=n_tensors)
     expect(hp["attention.layer_norm_rms_epsilon"] < 1e-2, f"rms epsilon {hp['attention.layer_norm_rms_epsilon']} "
            "is implausible (Qwen2-VL uses 1e-6)", measured=hp["attention.layer_norm_rms_epsilon"], bound=1e-2)
     return passed(f"{len(values)} qwen2vl hyper-parameters, types as llama.cpp reads them", measured=len(values))
@@ -214,17 +220,18 @@ def file_type(ctx: Context):
         ftype = LlamaFileType(raw)
     except ValueError:
         raise CheckFailed(f"general.file_type {raw} is not a llama.cpp file type", measured=raw) from None
-    allowed = FILE_TYPE_MATRIX_TYPES.get(ftype)
-    expect(allowed is not None, f"general.file_type {ftype.name} is not one we export", measured=ftype.name)
+    expect(expected_matrix_types(ftype.name, 32) is not None, f"general.file_type {ftype.name} is not one we "
+           "export", measured=ftype.name)
     qv = _typed(ctx, "general.quantization_version", [_U32])
     expect(qv == GGML_QUANT_VERSION, f"general.quantization_version {qv}, expected {GGML_QUANT_VERSION}",
            measured=qv, bound=GGML_QUANT_VERSION)
     for t in ctx.reader.tensors:
         kind = GGMLQuantizationType(t.tensor_type)
         if len(t.shape) >= 2:
-            expect(kind in allowed, f"tensor {t.name} is {kind.name}, impossible in a {ftype.name} file",
-                   measured=kind.name, bound=ftype.name)
-    return passed(f"{ftype.name}: every matrix type fits it", measured=ftype.name)
+            allowed = expected_matrix_types(ftype.name, int(t.shape[0]))
+            expect(kind in allowed, f"tensor {t.name} is {kind.name}, impossible in a {ftype.name} file "
+                   f"(expected {'/'.join(sorted(a.name for a in allowed))})", measured=kind.name, bound=ftype.name)
+    return passed(f"{ftype.name}: every matrix has the type this file type gives it", measured=ftype.name)
 
 
 @check("metadata.tokenizer", "metadata", requires=("file.readable",))
@@ -243,9 +250,9 @@ def _embedding_rows(ctx: Context) -> int:
     raise CheckFailed("token_embd.weight (2-D) is missing, so the vocabulary size is unknown")
 
 
-def byte_level_alphabet() -> set[str]:
-    """The 256 characters byte-level BPE (gpt2) spells bytes with: printable Latin-1 as itself, the
-    others shifted to U+0100 upwards, in byte order."""
+def byte_level_symbols() -> list[str]:
+    """The 256 characters byte-level BPE (gpt2) spells bytes with, in byte order: printable Latin-1 as
+    itself, the other bytes shifted to U+0100 upwards."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     chars, extra = [], 0
     for b in range(256):
@@ -254,7 +261,7 @@ def byte_level_alphabet() -> set[str]:
         else:
             chars.append(chr(256 + extra))
             extra += 1
-    return set(chars)
+    return chars
 
 
 @check("metadata.vocabulary", "metadata", requires=("metadata.tokenizer",))
@@ -276,7 +283,7 @@ def vocabulary(ctx: Context):
     ids = {tok: i for i, tok in enumerate(tokens)}
     expect(len(ids) == len(tokens), f"{len(tokens) - len(ids)} duplicate tokens", measured=len(tokens) - len(ids))
     normal = int(TokenType.NORMAL)
-    missing_bytes = [c for c in byte_level_alphabet() if c not in ids or types[ids[c]] != normal]
+    missing_bytes = [c for c in byte_level_symbols() if c not in ids or types[ids[c]] != normal]
     expect(not missing_bytes, f"{len(missing_bytes)} of the 256 byte-level symbols are not NORMAL tokens "
            f"(llama.cpp cannot encode those bytes)", measured=len(missing_bytes), bound=0)
     expect(len(set(merges)) == len(merges), f"{len(merges) - len(set(merges))} duplicate merges")
@@ -309,8 +316,13 @@ def so8t_keys(ctx: Context):
     expect(v["so8t.group"] == "SO(8)", f"so8t.group {v['so8t.group']!r}, expected 'SO(8)'")
     expect(v["so8t.map"] in ROTATION_MAPS, f"so8t.map {v['so8t.map']!r} not one of {ROTATION_MAPS}")
     expect(v["so8t.folded"] is True, "so8t.folded is false: llama.cpp cannot run unfolded gates")
-    expect(bool(v["so8t.gate_sites"]), "so8t.gate_sites is empty")
-    expect(bool(v["so8t.safety_classes"]), "so8t.safety_classes is empty")
+    sites = text_gate_sites(v["so8t.gate_sites"])
+    expect(sites in known_gate_sites(), f"so8t.gate_sites {v['so8t.gate_sites']} is not the gate layout of "
+           "format version 1 (so8t.adapters.qwen2vl.FOLD_SITES)", measured=str(v["so8t.gate_sites"]))
+    from so8t.safety import SAFETY_CLASSES
+
+    expect(tuple(v["so8t.safety_classes"]) == SAFETY_CLASSES, f"so8t.safety_classes {v['so8t.safety_classes']} "
+           f"!= {list(SAFETY_CLASSES)}", measured=str(v["so8t.safety_classes"]), bound=str(list(SAFETY_CLASSES)))
     digest = v["so8t.content_hash"]
     expect(digest != PLACEHOLDER, "so8t.content_hash is still the placeholder: the export did not finish")
     expect(bool(_HEX64.match(digest)), f"so8t.content_hash {digest[:16]!r}... is not a sha256 hex digest")
@@ -318,12 +330,20 @@ def so8t_keys(ctx: Context):
 
 
 def text_gate_sites(values: list[str]) -> dict[str, tuple[str, ...]]:
-    """``["site=g1,g2", ...]`` (the text file's spelling) -> ``{site: (g1, g2)}``."""
+    """``["site=g1,g2", ...]`` (the text file's spelling) -> ``{site: (g1, g2)}``; a bare gate name
+    (a plain checkpoint exported as identity gates) maps to ``{name: ()}``."""
     sites = {}
     for entry in values:
         site, _, gates = str(entry).partition("=")
         sites[site] = tuple(g for g in gates.split(",") if g)
     return sites
+
+
+def known_gate_sites() -> list[dict[str, tuple[str, ...]]]:
+    """The gate layouts a text file may declare: the adapter's sites, or its bare gate names."""
+    from so8t.adapters.qwen2vl import FOLD_SITES, GATE_NAMES
+
+    return [{site.name: tuple(site.gates) for site in FOLD_SITES}, {g: () for g in GATE_NAMES}]
 
 
 @check("metadata.sidecar_consistency", "metadata", requires=("metadata.so8t_keys", "metadata.hparams",
@@ -360,7 +380,9 @@ def checkpoint_consistency(ctx: Context):
     ckpt = ctx.cache.get("checkpoint") or SO8TCheckpoint(ctx.so8t_model)
     ctx.cache["checkpoint"] = ckpt
     want = TextHParams.from_config(ckpt.reader.config)
-    f32 = lambda x: float(np.float32(x))  # noqa: E731 - the file stores float32
+    def f32(x: float) -> float:  # the file stores float32
+        return float(np.float32(x))
+
     expected = {
         f"{ARCH}.context_length": want.context_length,
         f"{ARCH}.embedding_length": want.hidden_size,

@@ -145,7 +145,8 @@ def _row_chunks(t, rows_per_chunk: int = 4096):
     flat = data.reshape(-1, data.shape[-1])
     for start in range(0, flat.shape[0], rows_per_chunk):
         chunk = np.asarray(flat[start : start + rows_per_chunk])
-        values = chunk.astype(np.float32) if kind in (_T.F32, _T.F16) else decode(chunk, kind)
+        with np.errstate(all="ignore"):  # garbage bytes may decode to NaN/Inf: that is what we look for
+            values = chunk.astype(np.float32) if kind in (_T.F32, _T.F16) else decode(chunk, kind)
         yield start, values.reshape(chunk.shape[0], -1)
 
 

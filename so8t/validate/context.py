@@ -133,7 +133,7 @@ def run_check(ctx: Context, chk: Check) -> CheckResult:
             outcome = failed(fail.reason, fail.measured, fail.bound)
         except MemoryError:
             outcome = failed("ran out of memory reading the file (sizes in the file are implausible)")
-        except Exception as err:  # the check itself broke: report, never propagate
+        except Exception as err:  # noqa: BLE001 - the check itself broke: report it, never propagate
             outcome = Outcome("ERROR", f"check raised {type(err).__name__}: {err}")
     result = CheckResult(
         name=chk.name,

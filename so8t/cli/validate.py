@@ -1,0 +1,69 @@
+"""``so8t validate``: check an exported text GGUF (+ sidecar, mmproj, and the SO8T checkpoint if given).
+
+Prints one line per check and writes the JSON report (schema: ``so8t.validate.report``) atomically.
+Exit codes: 0 overall PASS; 1 the files failed a check (FAIL) or a check could not run (ERROR);
+2 a usage error (e.g. the report's directory does not exist).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from so8t.cli.common import add_command
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub,
+        "validate",
+        "validate an exported GGUF: metadata, tensors, SO(8) group laws, llama.cpp load, parity",
+        description="Validate an exported SO8T text GGUF for stock llama.cpp. Sidecar and mmproj default to "
+        "the exporter's siblings (<stem>.so8t.gguf, mmproj-*.gguf). Exit 0 only when every check passes.",
+    )
+    p.add_argument("--gguf-model", required=True, type=Path, help="text GGUF to validate")
+    p.add_argument("--so8t-model", type=Path, default=None,
+                   help="SO8T checkpoint directory it was exported from (enables value, consistency and parity checks)")
+    p.add_argument("--sidecar", type=Path, default=None, help="SO8T sidecar GGUF (default: <stem>.so8t.gguf)")
+    p.add_argument("--mmproj", type=Path, default=None, help="vision GGUF (default: the mmproj-*.gguf beside it)")
+    p.add_argument("--output-report", required=True, type=Path, help="where to write the JSON report")
+    p.add_argument("--no-runtime", action="store_true", help="skip the llama.cpp load and parity stage")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from so8t.errors import So8tError
+    from so8t.io import atomic_path
+    from so8t.validate import SO8TGGUFValidator
+
+    parent = args.output_report.parent if str(args.output_report.parent) else Path(".")
+    if not parent.is_dir():
+        raise So8tError("report directory does not exist", path=parent)
+    if args.so8t_model is not None and not args.so8t_model.is_dir():
+        raise So8tError("--so8t-model is not a directory", path=args.so8t_model)
+    validator = SO8TGGUFValidator(args.gguf_model, so8t_model=args.so8t_model, sidecar=args.sidecar,
+                                  mmproj=args.mmproj, run_runtime=not args.no_runtime)
+    with _progress(len(validator.checks), args.verbose) as show:
+        report = validator.run(progress=show)
+    with atomic_path(args.output_report) as tmp:
+        tmp.write_text(report.to_json() + "\n", encoding="utf-8")
+    print(report.table(verbose=args.verbose))
+    print(f"report: {args.output_report}")
+    return 0 if report.passed else 1
+
+
+@contextlib.contextmanager
+def _progress(total: int, verbose: bool):
+    """A tqdm bar over the checks on stderr; with ``verbose`` also one line per finished check."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="so8t validate", unit="check", file=sys.stderr, leave=False) as bar:
+
+        def show(result) -> None:
+            bar.set_postfix_str(result.name)
+            bar.update(1)
+            if verbose:
+                bar.write(f"  {result.status:<5} {result.name} ({result.duration_s:.2f} s)", file=sys.stderr)
+
+        yield show
