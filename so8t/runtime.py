@@ -20,6 +20,7 @@ models for that reason alone.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,12 @@ class LlamaRuntime:
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """llama.cpp's tokens for ``text``; ``special`` parses ``<|im_start|>`` etc. as control tokens.
-        No BOS is added (the file says ``add_bos_token = false``)."""
+        No BOS is added (the file says ``add_bos_token = false``).
+
+        Note [NFC]: Qwen2's tokenizer normalises text to Unicode NFC before splitting; llama.cpp's BPE
+        tokenizer does not, so decomposed input (``カ`` + U+3099) would tokenize differently from
+        transformers. The text is NFC-normalised here first, which makes the two agree."""
+        text = unicodedata.normalize("NFC", text)
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
     def detokenize(self, ids: list[int]) -> str:

@@ -4,6 +4,8 @@ back to the text."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -53,13 +55,22 @@ def test_reference_pair(llama_rt, hf_tokenizer):
 @example(text="<|im_start|>user\nこんにちは、世界！ 🙂<|im_end|>\n<|im_start|>assistant\n")
 @example(text="   leading and trailing   \n\n\n")
 @example(text="x<|image_pad|><|image_pad|>y")
+@example(text="\u30ab\u3099 e\u0301")  # decomposed: transformers normalises to NFC (see LlamaRuntime.tokenize)
 def test_tokenization_matches_hf(llama_rt, hf_tokenizer, text):
     assert llama_rt.tokenize(text) == hf_tokenizer.encode(text, add_special_tokens=False)
 
 
 @given(text=mixed_text)
 def test_detokenize_round_trip(llama_rt, text):
-    assert llama_rt.detokenize(llama_rt.tokenize(text)) == text
+    assert llama_rt.detokenize(llama_rt.tokenize(text)) == unicodedata.normalize("NFC", text)
+
+
+def test_raw_llama_cpp_does_not_normalise(llama_rt, hf_tokenizer):
+    """Why ``LlamaRuntime.tokenize`` applies NFC: llama.cpp alone splits a decomposed character that the
+    Qwen2 tokenizer (normaliser NFC) merges. If this starts failing, llama.cpp normalises by itself."""
+    text = "\u30ab\u3099"
+    raw = list(llama_rt.llm.tokenize(text.encode(), add_bos=False, special=True))
+    assert raw != hf_tokenizer.encode(text, add_special_tokens=False)
 
 
 @given(text=st.lists(st.one_of(ascii_text, japanese), min_size=1, max_size=4).map("".join))
