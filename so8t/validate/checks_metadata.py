@@ -421,3 +421,56 @@ def checkpoint_consistency(ctx: Context):
             raise CheckFailed(f"{key} differs from the checkpoint's tokenizer{where}")
     return passed(f"{len(expected) + len(tok_expected)} keys equal the checkpoint's config and tokenizer",
                   measured=len(expected) + len(tok_expected))
+
+
+# -------------------------------------------------------------------------------------- mmproj
+
+#: ``clip.vision.*`` keys llama.cpp's multimodal loader reads for qwen2vl_merger: key -> GGUF types.
+MMPROJ_KEYS: dict[str, list[GGUFValueType]] = {
+    "clip.projector_type": [_STR],
+    "clip.has_vision_encoder": [_BOOL],
+    "clip.vision.image_size": [_U32],
+    "clip.vision.patch_size": [_U32],
+    "clip.vision.embedding_length": [_U32],
+    "clip.vision.feed_forward_length": [_U32],
+    "clip.vision.projection_dim": [_U32],
+    "clip.vision.block_count": [_U32],
+    "clip.vision.attention.head_count": [_U32],
+    "clip.vision.attention.layer_norm_epsilon": [_F32],
+    "clip.vision.image_mean": [_ARR, _F32],
+    "clip.vision.image_std": [_ARR, _F32],
+}
+
+
+@check("file.mmproj_readable", "file")
+def mmproj_readable(ctx: Context):
+    if ctx.mmproj_path is None:
+        return skipped("no mmproj given or found next to the GGUF (mmproj-*.gguf)")
+    from gguf import GGUFReader
+
+    try:
+        ctx.mmproj_reader = GGUFReader(ctx.mmproj_path)
+    except Exception as err:  # gguf-py raises several types on corrupt bytes
+        raise CheckFailed(f"{ctx.mmproj_path}: gguf-py cannot parse the mmproj: {type(err).__name__}: {err}") from err
+    return passed(f"{len(ctx.mmproj_reader.tensors)} tensors", measured=len(ctx.mmproj_reader.tensors))
+
+
+@check("metadata.mmproj", "metadata", requires=("file.mmproj_readable", "metadata.hparams"))
+def mmproj_metadata(ctx: Context):
+    from so8t.gguf import vision_names
+
+    mm = Context(ctx.mmproj_path)
+    mm.reader = ctx.mmproj_reader
+    arch = _typed(mm, "general.architecture", [_STR])
+    expect(arch == vision_names.ARCHITECTURE, f"mmproj general.architecture is {arch!r}, expected 'clip'")
+    values = {key: _typed(mm, key, types) for key, types in MMPROJ_KEYS.items()}
+    expect(values["clip.projector_type"] == vision_names.PROJECTOR_TYPE,
+           f"clip.projector_type {values['clip.projector_type']!r}, expected {vision_names.PROJECTOR_TYPE!r}")
+    expect(values["clip.has_vision_encoder"] is True, "clip.has_vision_encoder is false")
+    hidden = hparams(ctx)["embedding_length"]
+    proj = values["clip.vision.projection_dim"]
+    expect(proj == hidden, f"mmproj projection_dim {proj} != text embedding_length {hidden}: llama.cpp refuses the "
+           "pair", measured=proj, bound=hidden)
+    expect(len(values["clip.vision.image_mean"]) == 3 and len(values["clip.vision.image_std"]) == 3,
+           "image_mean / image_std need 3 channels")
+    return passed(f"clip / qwen2vl_merger, projection {proj} = text hidden", measured=proj, bound=hidden)

@@ -225,3 +225,26 @@ def values_vs_source(ctx: Context):
            "bound over all elements): the file does not hold the folded checkpoint", measured=worst, bound=1.0)
     return passed(f"{len(compared)} tensors within their format bound (worst {worst_name}: {worst:.3f} of the "
                   f"bound, {worst_abs:.2e} absolute)", measured=worst, bound=1.0)
+
+
+@check("tensors.mmproj", "tensors", requires=("metadata.mmproj",))
+def mmproj_tensors(ctx: Context):
+    """The mmproj holds exactly the tensors of H4's name table for its depth, 1-D ones F32, all finite."""
+    from so8t.gguf.vision_names import pieces
+
+    reader = ctx.mmproj_reader
+    depth = int(reader.fields["clip.vision.block_count"].contents())
+    expect(depth <= len(reader.tensors), f"clip.vision.block_count {depth} exceeds the tensor count")
+    expected = {p.target for p in pieces(depth)}
+    present = [t.name for t in reader.tensors]
+    missing, extra = sorted(expected - set(present)), sorted(set(present) - expected)
+    expect(not missing, f"mmproj tensors missing: {missing[:4]}", measured=len(missing), bound=0)
+    expect(not extra, f"unexpected mmproj tensors: {extra[:4]}", measured=len(extra), bound=0)
+    bad = 0
+    for t in reader.tensors:
+        if len(t.shape) == 1:
+            expect(_T(t.tensor_type) == _T.F32, f"mmproj tensor {t.name} (1-D) is {_T(t.tensor_type).name}, not F32")
+        for _start, values in _row_chunks(t):
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+    expect(bad == 0, f"{bad} NaN/Inf values in the mmproj", measured=bad, bound=0)
+    return passed(f"{len(present)} tensors of a depth-{depth} tower, all finite", measured=len(present))

@@ -2,10 +2,11 @@
 
 Order (each later stage needs the earlier ones to pass, see ``context.run_check``):
 
-1. file: the text GGUF exists, gguf-py parses it, its tensor data lies inside the file; the sidecar reads;
+1. file: the text GGUF exists, gguf-py parses it, its tensor data lies inside the file; sidecar and mmproj read;
 2. metadata: what llama.cpp needs for ``qwen2vl`` (keys, types, tokenizer), the ``so8t.*`` keys,
-   consistency with the sidecar and the checkpoint;
-3. tensors: inventory, shapes, types, finite values, content hash, values vs the folded checkpoint;
+   consistency with the sidecar and the checkpoint; the mmproj's clip keys (projection = text hidden);
+3. tensors: inventory, shapes, types, finite values, content hash, values vs the folded checkpoint; mmproj
+   inventory (H4's name table) and finite values;
 4. group: the sidecar's rotations in SO(8), equal to the map of its generators, equal to the checkpoint;
 5. runtime: llama.cpp loads the file and runs a short inference (child process); parity vs PyTorch.
 
@@ -30,6 +31,7 @@ CHECKS: tuple[Check, ...] = (
     checks_metadata.file_readable,
     checks_metadata.file_layout,
     checks_group.sidecar_readable,
+    checks_metadata.mmproj_readable,
     checks_metadata.architecture,
     checks_metadata.hparams_present,
     checks_metadata.rope_sections,
@@ -39,12 +41,14 @@ CHECKS: tuple[Check, ...] = (
     checks_metadata.so8t_keys,
     checks_metadata.sidecar_consistency,
     checks_metadata.checkpoint_consistency,
+    checks_metadata.mmproj_metadata,
     checks_tensors.inventory,
     checks_tensors.shapes,
     checks_tensors.types,
     checks_tensors.finite,
     checks_tensors.content_hash_matches,
     checks_tensors.values_vs_source,
+    checks_tensors.mmproj_tensors,
     checks_group.rotations_in_so8,
     checks_group.rotations_match_generators,
     checks_group.sidecar_matches_checkpoint,
