@@ -152,7 +152,8 @@ def test_tiny_file_passes_structure_and_runs_in_llama_cpp(tiny):
     assert set(skipped) == {"file.sidecar_readable", "file.mmproj_readable", "metadata.mmproj", "tensors.mmproj",
                             "metadata.sidecar_consistency", "metadata.checkpoint_consistency",
                             "tensors.values_vs_source", "group.rotations_in_so8", "group.rotations_match_generators",
-                            "group.sidecar_matches_checkpoint", "group.safety_head_finite", "parity.logits"}
+                            "group.sidecar_matches_checkpoint", "group.safety_head_finite", "runtime.mmproj_image",
+                            "parity.logits"}
     assert all(reason for reason in skipped.values())
     assert [c.name for c in report.checks] == [c.name for c in CHECKS]
 

@@ -2,11 +2,12 @@
 
 Isolation: llama.cpp is C code; a file it misreads could crash the whole process. So (1) these checks
 run only after every file, metadata and tensor check passed, and (2) the load runs in a child process
-(``python -m so8t.validate.checks_runtime MODEL OUT_DIR``, through ``so8t.runtime.LlamaRuntime`` with an
-F32 KV cache): a crash, a hang (timeout) or a refusal becomes a FAIL with llama.cpp's last words.
+(``python -m so8t.validate.checks_runtime text MODEL OUT_DIR``, through ``so8t.runtime.LlamaRuntime``
+with an F32 KV cache; ``image MODEL MMPROJ OUT_DIR`` for the multimodal path): a crash, a hang (timeout) or a refusal becomes a FAIL with llama.cpp's last words.
 
 The probe tokenizes a ChatML prompt with llama.cpp's tokenizer, takes the logits at every position,
-and greedily generates a few tokens (tokens/s from llama.cpp's perf counters).
+and greedily generates a few tokens (tokens/s from llama.cpp's perf counters). With an mmproj, a second
+child asks about a small generated image through llama.cpp's multimodal handler.
 
 Parity (``--so8t-model``): the same token ids through ``so8t.model.SO8TModel`` (float32), all positions.
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
@@ -63,32 +64,44 @@ def float_bound(file_type: str, ref_logits: np.ndarray, n_layers: int, k_max: in
     return chain * math.sqrt(k_max) * 2.0**-24 * scale + chain * FLOAT_UNIT_ROUNDOFF[file_type] * scale
 
 
+def _run_probe(args: list[str], out_dir: str, what: str) -> dict:
+    """Run the probe child process; raise CheckFailed on a crash, hang, or refusal; return probe.json."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "so8t.validate.checks_runtime", *args, out_dir],
+            check=False, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"llama.cpp did not finish {what} within {PROBE_TIMEOUT_S} s",
+                          measured=PROBE_TIMEOUT_S, bound=PROBE_TIMEOUT_S) from None
+    tail = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
+    if proc.returncode < 0:
+        raise CheckFailed(f"llama.cpp crashed during {what} (signal {-proc.returncode}): {tail}",
+                          measured=proc.returncode, bound=0)
+    expect(proc.returncode == 0, f"llama.cpp could not do {what} (exit {proc.returncode}): {tail}",
+           measured=proc.returncode, bound=0)
+    return json.loads(Path(out_dir, "probe.json").read_text())
+
+
+def _llama_missing() -> str | None:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as err:
+        return f"llama-cpp-python is not installed ({err})"
+    return None
+
+
 @check("runtime.llama_load", "runtime",
        requires=("category:file", "category:metadata", "category:tensors", "tensors.finite"))
 def llama_load(ctx: Context):
     if not ctx.run_runtime:
         return skipped("runtime stage disabled (run_runtime=False)")
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as err:
-        return skipped(f"llama-cpp-python is not installed ({err})")
+    if missing := _llama_missing():
+        return skipped(missing)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="so8t-probe-") as tmp:
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "so8t.validate.checks_runtime", str(ctx.gguf_path), tmp],
-                check=False, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        except subprocess.TimeoutExpired:
-            raise CheckFailed(f"llama.cpp did not finish loading and a short inference within {PROBE_TIMEOUT_S} s",
-                              measured=PROBE_TIMEOUT_S, bound=PROBE_TIMEOUT_S) from None
-        tail = (proc.stderr or "").strip().splitlines()[-3:]
-        if proc.returncode < 0:
-            raise CheckFailed(f"llama.cpp crashed (signal {-proc.returncode}): {' | '.join(tail)}",
-                              measured=proc.returncode, bound=0)
-        expect(proc.returncode == 0, f"llama.cpp could not load/run the file (exit {proc.returncode}): "
-               f"{' | '.join(tail)}", measured=proc.returncode, bound=0)
-        info = json.loads(Path(tmp, "probe.json").read_text())
+        info = _run_probe(["text", str(ctx.gguf_path)], tmp, "a load and a short inference")
         arrays = np.load(Path(tmp, "probe.npz"))
         ctx.cache["probe"] = {**info, "ids": arrays["ids"].tolist(), "logits": arrays["logits"]}
     logits = ctx.cache["probe"]["logits"]
@@ -101,6 +114,16 @@ def llama_load(ctx: Context):
                   f"{info['generated']!r}; prompt {info['prompt_tps']:.0f} tok/s, generation "
                   f"{info['gen_tps']:.0f} tok/s ({time.perf_counter() - start:.1f} s)",
                   measured=round(info["gen_tps"], 2))
+
+
+@check("runtime.mmproj_image", "runtime", requires=("runtime.llama_load", "tensors.mmproj"))
+def mmproj_image(ctx: Context):
+    """The text file with the mmproj through llama.cpp's multimodal handler, on a small generated image."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="so8t-probe-") as tmp:
+        info = _run_probe(["image", str(ctx.gguf_path), str(ctx.mmproj_path)], tmp, "an image prompt with the mmproj")
+    return passed(f"answered an image prompt with the mmproj: {info['answer']!r} "
+                  f"({time.perf_counter() - start:.1f} s)", measured=info["answer"])
 
 
 def _reference_logits(so8t_model: Path, ids: list[int], eps: float | None) -> np.ndarray:
@@ -169,11 +192,22 @@ def logits_parity(ctx: Context):
                   measured=st["mean_kl"], bound=max_kl)
 
 
-def _probe(model: str, out_dir: str) -> int:
-    """Child process: load ``model`` with llama.cpp, logits at every prompt position, a short greedy
-    generation; write probe.json and probe.npz into ``out_dir``."""
+def _probe(mode: str, model: str, *rest: str) -> int:
+    """Child process. ``text MODEL OUT``: logits at every prompt position and a short greedy generation
+    (probe.json, probe.npz). ``image MODEL MMPROJ OUT``: a short answer about a generated image."""
     from so8t.runtime import LlamaRuntime, chat_prompt
 
+    out_dir = rest[-1]
+    if mode == "image":
+        from PIL import Image
+
+        pixels = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)
+        image = Path(out_dir, "probe.png")
+        Image.fromarray(pixels).save(image)
+        with LlamaRuntime(model, mmproj=rest[0], n_ctx=512, n_threads=2) as rt:
+            answer = rt.describe_image(image, "What is in the image?", max_tokens=PROBE_NEW_TOKENS)
+        Path(out_dir, "probe.json").write_text(json.dumps({"answer": answer}))
+        return 0
     with LlamaRuntime(model, n_ctx=256, n_threads=2, f32_kv=True) as rt:
         ids = rt.tokenize(chat_prompt(PROBE_PROMPT))
         logits = rt.logits(ids)
@@ -187,4 +221,4 @@ def _probe(model: str, out_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_probe(sys.argv[1], sys.argv[2]))
+    sys.exit(_probe(*sys.argv[1:]))

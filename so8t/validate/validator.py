@@ -8,7 +8,8 @@ Order (each later stage needs the earlier ones to pass, see ``context.run_check`
 3. tensors: inventory, shapes, types, finite values, content hash, values vs the folded checkpoint; mmproj
    inventory (H4's name table) and finite values;
 4. group: the sidecar's rotations in SO(8), equal to the map of its generators, equal to the checkpoint;
-5. runtime: llama.cpp loads the file and runs a short inference (child process); parity vs PyTorch.
+5. runtime: llama.cpp loads the file and runs a short inference (child process), answers an image prompt
+   with the mmproj; parity vs PyTorch.
 
 ``run()`` never raises on a bad file: a parse error, a corrupt value or a crashing llama.cpp is a FAIL
 entry; an exception inside a check is an ERROR entry. Sibling files follow the exporter's naming
@@ -54,6 +55,7 @@ CHECKS: tuple[Check, ...] = (
     checks_group.sidecar_matches_checkpoint,
     checks_group.safety_head_finite,
     checks_runtime.llama_load,
+    checks_runtime.mmproj_image,
     checks_runtime.logits_parity,
 )
 
