@@ -11,7 +11,6 @@ types, wrong keys), by editing bytes in place, or by editing a sidecar's tensors
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -374,12 +373,9 @@ def test_wrong_side_fold_is_caught(so8t_random_dir, tmp_path):
 
 
 def _cli(argv: list[str]) -> int:
-    from so8t.cli import validate
+    from so8t.cli import main
 
-    parser = argparse.ArgumentParser(prog="so8t")
-    validate.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["validate", *argv])
-    return args.func(args)
+    return main(["validate", *argv])
 
 
 def test_cli_exit_codes_and_report(tiny, copy_of, tmp_path, capsys):
@@ -399,9 +395,8 @@ def test_cli_exit_codes_and_report(tiny, copy_of, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "damaged.gguf", "good.json"]  # no temp left
 
 
-def test_cli_refuses_a_missing_report_directory(tiny, tmp_path):
-    from so8t.errors import So8tError
-
-    with pytest.raises(So8tError, match="report directory does not exist"):
-        _cli(["--gguf-model", str(tiny), "--output-report", str(tmp_path / "nope" / "r.json")])
+def test_cli_usage_error_is_one_line_and_writes_nothing(tiny, tmp_path, capsys):
+    assert _cli(["--gguf-model", str(tiny), "--output-report", str(tmp_path / "nope" / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "report directory does not exist" in err[0] and "nope" in err[0]
     assert not (tmp_path / "nope").exists()
