@@ -395,8 +395,13 @@ def test_cli_exit_codes_and_report(tiny, copy_of, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "damaged.gguf", "good.json"]  # no temp left
 
 
-def test_cli_usage_error_is_one_line_and_writes_nothing(tiny, tmp_path, capsys):
+def test_cli_usage_errors_are_one_line_and_write_nothing(tiny, source_checkpoint, tmp_path, capsys):
     assert _cli(["--gguf-model", str(tiny), "--output-report", str(tmp_path / "nope" / "r.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "report directory does not exist" in err[0] and "nope" in err[0]
     assert not (tmp_path / "nope").exists()
+    report = tmp_path / "r.json"
+    assert _cli(["--gguf-model", str(tiny), "--so8t-model", str(source_checkpoint), "--output-report", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an SO8T checkpoint" in err[0]
+    assert not report.exists()

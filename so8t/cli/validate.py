@@ -2,7 +2,7 @@
 
 Prints one line per check and writes the JSON report (schema: ``so8t.validate.report``) atomically.
 Exit codes: 0 overall PASS; 1 the files failed a check (FAIL) or a check could not run (ERROR);
-2 a usage error (e.g. the report's directory does not exist).
+2 a usage error (the report's directory does not exist, ``--so8t-model`` is not an SO8T checkpoint).
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ def run(args) -> int:
     parent = args.output_report.parent if str(args.output_report.parent) else Path(".")
     if not parent.is_dir():
         raise So8tError("report directory does not exist", path=parent)
-    if args.so8t_model is not None and not args.so8t_model.is_dir():
-        raise So8tError("--so8t-model is not a directory", path=args.so8t_model)
+    if args.so8t_model is not None:
+        if not args.so8t_model.is_dir():
+            raise So8tError("--so8t-model is not a directory", path=args.so8t_model)
+        from so8t.checkpoint.so8t_dir import SO8TCheckpoint
+
+        SO8TCheckpoint(args.so8t_model)  # a plain or broken checkpoint is a usage error (one line, exit 2)
     validator = SO8TGGUFValidator(args.gguf_model, so8t_model=args.so8t_model, sidecar=args.sidecar,
                                   mmproj=args.mmproj, run_runtime=not args.no_runtime)
     with _progress(len(validator.checks), args.verbose) as show:

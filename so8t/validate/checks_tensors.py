@@ -15,9 +15,11 @@ format alone (:func:`error_bound`), never from an observed error:
   ``d = amax/8`` (``/16``), the far end may clip by one step, ``|e| <= d``; affine Q4_1 / Q5_1
   ``d = (max-min)/15`` (``/31``), ``|e| <= d/2``; each plus the F16 rounding of the stored scale
   (``2^-11`` relative, times the largest quant level) and of the float32 input;
-* K-quants (llama.cpp's quantizer: least-squares scale search, 6-8 bit sub-block scales): no simple
-  exact bound; the envelope is two steps of the 256-element super-block's grid,
-  ``|e| <= 2 (max-min) / (2^bits - 1)`` (bits 6/5/4/3/2 for Q6_K/Q5_K/Q4_K/Q3_K/Q2_K).
+* K-quants (llama.cpp's quantizer: least-squares scale search, 6-8 bit sub-block scales): at most one
+  step of a ``2^bits``-level grid across ``[-amax, amax]`` of the 256-element super-block,
+  ``|e| <= 2 amax / (2^bits - 1)`` (half a step from rounding, the rest for the quantized sub-block
+  scales; bits 6/5/4/3/2 for Q6_K/Q5_K/Q4_K/Q3_K/Q2_K). The same envelope as H3's round-trip test
+  (suites/test_gguf_text.py ``_bound``).
 
 The measured figure is the largest ``|y - x| / bound`` over all elements (must be <= 1).
 """
@@ -69,8 +71,8 @@ def error_bound(x: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray | 
         bound = d / 2 + _AFFINE[ggml_type] * np.maximum(d * _U_F16, 2.0**-25) + np.abs(lo) * _U_F16 * 2
         bound = bound + np.maximum(np.abs(lo), np.abs(hi)) * f32_input
     elif ggml_type in _K_BITS:
-        lo, hi = blocks.min(axis=-1, keepdims=True), blocks.max(axis=-1, keepdims=True)
-        bound = 2 * (hi - lo) / (2 ** _K_BITS[ggml_type] - 1) + 2.0**-24
+        amax = np.abs(blocks).max(axis=-1, keepdims=True)
+        bound = 2 * amax / (2 ** _K_BITS[ggml_type] - 1) + amax * f32_input
     else:
         return None
     return np.broadcast_to(bound, blocks.shape).reshape(x.shape)

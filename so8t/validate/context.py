@@ -102,11 +102,8 @@ class Context:
         except (UnicodeDecodeError, ValueError, IndexError, TypeError):
             return default
 
-    def status_of(self, name: str) -> str | None:
-        for result in self.results:
-            if result.name == name:
-                return result.status
-        return None
+    def result_of(self, name: str) -> CheckResult | None:
+        return next((r for r in self.results if r.name == name), None)
 
     def blocking(self, requirement: str) -> str | None:
         """Why ``requirement`` is not met (None when it is)."""
@@ -114,10 +111,14 @@ class Context:
             category = requirement.split(":", 1)[1]
             bad = [r.name for r in self.results if r.category == category and r.status in ("FAIL", "ERROR")]
             return f"{category} checks failed ({', '.join(bad[:3])})" if bad else None
-        status = self.status_of(requirement)
-        if status == "PASS":
+        result = self.result_of(requirement)
+        if result is None:
+            return f"needs {requirement}, which did not run"
+        if result.status == "PASS":
             return None
-        return f"needs {requirement}, which is {status or 'not run'}"
+        if result.status == "SKIP":
+            return f"{requirement} skipped ({result.reason})" if "skipped (" not in result.reason else result.reason
+        return f"needs {requirement}, which is {result.status}"
 
 
 def run_check(ctx: Context, chk: Check) -> CheckResult:

@@ -191,7 +191,7 @@ class Report:
         width = max((len(c.name) for c in self.checks), default=10)
         lines = [f"{'check':<{width}}  {'status':<6}  {'time':>7}  reason", "-" * (width + 40)]
         for c in self.checks:
-            reason = c.reason if verbose or len(c.reason) <= 100 else c.reason[:97] + "..."
+            reason = c.reason if verbose or len(c.reason) <= 140 else c.reason[:137] + "..."
             lines.append(f"{c.name:<{width}}  {c.status:<6}  {c.duration_s:>6.2f}s  {reason}")
         s = self.summary
         lines.append("-" * (width + 40))
