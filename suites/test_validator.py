@@ -24,7 +24,7 @@ from so8t.gguf import metadata, names, quant
 from so8t.gguf.text import TextHParams, write_text_ggufs
 from so8t.gguf.tokenizer import TokenizerMeta
 from so8t.validate import CHECKS, SO8TGGUFValidator, schema_errors
-from so8t.validate.checks_metadata import byte_level_symbols
+from so8t.validate.checks_tokenizer import byte_level_symbols
 
 # ------------------------------------------------------------------------------- tiny text GGUF
 

@@ -1,4 +1,4 @@
-"""File and metadata checks of the text GGUF (and the mmproj's header), against what llama.cpp needs.
+"""Metadata checks of the text GGUF (and the mmproj's header), against what llama.cpp needs.
 
 llama.cpp's ``qwen2vl`` loader reads its hyper-parameters with exact GGUF types (UINT32 sizes, FLOAT32
 epsilon and rope base, ``rope.dimension_sections`` as an INT32 array of 4) and refuses a file whose
@@ -12,11 +12,10 @@ safety classes) and, given ``--so8t-model``, with the SO8T checkpoint (hyper-par
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType, TokenType
+from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
 
@@ -36,21 +35,6 @@ HPARAM_KEYS: dict[str, GGUFValueType] = {
     f"{ARCH}.rope.freq_base": _F32,
 }
 ROPE_SECTIONS_KEY = f"{ARCH}.rope.dimension_sections"
-
-#: Tokenizer keys: key -> (GGUF type list as gguf-py reports it, required).
-TOKENIZER_KEYS: dict[str, tuple[list[GGUFValueType], bool]] = {
-    "tokenizer.ggml.model": ([_STR], True),
-    "tokenizer.ggml.pre": ([_STR], True),
-    "tokenizer.ggml.tokens": ([_ARR, _STR], True),
-    "tokenizer.ggml.token_type": ([_ARR, GGUFValueType.INT32], True),
-    "tokenizer.ggml.merges": ([_ARR, _STR], True),
-    "tokenizer.ggml.bos_token_id": ([_U32], True),
-    "tokenizer.ggml.eos_token_id": ([_U32], True),
-    "tokenizer.ggml.padding_token_id": ([_U32], False),
-    "tokenizer.ggml.add_bos_token": ([_BOOL], True),
-    "tokenizer.chat_template": ([_STR], True),
-}
-TOKENIZER_VALUES = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.add_bos_token": False}
 
 #: ``so8t.*`` keys of the text file: key -> (GGUF types, required).
 SO8T_KEYS: dict[str, tuple[list[GGUFValueType], bool]] = {
@@ -89,7 +73,7 @@ def expected_matrix_types(file_type_name: str, row_length: int) -> set[GGMLQuant
     return K_MIX_TYPES if row_length % 32 == 0 else {_T.F16, _T.BF16, _T.F32}
 
 
-def _typed(ctx: Context, key: str, types: list[GGUFValueType]):
+def typed_value(ctx: Context, key: str, types: list[GGUFValueType]):
     """Value of ``key`` if present with exactly ``types``; raise CheckFailed otherwise."""
     fld = ctx.field(key)
     expect(fld is not None, f"metadata key {key} is missing")
@@ -102,12 +86,12 @@ def _typed(ctx: Context, key: str, types: list[GGUFValueType]):
         raise CheckFailed(f"{key} cannot be decoded: {err}") from err
 
 
-def _check_table(ctx: Context, table: dict[str, tuple[list[GGUFValueType], bool]]) -> dict:
+def check_table(ctx: Context, table: dict[str, tuple[list[GGUFValueType], bool]]) -> dict:
     values = {}
     for key, (types, required) in table.items():
         if ctx.field(key) is None and not required:
             continue
-        values[key] = _typed(ctx, key, types)
+        values[key] = typed_value(ctx, key, types)
     return values
 
 
@@ -116,73 +100,19 @@ def hparams(ctx: Context) -> dict[str, int | float]:
     return {key.split(".", 1)[1]: ctx.value(key) for key in HPARAM_KEYS}
 
 
-# ---------------------------------------------------------------------------------------- file
-
-
-@check("file.exists", "file")
-def file_exists(ctx: Context):
-    path = ctx.gguf_path
-    expect(path.exists(), f"{path}: no such file")
-    expect(path.is_file(), f"{path}: not a regular file")
-    size = path.stat().st_size
-    expect(size > 24, f"{path}: {size} bytes, too short for a GGUF header", measured=size)
-    return passed(f"{size} bytes", measured=size)
-
-
-@check("file.readable", "file", requires=("file.exists",))
-def file_readable(ctx: Context):
-    from gguf import GGUFReader
-
-    with open(ctx.gguf_path, "rb") as handle:
-        magic = handle.read(4)
-    expect(magic == b"GGUF", f"{ctx.gguf_path}: not a GGUF file (magic {magic!r})", measured=repr(magic))
-    try:
-        reader = GGUFReader(ctx.gguf_path)
-    except Exception as err:  # gguf-py raises ValueError, IndexError, struct/Unicode errors on bad bytes
-        raise CheckFailed(f"{ctx.gguf_path}: gguf-py cannot parse the file "
-                          f"(truncated or corrupt): {type(err).__name__}: {err}") from err
-    version = int(reader.fields["GGUF.version"].parts[0][0])
-    expect(version == 3, f"GGUF version {version}, llama.cpp writes and we expect 3", measured=version, bound=3)
-    ctx.reader = reader
-    return passed(f"GGUF v{version}, {len(reader.fields) - 3} keys, {len(reader.tensors)} tensors",
-                  measured=len(reader.tensors))
-
-
-@check("file.layout", "file", requires=("file.readable",))
-def file_layout(ctx: Context):
-    """Tensor data: aligned offsets, inside the file, no overlap, nothing after the last tensor."""
-    reader, size = ctx.reader, ctx.gguf_path.stat().st_size
-    align = int(reader.alignment)
-    spans = []
-    for t in reader.tensors:
-        start = int(t.data_offset)
-        expect((start - int(reader.data_offset)) % align == 0, f"tensor {t.name} data offset not {align}-aligned")
-        expect(start + int(t.n_bytes) <= size, f"tensor {t.name} data runs past the end of the file "
-               f"({start + int(t.n_bytes)} > {size} bytes): truncated", measured=size, bound=start + int(t.n_bytes))
-        spans.append((start, start + int(t.n_bytes), t.name))
-    spans.sort()
-    for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
-        expect(e0 <= s1, f"tensors {n0} and {n1} overlap")
-    end = spans[-1][1] if spans else int(reader.data_offset)
-    padded = end + (-end) % align
-    expect(size in (end, padded), f"{size - padded} unexpected bytes after the last tensor "
-           f"(file {size} bytes, tensor data ends at {padded})", measured=size, bound=padded)
-    return passed(f"{len(spans)} tensors in bounds, aligned to {align}, no trailing bytes", measured=size, bound=padded)
-
-
 # ------------------------------------------------------------------------------------ metadata
 
 
 @check("metadata.architecture", "metadata", requires=("file.readable",))
 def architecture(ctx: Context):
-    arch = _typed(ctx, "general.architecture", [_STR])
+    arch = typed_value(ctx, "general.architecture", [_STR])
     expect(arch == ARCH, f"general.architecture is {arch!r}; stock llama.cpp needs {ARCH!r}", measured=arch, bound=ARCH)
     return passed(f"general.architecture = {ARCH!r}", measured=arch, bound=ARCH)
 
 
 @check("metadata.hparams", "metadata", requires=("metadata.architecture",))
 def hparams_present(ctx: Context):
-    values = {key: _typed(ctx, key, [t]) for key, t in HPARAM_KEYS.items()}
+    values = {key: typed_value(ctx, key, [t]) for key, t in HPARAM_KEYS.items()}
     for key, value in values.items():
         expect(np.isfinite(value) and value > 0, f"{key} = {value} must be positive", measured=value)
     hp = hparams(ctx)
@@ -200,7 +130,7 @@ def hparams_present(ctx: Context):
 
 @check("metadata.rope_sections", "metadata", requires=("metadata.hparams",))
 def rope_sections(ctx: Context):
-    sections = _typed(ctx, ROPE_SECTIONS_KEY, [_ARR, GGUFValueType.INT32])
+    sections = typed_value(ctx, ROPE_SECTIONS_KEY, [_ARR, GGUFValueType.INT32])
     expect(len(sections) == 4, f"{ROPE_SECTIONS_KEY} has {len(sections)} entries, llama.cpp reads exactly 4",
            measured=len(sections), bound=4)
     expect(all(s >= 0 for s in sections), f"{ROPE_SECTIONS_KEY} has negative entries: {sections}")
@@ -215,14 +145,14 @@ def rope_sections(ctx: Context):
 def file_type(ctx: Context):
     from gguf import GGML_QUANT_VERSION
 
-    raw = _typed(ctx, "general.file_type", [_U32])
+    raw = typed_value(ctx, "general.file_type", [_U32])
     try:
         ftype = LlamaFileType(raw)
     except ValueError:
         raise CheckFailed(f"general.file_type {raw} is not a llama.cpp file type", measured=raw) from None
     expect(expected_matrix_types(ftype.name, 32) is not None, f"general.file_type {ftype.name} is not one we "
            "export", measured=ftype.name)
-    qv = _typed(ctx, "general.quantization_version", [_U32])
+    qv = typed_value(ctx, "general.quantization_version", [_U32])
     expect(qv == GGML_QUANT_VERSION, f"general.quantization_version {qv}, expected {GGML_QUANT_VERSION}",
            measured=qv, bound=GGML_QUANT_VERSION)
     for t in ctx.reader.tensors:
@@ -234,81 +164,11 @@ def file_type(ctx: Context):
     return passed(f"{ftype.name}: every matrix has the type this file type gives it", measured=ftype.name)
 
 
-@check("metadata.tokenizer", "metadata", requires=("file.readable",))
-def tokenizer_keys(ctx: Context):
-    values = _check_table(ctx, TOKENIZER_KEYS)
-    for key, want in TOKENIZER_VALUES.items():
-        expect(values[key] == want, f"{key} is {values[key]!r}, expected {want!r}", measured=values[key], bound=want)
-    expect(bool(values["tokenizer.chat_template"].strip()), "tokenizer.chat_template is empty")
-    return passed("gpt2 model, qwen2 pre-tokenizer, tokens, types, merges, special ids, chat template")
-
-
-def _embedding_rows(ctx: Context) -> int:
-    for t in ctx.reader.tensors:
-        if t.name == "token_embd.weight" and len(t.shape) == 2:
-            return int(t.shape[1])
-    raise CheckFailed("token_embd.weight (2-D) is missing, so the vocabulary size is unknown")
-
-
-def byte_level_symbols() -> list[str]:
-    """The 256 characters byte-level BPE (gpt2) spells bytes with, in byte order: printable Latin-1 as
-    itself, the other bytes shifted to U+0100 upwards."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-@check("metadata.vocabulary", "metadata", requires=("metadata.tokenizer",))
-def vocabulary(ctx: Context):
-    """A byte-level BPE llama.cpp can run: one token and type per embedding row, unique tokens, every
-    byte spelled, every merge ``L R`` of existing tokens producing an existing token, special ids in
-    range and typed CONTROL."""
-    tokens = ctx.value("tokenizer.ggml.tokens")
-    types = ctx.value("tokenizer.ggml.token_type")
-    merges = ctx.value("tokenizer.ggml.merges")
-    expect(tokens is not None and types is not None and merges is not None,
-           "tokens, token types or merges are not valid UTF-8")
-    rows = _embedding_rows(ctx)
-    expect(len(tokens) == rows, f"{len(tokens)} tokens but token_embd has {rows} rows", measured=len(tokens), bound=rows)
-    expect(len(types) == rows, f"{len(types)} token types for {rows} tokens", measured=len(types), bound=rows)
-    valid = {int(t) for t in TokenType}
-    bad_types = [i for i, t in enumerate(types) if t not in valid]
-    expect(not bad_types, f"{len(bad_types)} invalid token types, e.g. id {bad_types[:1]}", measured=len(bad_types))
-    ids = {tok: i for i, tok in enumerate(tokens)}
-    expect(len(ids) == len(tokens), f"{len(tokens) - len(ids)} duplicate tokens", measured=len(tokens) - len(ids))
-    normal = int(TokenType.NORMAL)
-    missing_bytes = [c for c in byte_level_symbols() if c not in ids or types[ids[c]] != normal]
-    expect(not missing_bytes, f"{len(missing_bytes)} of the 256 byte-level symbols are not NORMAL tokens "
-           f"(llama.cpp cannot encode those bytes)", measured=len(missing_bytes), bound=0)
-    expect(len(set(merges)) == len(merges), f"{len(merges) - len(set(merges))} duplicate merges")
-    for n, merge in enumerate(merges):
-        parts = merge.split(" ")
-        expect(len(parts) == 2 and all(parts), f"merge #{n} {merge!r} is not 'left right'")
-        for piece in (parts[0], parts[1], parts[0] + parts[1]):
-            i = ids.get(piece)
-            expect(i is not None and types[i] == normal,
-                   f"merge #{n} {merge!r}: {piece!r} is not a NORMAL token of the vocabulary")
-    for key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id"):
-        value = ctx.value(key)
-        if value is None:
-            continue
-        expect(0 <= value < rows, f"{key} {value} outside the vocabulary of {rows}", measured=value, bound=rows)
-        expect(types[value] == int(TokenType.CONTROL), f"{key} {value} ({tokens[value]!r}) is not a CONTROL token",
-               measured=types[value], bound=int(TokenType.CONTROL))
-    return passed(f"{rows} tokens, {len(merges)} merges, consistent", measured=rows)
-
-
 @check("metadata.so8t_keys", "metadata", requires=("file.readable",))
 def so8t_keys(ctx: Context):
     from so8t.gguf.metadata import FORMAT_VERSION, PLACEHOLDER
 
-    v = _check_table(ctx, SO8T_KEYS)
+    v = check_table(ctx, SO8T_KEYS)
     expect(v["so8t.format_version"] == FORMAT_VERSION, f"so8t.format_version {v['so8t.format_version']}, "
            f"this validator reads {FORMAT_VERSION}", measured=v["so8t.format_version"], bound=FORMAT_VERSION)
     expect(v["so8t.rotation_dim"] == 8, f"so8t.rotation_dim {v['so8t.rotation_dim']}: SO8T means 8",
@@ -442,28 +302,15 @@ MMPROJ_KEYS: dict[str, list[GGUFValueType]] = {
 }
 
 
-@check("file.mmproj_readable", "file")
-def mmproj_readable(ctx: Context):
-    if ctx.mmproj_path is None:
-        return skipped("no mmproj given or found next to the GGUF (mmproj-*.gguf)")
-    from gguf import GGUFReader
-
-    try:
-        ctx.mmproj_reader = GGUFReader(ctx.mmproj_path)
-    except Exception as err:  # gguf-py raises several types on corrupt bytes
-        raise CheckFailed(f"{ctx.mmproj_path}: gguf-py cannot parse the mmproj: {type(err).__name__}: {err}") from err
-    return passed(f"{len(ctx.mmproj_reader.tensors)} tensors", measured=len(ctx.mmproj_reader.tensors))
-
-
 @check("metadata.mmproj", "metadata", requires=("file.mmproj_readable", "metadata.hparams"))
 def mmproj_metadata(ctx: Context):
     from so8t.gguf import vision_names
 
     mm = Context(ctx.mmproj_path)
     mm.reader = ctx.mmproj_reader
-    arch = _typed(mm, "general.architecture", [_STR])
+    arch = typed_value(mm, "general.architecture", [_STR])
     expect(arch == vision_names.ARCHITECTURE, f"mmproj general.architecture is {arch!r}, expected 'clip'")
-    values = {key: _typed(mm, key, types) for key, types in MMPROJ_KEYS.items()}
+    values = {key: typed_value(mm, key, types) for key, types in MMPROJ_KEYS.items()}
     expect(values["clip.projector_type"] == vision_names.PROJECTOR_TYPE,
            f"clip.projector_type {values['clip.projector_type']!r}, expected {vision_names.PROJECTOR_TYPE!r}")
     expect(values["clip.has_vision_encoder"] is True, "clip.has_vision_encoder is false")

@@ -22,23 +22,30 @@ import platform
 import time
 from pathlib import Path
 
-from so8t.validate import checks_group, checks_metadata, checks_runtime, checks_tensors
+from so8t.validate import (
+    checks_file,
+    checks_group,
+    checks_metadata,
+    checks_runtime,
+    checks_tensors,
+    checks_tokenizer,
+)
 from so8t.validate.context import Check, Context, run_check
 from so8t.validate.report import Report
 
 #: Every check, in run order.
 CHECKS: tuple[Check, ...] = (
-    checks_metadata.file_exists,
-    checks_metadata.file_readable,
-    checks_metadata.file_layout,
+    checks_file.file_exists,
+    checks_file.file_readable,
+    checks_file.file_layout,
     checks_group.sidecar_readable,
-    checks_metadata.mmproj_readable,
+    checks_file.mmproj_readable,
     checks_metadata.architecture,
     checks_metadata.hparams_present,
     checks_metadata.rope_sections,
     checks_metadata.file_type,
-    checks_metadata.tokenizer_keys,
-    checks_metadata.vocabulary,
+    checks_tokenizer.tokenizer_keys,
+    checks_tokenizer.vocabulary,
     checks_metadata.so8t_keys,
     checks_metadata.sidecar_consistency,
     checks_metadata.checkpoint_consistency,
