@@ -85,9 +85,14 @@ class LlamaRuntime:
     def _load(self, embedding: bool, chat_handler=None):
         import llama_cpp
 
-        kwargs = dict(n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=self.verbose, n_gpu_layers=0)
+        kwargs = {
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "verbose": self.verbose,
+            "n_gpu_layers": 0,
+        }
         if self.f32_kv:
-            kwargs.update(type_k=0, type_v=0)
+            kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32 keys and values
         if embedding:
             kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)
         if chat_handler is not None:
@@ -98,7 +103,9 @@ class LlamaRuntime:
             with suppress_stdout_stderr(disable=self.verbose):  # llama.cpp prints load notes to fd 2
                 return llama_cpp.Llama(str(self.model_path), **kwargs)
         except (ValueError, RuntimeError) as err:
-            raise RuntimeLoadError(f"llama.cpp could not load the model: {err}", path=self.model_path) from err
+            raise RuntimeLoadError(
+                f"llama.cpp could not load the model: {err}", path=self.model_path
+            ) from err
 
     def close(self) -> None:
         for llm in (self.llm, self._embedder):
@@ -142,7 +149,9 @@ class LlamaRuntime:
         if not ids:
             raise ValueError("no tokens")
         if len(ids) > self.n_ctx:
-            raise RuntimeLoadError(f"{len(ids)} tokens exceed the context of {self.n_ctx}", path=self.model_path)
+            raise RuntimeLoadError(
+                f"{len(ids)} tokens exceed the context of {self.n_ctx}", path=self.model_path
+            )
         llm.reset()
         llm._ctx.kv_cache_clear()
         rows = []
@@ -159,7 +168,9 @@ class LlamaRuntime:
 
         n = self.n_vocab
         return self._decode_all(
-            self.llm, ids, lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), (n,)).copy()
+            self.llm,
+            ids,
+            lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), (n,)).copy(),
         )
 
     def hidden_states(self, ids: list[int]) -> np.ndarray:
@@ -197,7 +208,10 @@ class LlamaRuntime:
                 pos += len(chunk)
             row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), (self.n_vocab,))
             token = int(np.argmax(row))
-            if stop_at_eos and (token in eos or llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token)):
+            if stop_at_eos and (
+                token in eos
+                or llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token)
+            ):
                 stopped = True
                 break
             out.append(token)
@@ -266,4 +280,3 @@ class LlamaRuntime:
 
 def _rate(n: int, ms: float) -> float:
     return float(n) / (ms / 1000.0) if ms > 0 else 0.0
-

@@ -39,7 +39,9 @@ def test_interrupted_text_pass_leaves_no_file(so8t_random_dir, tmp_path, monkeyp
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(exc):
-        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(out, ["F16", "Q8_0", "Q6_K"], model_name="m")
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(
+            out, ["F16", "Q8_0", "Q6_K"], model_name="m"
+        )
     assert count["n"] > 20, "the failure was injected mid-write"
     assert list(out.iterdir()) == []
 
@@ -49,7 +51,9 @@ def test_failure_in_llama_quantizer_removes_every_output(so8t_random_dir, tmp_pa
 
     _fail_after(monkeypatch, "so8t.gguf.quant.llama_quantize", calls=0)
     with pytest.raises(Boom):
-        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path, ["F16", "Q4_K_M"], model_name="m")
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(
+            tmp_path, ["F16", "Q4_K_M"], model_name="m"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -60,7 +64,9 @@ def test_existing_output_survives_a_failed_export(so8t_random_dir, tmp_path, mon
     final.write_bytes(b"previous")
     _fail_after(monkeypatch, "so8t.gguf.quant.encode", calls=5)
     with pytest.raises(Boom):
-        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(final, ["F16"], mmproj=False, sidecar=False)
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(
+            final, ["F16"], mmproj=False, sidecar=False
+        )
     assert final.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
 
@@ -68,8 +74,17 @@ def test_existing_output_survives_a_failed_export(so8t_random_dir, tmp_path, mon
 def test_q8_k_is_rejected_with_the_reason(so8t_random_dir, tmp_path, capsys):
     from so8t.cli import main
 
-    rc = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(tmp_path / "o"),
-               "--quantization", "Q8_0,q8_k"])
+    rc = main(
+        [
+            "export",
+            "--input-model",
+            str(so8t_random_dir),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--quantization",
+            "Q8_0,q8_k",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0
     assert "Q8_K" in err and "activation" in err and "Q8_0" in err and "Q6_K" in err
@@ -115,7 +130,9 @@ def test_stream_with_unknown_missing_or_misshapen_tensor(so8t_random_dir, tmp_pa
 
     tensors = list(iter_folded_tensors(so8t_random_dir, part="text"))
     with pytest.raises(ExportError, match="unexpected text tensor"):
-        _write(tensors + [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))], tmp_path, so8t_random_dir)
+        _write(
+            tensors + [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))], tmp_path, so8t_random_dir
+        )
     with pytest.raises(ExportError, match="missing"):
         _write([t for t in tensors if "layers.1.mlp.up_proj" not in t[0]], tmp_path, so8t_random_dir)
     bad = [(n, t[:-1] if n.endswith("o_proj.weight") else t) for n, t in tensors]
@@ -127,8 +144,23 @@ def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
     from so8t.cli import main
     from so8t.gguf.metadata import read_gguf
 
-    rc = main(["export", "--input-model", str(so8t_random_dir), "--output-gguf", str(tmp_path / "m.gguf"),
-               "--quantization", "Q8_0", "--quantization", "f16", "--model-name", "demo", "--no-mmproj", "--quiet"])
+    rc = main(
+        [
+            "export",
+            "--input-model",
+            str(so8t_random_dir),
+            "--output-gguf",
+            str(tmp_path / "m.gguf"),
+            "--quantization",
+            "Q8_0",
+            "--quantization",
+            "f16",
+            "--model-name",
+            "demo",
+            "--no-mmproj",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf"]

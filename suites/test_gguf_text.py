@@ -136,9 +136,18 @@ def test_llama_cpp_required_keys(tables, quant, source_checkpoint):
 def test_file_type_names_the_quant(tables):
     from gguf import LlamaFileType as F
 
-    expect = {"F32": F.ALL_F32, "F16": F.MOSTLY_F16, "BF16": F.MOSTLY_BF16, "Q8_0": F.MOSTLY_Q8_0,
-              "Q4_0": F.MOSTLY_Q4_0, "Q6_K": F.MOSTLY_Q6_K, "Q5_K_M": F.MOSTLY_Q5_K_M, "Q5_K_S": F.MOSTLY_Q5_K_S,
-              "Q4_K_M": F.MOSTLY_Q4_K_M, "Q4_K_S": F.MOSTLY_Q4_K_S}
+    expect = {
+        "F32": F.ALL_F32,
+        "F16": F.MOSTLY_F16,
+        "BF16": F.MOSTLY_BF16,
+        "Q8_0": F.MOSTLY_Q8_0,
+        "Q4_0": F.MOSTLY_Q4_0,
+        "Q6_K": F.MOSTLY_Q6_K,
+        "Q5_K_M": F.MOSTLY_Q5_K_M,
+        "Q5_K_S": F.MOSTLY_Q5_K_S,
+        "Q4_K_M": F.MOSTLY_Q4_K_M,
+        "Q4_K_S": F.MOSTLY_Q4_K_S,
+    }
     for quant, table in tables.items():
         assert table.kv["general.file_type"] == int(expect[quant]), quant
 
@@ -149,7 +158,11 @@ def test_tokenizer_keys(f16_reader, tables, source_checkpoint):
     vocab = json.loads((source_checkpoint / "vocab.json").read_text())
     tok_cfg = json.loads((source_checkpoint / "tokenizer_config.json").read_text())
     added = {int(k): v for k, v in tok_cfg["added_tokens_decoder"].items()}
-    merges = [m for m in (source_checkpoint / "merges.txt").read_text().splitlines() if m and not m.startswith("#version")]
+    merges = [
+        m
+        for m in (source_checkpoint / "merges.txt").read_text().splitlines()
+        if m and not m.startswith("#version")
+    ]
 
     assert _scalar(r, "tokenizer.ggml.model") == "gpt2"
     assert _scalar(r, "tokenizer.ggml.pre") == "qwen2"
@@ -214,11 +227,25 @@ def test_tensor_inventory(tables, quant, source_checkpoint):
     hidden, ffn, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     head = hidden // cfg["num_attention_heads"]
     kv = cfg["num_key_value_heads"] * head
-    shapes = {"token_embd.weight": [hidden, vocab], "output_norm.weight": [hidden], "output.weight": [hidden, vocab]}
-    per_block = {"attn_norm.weight": [hidden], "attn_q.weight": [hidden, hidden], "attn_q.bias": [hidden],
-                 "attn_k.weight": [hidden, kv], "attn_k.bias": [kv], "attn_v.weight": [hidden, kv],
-                 "attn_v.bias": [kv], "attn_output.weight": [hidden, hidden], "ffn_norm.weight": [hidden],
-                 "ffn_gate.weight": [hidden, ffn], "ffn_up.weight": [hidden, ffn], "ffn_down.weight": [ffn, hidden]}
+    shapes = {
+        "token_embd.weight": [hidden, vocab],
+        "output_norm.weight": [hidden],
+        "output.weight": [hidden, vocab],
+    }
+    per_block = {
+        "attn_norm.weight": [hidden],
+        "attn_q.weight": [hidden, hidden],
+        "attn_q.bias": [hidden],
+        "attn_k.weight": [hidden, kv],
+        "attn_k.bias": [kv],
+        "attn_v.weight": [hidden, kv],
+        "attn_v.bias": [kv],
+        "attn_output.weight": [hidden, hidden],
+        "ffn_norm.weight": [hidden],
+        "ffn_gate.weight": [hidden, ffn],
+        "ffn_up.weight": [hidden, ffn],
+        "ffn_down.weight": [ffn, hidden],
+    }
     expected = set(_hub_to_gguf(cfg).values())
     assert {t.name for t in tensors} == expected
     assert len(tensors) == len(expected)
@@ -274,7 +301,9 @@ def test_round_trip_within_block_format_bound(tables, gguf_text, folded_text, qu
         err = np.abs(got - w)
         bound = _bound(qtype, w)
         worst = np.argmax(err - bound)
-        assert np.all(err <= bound), f"{gg} ({qtype.name}): |err| {err.flat[worst]:.3e} > {bound.flat[worst]:.3e}"
+        assert np.all(err <= bound), (
+            f"{gg} ({qtype.name}): |err| {err.flat[worst]:.3e} > {bound.flat[worst]:.3e}"
+        )
 
 
 def test_folded_weights_are_not_the_source_weights(tables, gguf_text, source_checkpoint):
@@ -309,12 +338,18 @@ def test_identity_gates_match_llama_cpp_converter(outtype, so8t_identity_dir, so
     theirs = tmp_path / f"theirs-{outtype}.gguf"
     run = subprocess.run(
         [sys.executable, CONVERTER, str(source_checkpoint), "--outtype", outtype, "--outfile", str(theirs)],
-        capture_output=True, text=True, timeout=600,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    ours = SO8TToGGUFConverter(so8t_identity_dir, progress=False).export(
-        tmp_path / "ours.gguf", quant_types=[outtype.upper()], mmproj=False, sidecar=False
-    ).texts[0].path
+    ours = (
+        SO8TToGGUFConverter(so8t_identity_dir, progress=False)
+        .export(tmp_path / "ours.gguf", quant_types=[outtype.upper()], mmproj=False, sidecar=False)
+        .texts[0]
+        .path
+    )
     a, b = GGUFReader(ours), GGUFReader(theirs)
     mine = {t.name: t for t in a.tensors}
     other = {t.name: t for t in b.tensors}
@@ -322,7 +357,15 @@ def test_identity_gates_match_llama_cpp_converter(outtype, so8t_identity_dir, so
     for name, t in other.items():
         assert mine[name].tensor_type == t.tensor_type, name
         assert list(mine[name].shape) == list(t.shape), name
-        assert np.array_equal(np.asarray(mine[name].data).view(np.uint8), np.asarray(t.data).view(np.uint8)), name
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
-                "tokenizer.ggml.pre", "qwen2vl.rope.dimension_sections", "qwen2vl.block_count"):
+        assert np.array_equal(
+            np.asarray(mine[name].data).view(np.uint8), np.asarray(t.data).view(np.uint8)
+        ), name
+    for key in (
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.pre",
+        "qwen2vl.rope.dimension_sections",
+        "qwen2vl.block_count",
+    ):
         assert _scalar(a, key) == _scalar(b, key), key

@@ -114,7 +114,9 @@ def test_quant_types_top1_and_kl(quant, llama_logits, reference_eps0):
     top1 = float((got.argmax(-1) == ref.argmax(-1)).mean())
     kl = float(_kl(ref, got).mean())
     min_top1, max_kl = QUANT_THRESHOLDS[quant]
-    assert top1 >= min_top1 and kl <= max_kl, f"{quant}: top-1 {top1:.3f} (>= {min_top1}), KL {kl:.2e} (<= {max_kl})"
+    assert top1 >= min_top1 and kl <= max_kl, (
+        f"{quant}: top-1 {top1:.3f} (>= {min_top1}), KL {kl:.2e} (<= {max_kl})"
+    )
 
 
 def test_quant_types_order_by_bits(llama_logits, reference_eps0):
@@ -141,7 +143,9 @@ def reference_greedy(parity_ids, reference_eps0) -> tuple[list[int], list[float]
 
 
 @pytest.mark.parametrize("quant", ["F32", "F16"])
-def test_greedy_generation_matches_pytorch(quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config):
+def test_greedy_generation_matches_pytorch(
+    quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
+):
     """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
     between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided)."""
     from so8t.runtime import LlamaRuntime
@@ -190,4 +194,6 @@ def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_
 def test_canary_llama_cpp_reads_rms_eps(llama_logits, reference_eps_cfg, text_config):
     ref = reference_eps_cfg["logits"]
     err = np.abs(llama_logits["F32"].astype(np.float64) - ref).max()
-    assert err <= float_bound("F32", ref, text_config), f"max |logit error| vs eps={text_config['rms_norm_eps']}: {err:.3e}"
+    assert err <= float_bound("F32", ref, text_config), (
+        f"max |logit error| vs eps={text_config['rms_norm_eps']}: {err:.3e}"
+    )

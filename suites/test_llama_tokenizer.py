@@ -13,9 +13,20 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.llama
 
 SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=24)
@@ -32,9 +43,13 @@ emoji = st.one_of(
     st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF), min_size=1, max_size=4),
     st.sampled_from(["👍🏽", "👨‍👩‍👧", "🇯🇵", "❤️", "1️⃣"]),  # modifiers, ZWJ, flags, variation selectors
 )
-whitespace = st.lists(st.sampled_from([" ", "\n", "\t", "\r\n", "\u3000"]), min_size=1, max_size=6).map("".join)
+whitespace = st.lists(st.sampled_from([" ", "\n", "\t", "\r\n", "\u3000"]), min_size=1, max_size=6).map(
+    "".join
+)
 special = st.sampled_from(SPECIAL)
-mixed_text = st.lists(st.one_of(ascii_text, japanese, emoji, whitespace, special), min_size=1, max_size=10).map("".join)
+mixed_text = st.lists(
+    st.one_of(ascii_text, japanese, emoji, whitespace, special), min_size=1, max_size=10
+).map("".join)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +70,9 @@ def test_reference_pair(llama_rt, hf_tokenizer):
 @example(text="<|im_start|>user\nこんにちは、世界！ 🙂<|im_end|>\n<|im_start|>assistant\n")
 @example(text="   leading and trailing   \n\n\n")
 @example(text="x<|image_pad|><|image_pad|>y")
-@example(text="\u30ab\u3099 e\u0301")  # decomposed: transformers normalises to NFC (see LlamaRuntime.tokenize)
+@example(
+    text="\u30ab\u3099 e\u0301"
+)  # decomposed: transformers normalises to NFC (see LlamaRuntime.tokenize)
 def test_tokenization_matches_hf(llama_rt, hf_tokenizer, text):
     assert llama_rt.tokenize(text) == hf_tokenizer.encode(text, add_special_tokens=False)
 

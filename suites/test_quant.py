@@ -124,15 +124,30 @@ def _odd_sized_f32(path):
     from so8t.gguf import metadata, names, text
     from so8t.gguf.tokenizer import TokenizerMeta
 
-    hp = text.TextHParams(vocab_size=320, hidden_size=72, intermediate_size=160, n_layers=1, n_heads=2,
-                          n_kv_heads=1, context_length=256, rms_norm_eps=1e-6, rope_theta=1e4,
-                          mrope_section=(6, 6, 6, 0), tied=True)
+    hp = text.TextHParams(
+        vocab_size=320,
+        hidden_size=72,
+        intermediate_size=160,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        context_length=256,
+        rms_norm_eps=1e-6,
+        rope_theta=1e4,
+        mrope_section=(6, 6, 6, 0),
+        tied=True,
+    )
     tokens = [chr(0x100 + i) for i in range(320)]
     tok = TokenizerMeta(tokens, [1] * 320, [f"{tokens[0]} {tokens[1]}"], None, 1, 1, False, None)
     gen = torch.Generator().manual_seed(0)
-    stream = [(t.hf_name, torch.randn(t.shape, generator=gen, dtype=torch.float64))
-              for t in names.text_inventory(hp.dims, hp.n_layers, hp.tied)]
-    outputs = {"F32": (quant.QUANT_TYPES["F32"], path), "Q8_0": (quant.QUANT_TYPES["Q8_0"], path.with_suffix(".q8"))}
+    stream = [
+        (t.hf_name, torch.randn(t.shape, generator=gen, dtype=torch.float64))
+        for t in names.text_inventory(hp.dims, hp.n_layers, hp.tied)
+    ]
+    outputs = {
+        "F32": (quant.QUANT_TYPES["F32"], path),
+        "Q8_0": (quant.QUANT_TYPES["Q8_0"], path.with_suffix(".q8")),
+    }
     return text.write_text_ggufs(stream, hp, tok, outputs, metadata.so8t_keys({}), "odd", progress=False)
 
 
@@ -150,7 +165,9 @@ def test_llama_cpp_fallbacks_are_reported(tmp_path):
     from so8t.gguf.metadata import read_gguf
 
     _odd_sized_f32(tmp_path / "odd.gguf")
-    messages = quant.llama_quantize(tmp_path / "odd.gguf", tmp_path / "odd-q6k.gguf", quant.QUANT_TYPES["Q6_K"], 2)
+    messages = quant.llama_quantize(
+        tmp_path / "odd.gguf", tmp_path / "odd-q6k.gguf", quant.QUANT_TYPES["Q6_K"], 2
+    )
     kinds = {t.name: T(t.ggml_type).name for t in read_gguf(tmp_path / "odd-q6k.gguf").tensors}
     fell_back = [n for n, k in kinds.items() if k not in ("F32", "Q6_K")]
     assert fell_back, kinds

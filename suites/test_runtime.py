@@ -17,7 +17,9 @@ pytestmark = pytest.mark.llama
 def rt_f32(gguf_text):
     from so8t.runtime import LlamaRuntime
 
-    with LlamaRuntime(gguf_text["F32"].path, sidecar=gguf_text["F32"].sidecar, f32_kv=True, n_ctx=256, n_threads=2) as rt:
+    with LlamaRuntime(
+        gguf_text["F32"].path, sidecar=gguf_text["F32"].sidecar, f32_kv=True, n_ctx=256, n_threads=2
+    ) as rt:
         yield rt
 
 

@@ -36,7 +36,12 @@ def run(args) -> int:
         raise So8tError("--max-tokens must be at least 1")
     sidecar = {"auto": default_sidecar(args.model), "none": None}.get(args.sidecar, args.sidecar)
     with LlamaRuntime(
-        args.model, mmproj=args.mmproj, sidecar=sidecar, n_ctx=args.ctx, n_threads=args.threads, verbose=args.verbose
+        args.model,
+        mmproj=args.mmproj,
+        sidecar=sidecar,
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+        verbose=args.verbose,
     ) as rt:
         if args.image:
             print(rt.describe_image(args.image, args.prompt, max_tokens=args.max_tokens))

@@ -87,7 +87,9 @@ class SO8TToGGUFConverter:
 
         return CheckpointReader(self.path).items()
 
-    def text_paths(self, out: str | Path, quant_types: list[quant.QuantType], model_name: str) -> dict[str, Path]:
+    def text_paths(
+        self, out: str | Path, quant_types: list[quant.QuantType], model_name: str
+    ) -> dict[str, Path]:
         out = Path(out)
         if out.suffix == ".gguf":
             if len(quant_types) == 1:
@@ -161,7 +163,9 @@ class SO8TToGGUFConverter:
             from so8t.gguf.vision import write_mmproj
 
             report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
-            write_mmproj(self.path, report.mmproj, dtype=mmproj_dtype, model_name=model_name, progress=self.progress)
+            write_mmproj(
+                self.path, report.mmproj, dtype=mmproj_dtype, model_name=model_name, progress=self.progress
+            )
         return report
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from gguf import GGUFValueType
 
 from so8t.errors import GGUFError
@@ -61,8 +60,32 @@ class TensorEntry:
     nbytes: int
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_NUMPY = {
+    0: "<u1",
+    1: "<i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "?",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}
 
 
 @dataclass
@@ -89,7 +112,7 @@ def _parse(buf, path) -> GGUFTable:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     try:
-        magic, version, n_tensors, n_kv = struct.unpack_from("<IIQQ", buf, 0)
+        magic, _version, n_tensors, n_kv = struct.unpack_from("<IIQQ", buf, 0)
         if magic != 0x46554747:
             raise GGUFError("not a GGUF file (bad magic)", path=path)
         pos = 24
@@ -170,7 +193,10 @@ def patch_content_hash(path: str | Path, digest: str) -> None:
         raise ValueError("content hash must be a sha256 hex digest")
     key = CONTENT_HASH_KEY.encode()
     needle = (
-        struct.pack("<Q", len(key)) + key + struct.pack("<I", int(GGUFValueType.STRING)) + struct.pack("<Q", 64)
+        struct.pack("<Q", len(key))
+        + key
+        + struct.pack("<I", int(GGUFValueType.STRING))
+        + struct.pack("<Q", 64)
     )
     with open(path, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as view:
         at = view.find(needle)

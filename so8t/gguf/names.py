@@ -83,7 +83,9 @@ def text_inventory(dims: dict[str, int], n_layers: int, tied: bool) -> list[Text
     def shape(symbols: tuple[str, ...]) -> tuple[int, ...]:
         return tuple(dims[s] for s in symbols)
 
-    out = [TextTensor("model.embed_tokens.weight", *_spec(GLOBAL_TENSORS["model.embed_tokens.weight"], shape))]
+    out = [
+        TextTensor("model.embed_tokens.weight", *_spec(GLOBAL_TENSORS["model.embed_tokens.weight"], shape))
+    ]
     for i in range(n_layers):
         for suffix, (gsuffix, symbols) in BLOCK_TENSORS.items():
             out.append(TextTensor(f"model.layers.{i}.{suffix}", f"blk.{i}.{gsuffix}", shape(symbols)))

@@ -169,9 +169,13 @@ class _OpenFile:
         for t in inventory:
             slot = self.slots[t.gguf_name]
             if slot.written != slot.nbytes:
-                raise ExportError(f"{t.gguf_name}: wrote {slot.written} of {slot.nbytes} bytes", path=self.path)
+                raise ExportError(
+                    f"{t.gguf_name}: wrote {slot.written} of {slot.nbytes} bytes", path=self.path
+                )
             gguf_dims = list(reversed(t.shape))
-            records.append(metadata.tensor_record(t.gguf_name, slot.ggml_type, gguf_dims, slot.hasher.digest()))
+            records.append(
+                metadata.tensor_record(t.gguf_name, slot.ggml_type, gguf_dims, slot.hasher.digest())
+            )
         self.writer.close()
         self.result.content_hash = metadata.combine(records)
         metadata.patch_content_hash(self.path, self.result.content_hash)
@@ -204,9 +208,13 @@ def write_text_ggufs(
         for raw_name, tensor in tensors:
             name = names.canonical_name(raw_name)
             if name not in expected:
-                if name.startswith(("visual.", "model.visual.")) or (name == "lm_head.weight" and hparams.tied):
+                if name.startswith(("visual.", "model.visual.")) or (
+                    name == "lm_head.weight" and hparams.tied
+                ):
                     continue
-                raise ExportError(f"unexpected text tensor {raw_name!r}: llama.cpp's qwen2vl has no place for it")
+                raise ExportError(
+                    f"unexpected text tensor {raw_name!r}: llama.cpp's qwen2vl has no place for it"
+                )
             spec = expected[name]
             if tuple(tensor.shape) != spec.shape:
                 raise ExportError(f"{raw_name}: shape {tuple(tensor.shape)}, config implies {spec.shape}")

@@ -74,7 +74,9 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
     model_dir = Path(model_dir)
     tok_json = _load_json(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file() else {}
     tok_cfg = (
-        _load_json(model_dir / "tokenizer_config.json") if (model_dir / "tokenizer_config.json").is_file() else {}
+        _load_json(model_dir / "tokenizer_config.json")
+        if (model_dir / "tokenizer_config.json").is_file()
+        else {}
     )
     config = _load_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
 
@@ -87,7 +89,9 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
     merges = _read_merges(model_dir, tok_json)
     if not merges:
         raise CheckpointError(
-            "no BPE merges (merges.txt or tokenizer.json)", path=model_dir, hint="llama.cpp cannot load a gpt2 vocab without merges"
+            "no BPE merges (merges.txt or tokenizer.json)",
+            path=model_dir,
+            hint="llama.cpp cannot load a gpt2 vocab without merges",
         )
 
     added: dict[int, tuple[str, bool]] = {}
@@ -113,7 +117,8 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
     beyond = [i for i in list(by_id) + list(added) if i >= vocab_size]
     if beyond:
         raise CheckpointError(
-            f"tokenizer has ids up to {max(beyond)} but the embedding has only {vocab_size} rows", path=model_dir
+            f"tokenizer has ids up to {max(beyond)} but the embedding has only {vocab_size} rows",
+            path=model_dir,
         )
 
     ids = {content: i for i, (content, _) in added.items()}
