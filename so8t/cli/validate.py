@@ -54,7 +54,12 @@ def run(args) -> int:
         tmp.write_text(report.to_json() + "\n", encoding="utf-8")
     print(report.table(verbose=args.verbose))
     print(f"report: {args.output_report}")
-    return 0 if report.passed else 1
+    if report.passed:
+        return 0
+    first = next(c for c in report.checks if c.status in ("FAIL", "ERROR"))
+    where = "" if str(args.gguf_model) in first.reason else f"{args.gguf_model}: "
+    print(f"so8t validate: {report.overall}: {where}{first.name}: {first.reason}", file=sys.stderr)
+    return 1
 
 
 @contextlib.contextmanager
