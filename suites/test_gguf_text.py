@@ -2,7 +2,8 @@
 rounding bound of each quant type's block format.
 
 Expected values come from the source checkpoint's own files (config.json, tokenizer files) and from the
-GGUF format (REFERENCE section 3), never from the exporter's output.
+GGUF format (REFERENCE section 3), never from the exporter's output. The round-trip tolerance is
+``so8t.gguf.quant.error_bound`` (derived from each block format, shared with the validator).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader, GGUFValueType, TokenType
 from gguf.quants import dequantize
 
+from so8t.gguf.quant import error_bound
 from suites.fixtures.gguf_files import ALL_TYPES
 
 BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (REFERENCE section 3), written out here independently
@@ -261,34 +263,6 @@ def test_tensor_inventory(tables, quant, source_checkpoint):
             assert t.ggml_type in K_TYPES, f"{t.name}: {T(t.ggml_type).name} in a K-quant file"
 
 
-def _bound(ggml_type: T, w: np.ndarray) -> np.ndarray:
-    """Largest |stored - w| the block format allows for each element of ``w`` (float64, rows last).
-
-    F32/F16/BF16: round to nearest, unit roundoff 2^-24 / 2^-11 / 2^-8 (F16 subnormals: 2^-25 absolute).
-    Q8_0: d = amax/127 per 32-block, error <= d/2 plus 127 * the F16 rounding of d (2^-11 d).
-    Q4_0: d = -max/8 per 32-block; the largest element of the other sign clips at 7d: error <= |d|,
-    plus 8 * 2^-11 |d| from the F16 scale. K-quants: at most one step of a 2^bits-level grid across
-    [-amax, amax] of the 256-block (half a step from rounding, the rest for the 6-bit sub-block scales).
-    A relative 2^-20 covers the float32 arithmetic of the encoders.
-    """
-    a = np.abs(w)
-    slack = a * 2.0**-20
-    if ggml_type == T.F32:
-        return a * 2.0**-24
-    if ggml_type == T.F16:
-        return np.maximum(a * 2.0**-11, 2.0**-25)
-    if ggml_type == T.BF16:
-        return a * 2.0**-8 + 2.0**-133
-    block = 256 if ggml_type in K_TYPES else 32
-    amax = np.repeat(a.reshape(-1, block).max(axis=1), block).reshape(w.shape) * (1 + 2.0**-20)
-    if ggml_type == T.Q8_0:
-        return amax / 127 * (0.5 + 127 * 2.0**-11) + slack
-    if ggml_type == T.Q4_0:
-        return amax / 8 * (1 + 8 * 2.0**-11) + slack
-    bits = K_TYPES[ggml_type]
-    return 2 * amax / (2**bits - 1) + slack
-
-
 @pytest.mark.parametrize("quant", ALL_TYPES)
 def test_round_trip_within_block_format_bound(tables, gguf_text, folded_text, quant, source_checkpoint):
     to_gguf = _hub_to_gguf(_config(source_checkpoint))
@@ -299,7 +273,8 @@ def test_round_trip_within_block_format_bound(tables, gguf_text, folded_text, qu
         qtype = T(t.ggml_type)
         got = dequantize(_data(gguf_text[quant].path, t), qtype).astype(np.float64).reshape(w.shape)
         err = np.abs(got - w)
-        bound = _bound(qtype, w)
+        bound = error_bound(qtype, w)
+        assert bound is not None, f"{gg}: no format bound for {qtype.name} {w.shape}"
         worst = np.argmax(err - bound)
         assert np.all(err <= bound), (
             f"{gg} ({qtype.name}): |err| {err.flat[worst]:.3e} > {bound.flat[worst]:.3e}"

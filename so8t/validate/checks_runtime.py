@@ -14,14 +14,14 @@ Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention
 and runs RMSNorm with eps = 0 (REFERENCE section 5). The reference is therefore computed twice, with
 eps = 0 and with the checkpoint's eps; the check reports which one llama.cpp matches and compares
 against the closer one, so the bug is named in the report and the check keeps working the day
-llama.cpp reads the key again. Bounds: :func:`float_bound` for float types (argmax must agree wherever the
-reference's top-1 margin exceeds twice it), ``QUANT_THRESHOLDS`` (top-1 agreement, mean KL) for block types.
+llama.cpp reads the key again. Bounds (shared with suites/test_llama_parity.py, derived in
+``so8t.gguf.parity``): ``float_bound`` for float types (argmax must agree wherever the reference's top-1
+margin exceeds twice it), ``QUANT_THRESHOLDS`` (top-1 agreement, mean KL) for block types.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -31,37 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
+from so8t.gguf.parity import (
+    FLOAT_UNIT_ROUNDOFF,
+    QUANT_THRESHOLDS,
+    compare_logits,
+    decided,
+    float_bound,
+    parity_name,
+)
 from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
 
 PROBE_PROMPT = "What does a rotation in SO(8) preserve?"
 PROBE_NEW_TOKENS = 4
 PROBE_TIMEOUT_S = 300
-
-
-#: Unit roundoff of the float file types (F32 weights are exact to the float32 arithmetic bound).
-FLOAT_UNIT_ROUNDOFF = {"ALL_F32": 0.0, "MOSTLY_F16": 2.0**-11, "MOSTLY_BF16": 2.0**-8}
-#: Block types: (min top-1 agreement, max mean KL(PyTorch || llama.cpp)) over the probe's positions. The
-#: same thresholds as suites/test_llama_parity.py (H3), measured on the embedded model with headroom;
-#: the tiny random model's logits are nearly flat, hence the low top-1 floors for 4-bit types.
-QUANT_THRESHOLDS = {
-    "MOSTLY_Q8_0": (0.85, 1e-4),
-    "MOSTLY_Q6_K": (0.70, 6e-4),
-    "MOSTLY_Q5_K_M": (0.65, 1.5e-3),
-    "MOSTLY_Q5_K_S": (0.65, 1.5e-3),
-    "MOSTLY_Q4_K_M": (0.55, 6e-3),
-    "MOSTLY_Q4_K_S": (0.55, 6e-3),
-    "MOSTLY_Q4_0": (0.35, 1e-2),
-}
-
-
-def float_bound(file_type: str, ref_logits: np.ndarray, n_layers: int, k_max: int) -> float:
-    """Bound on max |logit error| for a float file type: a logit ends a chain of ``C = 4 n_layers + 1``
-    matrix products; each product of length K adds about ``sqrt(K) * 2^-24`` relative error in float32
-    arithmetic and ``u`` (the weight type's unit roundoff) from rounded weights; scaled by
-    ``S = max |reference logit|``. (The formula of suites/test_llama_parity.py.)"""
-    chain = 4 * n_layers + 1
-    scale = float(np.abs(ref_logits).max())
-    return chain * math.sqrt(k_max) * 2.0**-24 * scale + chain * FLOAT_UNIT_ROUNDOFF[file_type] * scale
 
 
 def _run_probe(args: list[str], out_dir: str, what: str) -> dict:
@@ -137,24 +119,6 @@ def _reference_logits(so8t_model: Path, ids: list[int], eps: float | None) -> np
     return out.logits[0].double().numpy()
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def compare_logits(llama: np.ndarray, torch_logits: np.ndarray) -> dict[str, float]:
-    """max |diff|, top-1 agreement, mean and max KL(p_torch || p_llama) over positions."""
-    a, b = llama.astype(np.float64), torch_logits.astype(np.float64)
-    lp, lq = _log_softmax(b), _log_softmax(a)
-    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)
-    return {
-        "max_abs": float(np.abs(a - b).max()),
-        "top1": float((a.argmax(-1) == b.argmax(-1)).mean()),
-        "mean_kl": float(kl.mean()),
-        "max_kl": float(kl.max()),
-    }
-
-
 @check("parity.logits", "parity", requires=("runtime.llama_load",))
 def logits_parity(ctx: Context):
     if ctx.so8t_model is None:
@@ -162,8 +126,9 @@ def logits_parity(ctx: Context):
     from gguf import LlamaFileType
 
     probe = ctx.cache["probe"]
-    ftype = LlamaFileType(ctx.value("general.file_type")).name
-    if ftype not in FLOAT_UNIT_ROUNDOFF and ftype not in QUANT_THRESHOLDS:
+    file_type = LlamaFileType(ctx.value("general.file_type"))
+    ftype, quant = file_type.name, parity_name(file_type)
+    if quant not in FLOAT_UNIT_ROUNDOFF and quant not in QUANT_THRESHOLDS:
         return skipped(f"no parity bound for file type {ftype}")
     eps_file = float(ctx.value("qwen2vl.attention.layer_norm_rms_epsilon"))
     refs = {"eps=0, llama.cpp 0.3.36 ignores the file's rms eps": _reference_logits(ctx.so8t_model, probe["ids"], 0.0),
@@ -173,19 +138,18 @@ def logits_parity(ctx: Context):
     st, ref = stats[label], refs[label]
     summary = (f"{ftype} vs PyTorch ({label}), {len(probe['ids'])} positions: max|dlogit| {st['max_abs']:.2e}, "
                f"top-1 {st['top1']:.3f}, mean KL {st['mean_kl']:.2e}")
-    if ftype in FLOAT_UNIT_ROUNDOFF:
-        bound = float_bound(ftype, ref, int(ctx.value("qwen2vl.block_count")),
+    if quant in FLOAT_UNIT_ROUNDOFF:
+        bound = float_bound(quant, ref, int(ctx.value("qwen2vl.block_count")),
                             max(int(ctx.value("qwen2vl.embedding_length")), int(ctx.value("qwen2vl.feed_forward_length"))))
         expect(st["max_abs"] <= bound, f"{summary}: max|dlogit| above the rounding bound {bound:.2e}",
                measured=st["max_abs"], bound=bound)
-        top2 = np.sort(ref, axis=-1)[:, -2:]
-        decided = (top2[:, 1] - top2[:, 0]) > 2 * bound
-        agree = probe["logits"].argmax(-1)[decided] == ref.argmax(-1)[decided]
+        sure = decided(ref, bound)
+        agree = probe["logits"].argmax(-1)[sure] == ref.argmax(-1)[sure]
         expect(bool(agree.all()), f"{summary}: argmax differs at {int((~agree).sum())} positions whose top-1 "
                f"margin exceeds twice the bound", measured=int((~agree).sum()), bound=0)
-        return passed(summary + f" (bound {bound:.2e}; argmax equal at all {int(decided.sum())} decided positions)",
+        return passed(summary + f" (bound {bound:.2e}; argmax equal at all {int(sure.sum())} decided positions)",
                       measured=st["max_abs"], bound=bound)
-    min_top1, max_kl = QUANT_THRESHOLDS[ftype]
+    min_top1, max_kl = QUANT_THRESHOLDS[quant]
     expect(st["top1"] >= min_top1, f"{summary}: top-1 agreement below {min_top1}", measured=st["top1"], bound=min_top1)
     expect(st["mean_kl"] <= max_kl, f"{summary}: mean KL above {max_kl}", measured=st["mean_kl"], bound=max_kl)
     return passed(summary + f" (thresholds top-1 >= {min_top1}, mean KL <= {max_kl})",

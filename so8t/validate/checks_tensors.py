@@ -7,19 +7,8 @@ biases F32. Values are dequantized with gguf-py (``so8t.gguf.quant.decode``) a b
 
 Value bounds (``--so8t-model``): each dequantized element ``y`` is compared with the float64 fold ``x``
 of the source (``so8t.fold.iter_folded_tensors``) against an elementwise bound derived from the storage
-format alone (:func:`error_bound`), never from an observed error:
-
-* float types round once: ``|y - x| <= u |x|`` with unit roundoff ``u`` = 2^-24 (F32), 2^-11 (F16,
-  plus 2^-25 absolute for subnormals), 2^-8 (BF16);
-* symmetric 32-blocks: Q8_0 ``d = amax/127``, round to nearest, ``|e| <= d/2``; Q4_0 / Q5_0
-  ``d = amax/8`` (``/16``), the far end may clip by one step, ``|e| <= d``; affine Q4_1 / Q5_1
-  ``d = (max-min)/15`` (``/31``), ``|e| <= d/2``; each plus the F16 rounding of the stored scale
-  (``2^-11`` relative, times the largest quant level) and of the float32 input;
-* K-quants (llama.cpp's quantizer: least-squares scale search, 6-8 bit sub-block scales): at most one
-  step of a ``2^bits``-level grid across ``[-amax, amax]`` of the 256-element super-block,
-  ``|e| <= 2 amax / (2^bits - 1)`` (half a step from rounding, the rest for the quantized sub-block
-  scales; bits 6/5/4/3/2 for Q6_K/Q5_K/Q4_K/Q3_K/Q2_K). The same envelope as H3's round-trip test
-  (suites/test_gguf_text.py ``_bound``).
+format alone (``so8t.gguf.quant.error_bound``, derived there from each block format and shared with the
+export round-trip suite, suites/test_gguf_text.py), never from an observed error.
 
 The measured figure is the largest ``|y - x| / bound`` over all elements (must be <= 1).
 """
@@ -31,51 +20,11 @@ import hashlib
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from so8t.gguf.quant import error_bound
 from so8t.validate.checks_metadata import hparams
 from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
 
 _T = GGMLQuantizationType
-_U_F16, _U_BF16, _U_F32 = 2.0**-11, 2.0**-8, 2.0**-24
-#: symmetric block types: levels of the scale (d = amax / levels), error in steps (1/2 if the far end never
-#: clips, 1 if it may), largest |quant level| (multiplies the F16 rounding of d)
-_SYMMETRIC = {_T.Q8_0: (127.0, 0.5, 127.0), _T.Q4_0: (8.0, 1.0, 8.0), _T.Q5_0: (16.0, 1.0, 16.0)}
-#: affine block types: d = (max - min) / steps, error d/2
-_AFFINE = {_T.Q4_1: 15.0, _T.Q5_1: 31.0}
-#: K-quants: bits per weight level
-_K_BITS = {_T.Q6_K: 6, _T.Q5_K: 5, _T.Q4_K: 4, _T.Q3_K: 3, _T.Q2_K: 2}
-
-
-def error_bound(x: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray | None:
-    """Elementwise bound on ``|dequantize(quantize(x)) - x|`` for float64 ``x`` of shape ``[rows, cols]``
-    stored as ``ggml_type`` (see the module docstring); None for a type without a known bound."""
-    ax = np.abs(x)
-    if ggml_type == _T.F32:
-        return ax * _U_F32 + 2.0**-149
-    if ggml_type == _T.F16:
-        return np.maximum(ax * _U_F16, 2.0**-25)
-    if ggml_type == _T.BF16:
-        return ax * _U_BF16 + 2.0**-133
-    block = GGML_QUANT_SIZES[ggml_type][0]
-    if x.shape[-1] % block:
-        return None
-    blocks = x.reshape(*x.shape[:-1], -1, block)
-    f32_input = 4 * _U_F32
-    if ggml_type in _SYMMETRIC:
-        levels, steps, qmax = _SYMMETRIC[ggml_type]
-        amax = np.abs(blocks).max(axis=-1, keepdims=True)
-        d = amax / levels
-        bound = d * steps + qmax * np.maximum(d * _U_F16, 2.0**-25) + amax * f32_input
-    elif ggml_type in _AFFINE:
-        lo, hi = blocks.min(axis=-1, keepdims=True), blocks.max(axis=-1, keepdims=True)
-        d = (hi - lo) / _AFFINE[ggml_type]
-        bound = d / 2 + _AFFINE[ggml_type] * np.maximum(d * _U_F16, 2.0**-25) + np.abs(lo) * _U_F16 * 2
-        bound = bound + np.maximum(np.abs(lo), np.abs(hi)) * f32_input
-    elif ggml_type in _K_BITS:
-        amax = np.abs(blocks).max(axis=-1, keepdims=True)
-        bound = 2 * amax / (2 ** _K_BITS[ggml_type] - 1) + amax * f32_input
-    else:
-        return None
-    return np.broadcast_to(bound, blocks.shape).reshape(x.shape)
 
 
 def _expected(ctx: Context):
@@ -211,7 +160,7 @@ def values_vs_source(ctx: Context):
         x_all = x_all.reshape(-1, x_all.shape[-1]) if x_all.ndim > 1 else x_all.reshape(1, -1)
         for start, y in _row_chunks(t):
             x = x_all[start : start + y.shape[0]]
-            bound = error_bound(x, _T(t.tensor_type))
+            bound = error_bound(_T(t.tensor_type), x)
             if bound is None:
                 no_bound.append(name)
                 break
