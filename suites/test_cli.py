@@ -12,7 +12,7 @@ from so8t.cli import COMMANDS, main
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "so8t.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "so8t.cli", *args], check=False, capture_output=True, text=True, timeout=300
     )
 
 
