@@ -146,7 +146,9 @@ class Qwen2VLToSO8TConverter:
             for src in aux_files:
                 _copy_hashed(src, tmp / src.relative_to(self.input_model), bar)
             bar.set_postfix_str("gates")
-            save_file(self.gate_tensors(), str(tmp / GATES_FILE), metadata={"format": "pt", "so8t": "gates"})
+            # One metadata key only: safetensors keeps metadata in a hash map, so with two keys their order
+            # (and the file's bytes) would change from run to run.
+            save_file(self.gate_tensors(), str(tmp / GATES_FILE), metadata={"format": "pt"})
             config = dict(self.reader.config)
             config["so8t"] = so8t_section(
                 hidden_size=self.hidden_size,
