@@ -30,7 +30,7 @@ def tol_for(dtype: torch.dtype, scale: float = 1.0) -> float:
 
 @st.composite
 def generator_vectors(draw, n_blocks=None, bound=GEN_BOUND, dtype=torch.float64):
-    n = draw(n_blocks or st.integers(1, 4))
+    n = draw(st.integers(1, 4) if n_blocks is None else n_blocks)
     values = draw(
         st.lists(
             st.floats(-bound, bound, allow_nan=False, allow_infinity=False),
