@@ -15,6 +15,10 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# Nothing in the gate may reach a model hub: transformers must only ever read local directories.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 pytest_plugins = [
     "suites.fixtures.checkpoints",
     "suites.fixtures.conversions",
