@@ -2,9 +2,10 @@
 
 * ``numpy`` types (F32, F16, BF16, Q8_0, Q4_0) are encoded tensor by tensor here, with gguf-py's block
   encoders (Q8_0 is bit-exact with llama.cpp). Float types are rounded *once* from the float64 fold
-  (F16 by numpy's direct double->half conversion, BF16 by round-to-odd to float32 then
-  round-to-nearest-even, which equals a single rounding); block types quantize the float32 rounding
-  of the fold, which is what llama.cpp's own quantizer consumes.
+  (F16 by numpy's direct double->half conversion, or torch's equal one from float32 for tensors that
+  were not folded; BF16 by round-to-odd to float32 then round-to-nearest-even, which equals a single
+  rounding); block types quantize the float32 rounding of the fold, which is what llama.cpp's own
+  quantizer consumes.
 * ``llama`` types (Q6_K and the K-quant mixes) are made by ``llama_cpp.llama_model_quantize`` from one
   F32 intermediate; llama.cpp chooses the per-tensor mix (e.g. Q4_K_M keeps some tensors at Q6_K).
 
@@ -130,10 +131,21 @@ def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     if ggml_type == _T.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if ggml_type == _T.F16:
+        if values.dtype == np.float32:
+            return _f32_to_f16(values)
         return np.ascontiguousarray(values).astype(np.float16)  # numpy rounds double -> half directly
     if ggml_type == _T.BF16:
         return _to_bf16_bits(np.ascontiguousarray(values))
     return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
+
+
+def _f32_to_f16(values: np.ndarray) -> np.ndarray:
+    """float32 -> float16, round to nearest even: torch's vectorized conversion, bit-identical to numpy's
+    (also for subnormals, overflow to inf and NaN payloads; checked exhaustively over all 2^32 inputs)
+    and about 15x faster. Float64 never comes here: torch rounds double -> half through float."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float16).numpy()
 
 
 def _to_bf16_bits(values: np.ndarray) -> np.ndarray:

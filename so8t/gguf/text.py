@@ -10,6 +10,13 @@ offset, in whatever order the stream yields them. Large tensors are converted in
 memory is about one source tensor plus ``CHUNK_BYTES`` per file, never the float64 copy of the
 embedding.
 
+Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds) the
+next source tensor (``_Prefetch``), the main thread converts and encodes, and one writer thread
+(``_Writer``) writes each encoded chunk at its offset and feeds the per-tensor sha256, in submission order.
+An exception on any thread surfaces in the caller. Tensors that were not folded (bf16/f16/f32 source) are
+converted to float32, which is exact; every encoder rounds float32 and float64 inputs identically when the
+float64 value is a float32 (``quant.encode``), so only folded (float64) tensors pay for float64.
+
 Each file gets ``general.architecture = "qwen2vl"``, every hyper-parameter llama.cpp reads (with
 ``rope.dimension_sections`` as an INT32 array of 4), the tokenizer, the ``so8t.*`` keys, and only the
 tensors llama.cpp expects (tied embeddings: no ``output.weight``). Norms and biases are F32.
@@ -18,7 +25,9 @@ tensors llama.cpp expects (tied embeddings: no ``output.weight``). Norms and bia
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +39,10 @@ from so8t.gguf import metadata, names, quant
 from so8t.gguf.tokenizer import TokenizerMeta
 
 ARCH = "qwen2vl"
-CHUNK_BYTES = 64 << 20  # float64 bytes converted at a time
+CHUNK_BYTES = 4 << 20  # float64 bytes converted at a time (half that for float32 sources); small: RSS
+WRITE_QUEUE = 3  # encoded chunks waiting for the writer thread
+PREFETCH = 1  # source tensors read (and folded) ahead of the one being encoded
+PREFETCH_ALONE_BYTES = 128 << 20  # no read-ahead while encoding a larger tensor (the embedding): peak RSS
 
 
 @dataclass(frozen=True)
@@ -124,9 +136,53 @@ class _Slot:
     written: int = 0
 
 
+class _Writer:
+    """One background thread that writes encoded chunks and updates their hashes, in submission order.
+
+    The first error is kept, later chunks are dropped, and the error is raised on the caller's thread by
+    the next ``submit`` or by ``close``. ``close`` always stops the thread (also after a caller error)."""
+
+    def __init__(self, depth: int = WRITE_QUEUE):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="so8t-gguf-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            handle, position, buf, hasher = item
+            try:
+                handle.seek(position)
+                handle.write(buf)
+                hasher.update(buf)
+            except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
+                self.error = err
+
+    def submit(self, handle, position: int, buf: memoryview, hasher) -> None:
+        self._raise()
+        self._queue.put((handle, position, buf, hasher))
+
+    def close(self, check: bool = True) -> None:
+        """Wait until every submitted chunk is written; raise the writer's error if ``check``."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if check:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class _OpenFile:
-    def __init__(self, path: Path, qt: quant.QuantType, inventory, hp, tok, keys, model_name):
-        self.path, self.qt = path, qt
+    def __init__(self, path: Path, qt: quant.QuantType, inventory, hp, tok, keys, model_name, io: _Writer):
+        self.path, self.qt, self.io = path, qt, io
         self.result = TextResult(qt.name, path)
         writer = GGUFWriter(path, ARCH)
         writer.add_name(model_name)
@@ -155,13 +211,12 @@ class _OpenFile:
         self.writer = writer
 
     def put(self, name: str, rows: np.ndarray) -> None:
-        """Append a chunk of whole rows (float64) of tensor ``name``."""
+        """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
+        ``name``; the writer thread writes it at its offset."""
         slot = self.slots[name]
         data = quant.encode(rows, slot.ggml_type)
         buf = memoryview(np.ascontiguousarray(data)).cast("B")
-        self.handle.seek(self.data_start + slot.offset + slot.written)
-        self.handle.write(buf)
-        slot.hasher.update(buf)
+        self.io.submit(self.handle, self.data_start + slot.offset + slot.written, buf, slot.hasher)
         slot.written += buf.nbytes
 
     def finish(self, inventory) -> TextResult:
@@ -200,12 +255,16 @@ def write_text_ggufs(
     inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
+    # the reader thread starts now: the first tensors are read while the headers are written
+    stream = _Prefetch(tensors, PREFETCH, _item_nbytes, PREFETCH_ALONE_BYTES)
+    io: _Writer | None = None
     try:
+        io = _Writer()
         for key, (qt, path) in outputs.items():
-            files[key] = _OpenFile(Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name)
+            files[key] = _OpenFile(Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name, io)
         seen: set[str] = set()
         bar = _progress(len(inventory), progress)
-        for raw_name, tensor in tensors:
+        for raw_name, tensor in stream:
             name = names.canonical_name(raw_name)
             if name not in expected:
                 if name.startswith(("visual.", "model.visual.")) or (
@@ -222,31 +281,118 @@ def write_text_ggufs(
                 raise ExportError(f"tensor {raw_name!r} appears twice in the stream")
             seen.add(name)
             _stream_rows(tensor, spec, files.values())
+            del tensor  # let the reader thread hold the next one instead
             bar.update(1)
         bar.close()
         missing = [t.hf_name for t in inventory if t.hf_name not in seen]
         if missing:
             raise ExportError(f"{len(missing)} text tensors missing from the checkpoint, e.g. {missing[:3]}")
+        io.close()
         return {key: f.finish(inventory) for key, f in files.items()}
     finally:
+        stream.close()
+        if io is not None:
+            io.close(check=False)
         for f in files.values():
             f.close()
 
 
 def _stream_rows(tensor, spec: names.TextTensor, files) -> None:
-    """Convert ``tensor`` to float64 a chunk of rows at a time and hand each chunk to every file."""
+    """Convert ``tensor`` a chunk of rows at a time and hand each chunk to every file: float64 tensors
+    (folded) stay float64, any other float dtype becomes float32 (exact for bf16/f16/f32)."""
     import torch
 
+    wide = tensor.dtype == torch.float64 or not tensor.dtype.is_floating_point
+    dtype = torch.float64 if wide else torch.float32
     if len(spec.shape) == 1:
-        values = tensor.detach().to(torch.float64).numpy()
+        values = tensor.detach().to(dtype).numpy()
         for f in files:
             f.put(spec.gguf_name, values)
         return
     rows_per_chunk = max(1, CHUNK_BYTES // (8 * spec.shape[1]))
     for start in range(0, spec.shape[0], rows_per_chunk):
-        values = tensor[start : start + rows_per_chunk].detach().to(torch.float64).numpy()
+        values = tensor[start : start + rows_per_chunk].detach().to(dtype).numpy()
         for f in files:
             f.put(spec.gguf_name, values)
+
+
+class _Prefetch:
+    """Iterate ``items`` on a background thread started at once (so reading overlaps the caller's set-up),
+    producing at most ``depth`` items beyond the one the consumer holds (at most ``depth + 1`` source
+    tensors in memory). An item whose ``nbytes(item)`` exceeds ``alone_above`` is held alone: nothing is
+    read ahead while the consumer works on it.
+
+    The producer's exception is raised by the consumer's ``next``; ``close()`` (always call it, also
+    when never iterated) stops the producer before its next item and waits for it."""
+
+    _DONE = object()
+
+    def __init__(self, items: Iterable, depth: int, nbytes=None, alone_above: int = 0):
+        self._items, self._nbytes, self._alone_above = items, nbytes, alone_above
+        self._permits = max(0, depth) + 1  # + the item the consumer holds
+        self._ready: queue.Queue = queue.Queue()
+        self._room = threading.Semaphore(self._permits)
+        self._stop = threading.Event()
+        self._held = 0  # permits of the item the consumer holds
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, name="so8t-gguf-reader", daemon=True)
+        self._thread.start()
+
+    def _acquire(self) -> bool:
+        while not self._room.acquire(timeout=0.1):
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
+
+    def _produce(self) -> None:
+        try:
+            iterator = iter(self._items)
+            while self._acquire():
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    self._ready.put((self._DONE, None, 0))
+                    return
+                alone = self._nbytes is not None and self._nbytes(item) > self._alone_above
+                weight = self._permits if alone else 1
+                self._ready.put((item, None, weight))
+                del item
+                for _ in range(weight - 1):
+                    if not self._acquire():
+                        return
+        except BaseException as err:  # noqa: BLE001 - re-raised on the consumer's thread
+            self._ready.put((self._DONE, err, 0))
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        if self._held:
+            self._room.release(self._held)
+            self._held = 0
+        if self._finished:
+            raise StopIteration
+        item, err, weight = self._ready.get()
+        if item is self._DONE:
+            self._finished = True
+            self.close()
+            if err is not None:
+                raise err
+            raise StopIteration
+        self._held = weight
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self._stop.set()
+        self._thread.join()
+        while not self._ready.empty():
+            self._ready.get_nowait()
+
+
+def _item_nbytes(item) -> int:
+    tensor = item[1]
+    return tensor.element_size() * tensor.nelement()
 
 
 def _progress(total: int, enabled: bool):

@@ -3,7 +3,8 @@
 SO8T gates sit on the text decoder only, so the vision tower is written exactly as the source holds it:
 the tensors are read one at a time through ``CheckpointReader`` (canonical ``visual.*`` names), renamed
 and cut by the table in :mod:`so8t.gguf.vision_names`, cast once to the export type, and streamed into a
-temporary file that is renamed onto the output only when complete (``so8t.io.atomic_path``).
+temporary file that is renamed onto the output only when complete (``so8t.io.atomic_path``). One writer
+thread writes tensor i, in order, while the next is read and cast; its errors surface in the caller.
 
 File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``):
 
@@ -28,6 +29,7 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,11 +234,14 @@ def write_mmproj(
     writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
     _add_metadata(writer, hp, mean, std, file_type, model_name)
     plan = []
+    offset = 0  # of each tensor in the data section, laid out as GGUFWriter lays them out
     for piece in pieces:
         shape = _piece_shape(piece, hp.source_shape(piece.source))
         out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
-        writer.add_tensor_info(piece.target, shape, out_dtype, int(np.prod(shape)) * out_dtype.itemsize)
-        plan.append((piece, out_dtype))
+        size = int(np.prod(shape)) * out_dtype.itemsize
+        writer.add_tensor_info(piece.target, shape, out_dtype, size)
+        plan.append((piece, out_dtype, offset, size))
+        offset += gguf.GGUFWriter.ggml_pad(size, writer.data_alignment)
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -244,15 +249,41 @@ def write_mmproj(
             writer.write_header_to_file(path=tmp)
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
+            handle = writer.fout[0]
+            data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
+            handle.truncate(data_start + offset)  # zero padding everywhere, data filled below
             cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
-            for piece, out_dtype in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
-                if cache is None or cache[0] != piece.source:
-                    cache = (piece.source, reader.get(piece.source))
-                writer.write_tensor_data(_export_array(piece, cache[1], out_dtype))
+            # one writer thread: tensor i is written (in order) while tensor i+1 is read and cast
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="so8t-mmproj-writer") as pool:
+                pending = None
+                try:
+                    for piece, out_dtype, at, size in tqdm(
+                        plan, desc="mmproj", unit="tensor", disable=not progress
+                    ):
+                        if cache is None or cache[0] != piece.source:
+                            cache = (piece.source, reader.get(piece.source))
+                        array = _export_array(piece, cache[1], out_dtype)
+                        if array.nbytes != size:
+                            raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(_write_at, handle, data_start + at, array)
+                        del array
+                    if pending is not None:
+                        pending.result()
+                finally:
+                    if pending is not None:
+                        pending.cancel()
         finally:
             writer.close()
             reader.close()
     return out_path
+
+
+def _write_at(handle, position: int, array: np.ndarray) -> None:
+    """Write ``array``'s bytes at ``position`` (``ndarray.tofile`` is several times slower)."""
+    handle.seek(position)
+    handle.write(memoryview(array).cast("B"))
 
 
 def _export_array(piece: names.Piece, src, out_dtype: np.dtype) -> np.ndarray:
@@ -262,7 +293,10 @@ def _export_array(piece: names.Piece, src, out_dtype: np.dtype) -> np.ndarray:
     part = _cut(piece, src)
     target = torch.float16 if out_dtype == np.float16 else torch.float32
     if target == torch.float16:
-        peak = part.abs().max().item() if part.numel() else 0.0
+        peak = 0.0
+        if part.numel():
+            lo, hi = torch.aminmax(part)  # max |x| in one pass; NaN propagates to both
+            peak = max(-float(lo), float(hi))
         if not np.isfinite(peak) or peak > float(np.finfo(np.float16).max):
             raise ExportError(
                 f"{piece.source} holds values beyond the F16 range (max |x| = {peak:g})",
