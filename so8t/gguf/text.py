@@ -7,8 +7,9 @@ fold runs once per export however many types are asked for. Files are laid out b
 arrives: the tensor inventory and every shape follow from the config (``names.text_inventory``), so
 header, metadata and tensor table are written first and each tensor's bytes go to their precomputed
 offset, in whatever order the stream yields them. Large tensors are converted in row chunks, so peak
-memory is about one source tensor plus ``CHUNK_BYTES`` per file, never the float64 copy of the
-embedding.
+memory is about two source tensors (the one being encoded and the one read ahead; only one while a tensor
+over ``PREFETCH_ALONE_BYTES``, the embedding, is held) plus a few ``CHUNK_BYTES`` chunks per file, never
+the float64 copy of the embedding.
 
 Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds) the
 next source tensor (``_Prefetch``), the main thread converts and encodes, and one writer thread
