@@ -148,16 +148,10 @@ def test_a_rotation_outside_so8_is_loaded_and_exposed(sidecar_gguf, tmp_path, ki
 
 
 def _write_gguf(path, arch: str, keys: dict, tensors: dict) -> None:
+    from so8t.gguf.metadata import add_keys
+
     writer = GGUFWriter(path, arch)
-    for key, value in keys.items():
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, list):
-            writer.add_array(key, value)
-        else:
-            writer.add_string(key, value)
+    add_keys(writer, keys)
     for name, array in tensors.items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()

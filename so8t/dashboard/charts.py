@@ -62,23 +62,18 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def trend_svg(points: list[TrendPoint], title: str) -> str:
-    """Median trend with its q1..q3 band; x = runs in order, labelled by commit and date."""
-    factor, unit = time_unit(max(p.q3 for p in points))
-    scaled = [(p.median / factor, p.q1 / factor, p.q3 / factor) for p in points]
-    ticks = nice_ticks(0.0, max(q3 for _, _, q3 in scaled))
-    top = ticks[-1]
-    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+def _frame(kind: str, title: str, ticks: list[float], unit_label: str) -> tuple[list[str], object]:
+    """Open an SVG chart of ``kind`` with horizontal grid lines at ``ticks`` and a y-axis label.
 
-    def x(i: int) -> float:
-        return MARGIN_LEFT + (plot_w / 2 if len(points) == 1 else plot_w * i / (len(points) - 1))
+    Returns the SVG pieces so far and ``y(value)``, the vertical position of a value (0 at the bottom)."""
+    top = ticks[-1]
+    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
 
     def y(v: float) -> float:
         return MARGIN_TOP + plot_h * (1 - v / top)
 
     out = [
-        f'<svg class="chart trend" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f'<svg class="chart {kind}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]
     for tick in ticks:
@@ -88,8 +83,22 @@ def trend_svg(points: list[TrendPoint], title: str) -> str:
         )
     out.append(
         f'<text class="yunit" x="12" y="{MARGIN_TOP + plot_h / 2:.1f}" '
-        f'transform="rotate(-90 12 {MARGIN_TOP + plot_h / 2:.1f})">median ({unit})</text>'
+        f'transform="rotate(-90 12 {MARGIN_TOP + plot_h / 2:.1f})">{unit_label}</text>'
     )
+    return out, y
+
+
+def trend_svg(points: list[TrendPoint], title: str) -> str:
+    """Median trend with its q1..q3 band; x = runs in order, labelled by commit and date."""
+    factor, unit = time_unit(max(p.q3 for p in points))
+    scaled = [(p.median / factor, p.q1 / factor, p.q3 / factor) for p in points]
+    ticks = nice_ticks(0.0, max(q3 for _, _, q3 in scaled))
+    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+
+    def x(i: int) -> float:
+        return MARGIN_LEFT + (plot_w / 2 if len(points) == 1 else plot_w * i / (len(points) - 1))
+
+    out, y = _frame("trend", title, ticks, f"median ({unit})")
     upper = " ".join(f"{x(i):.1f},{y(q3):.1f}" for i, (_, _, q3) in enumerate(scaled))
     lower = " ".join(f"{x(i):.1f},{y(q1):.1f}" for i, (_, q1, _) in reversed(list(enumerate(scaled))))
     out.append(f'<polygon class="band" points="{upper} {lower}"><title>interquartile range</title></polygon>')
@@ -118,28 +127,10 @@ def bars_svg(
     """Grouped bars: one group per category (e.g. quant type), one bar per series, side by side."""
     values = [v for _, vals in series for v in vals if v is not None]
     ticks = nice_ticks(0.0, max(values) if values else 1.0)
-    top = ticks[-1]
     plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
     group_w = plot_w / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
-
-    def y(v: float) -> float:
-        return MARGIN_TOP + plot_h * (1 - v / top)
-
-    out = [
-        f'<svg class="chart bars" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-    ]
-    for tick in ticks:
-        out.append(
-            f'<line class="grid" x1="{MARGIN_LEFT}" x2="{WIDTH - MARGIN_RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
-            f'<text class="ytick" x="{MARGIN_LEFT - 6}" y="{y(tick) + 4:.1f}">{_fmt(tick)}</text>'
-        )
-    out.append(
-        f'<text class="yunit" x="12" y="{MARGIN_TOP + plot_h / 2:.1f}" '
-        f'transform="rotate(-90 12 {MARGIN_TOP + plot_h / 2:.1f})">{escape(unit)}</text>'
-    )
+    out, y = _frame("bars", title, ticks, escape(unit))
     for c, category in enumerate(categories):
         left = MARGIN_LEFT + c * group_w + group_w * 0.1
         for s, (name, vals) in enumerate(series):
