@@ -10,24 +10,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from so8t.testing.tokenizer import SPECIAL_TOKENS
+
 pytestmark = pytest.mark.llama
 
-SPECIAL = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
+SPECIAL = list(SPECIAL_TOKENS)  # the inputs only; the expected ids come from the HF tokenizer
 
 ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=24)
 japanese = st.text(
