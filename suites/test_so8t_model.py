@@ -39,17 +39,23 @@ def test_gates_match_the_checkpoint(model, so8t_random_dir):
     assert model.gates[0].attn_rot.map == checkpoint.rotation_map
 
 
-def test_attention_output_is_rotated_in_order_rot_safe_cmd(model, text_inputs):
-    """o_proj's hooked output is o @ R_rot @ R_safe @ R_cmd, and not the order with safe/cmd swapped."""
-    layer = 0
-    linear = qwen2vl.site_module(model.qwen, layer, qwen2vl.FOLD_SITES[0])
+def _capture(model, linear, inputs) -> dict:
+    """Run ``model`` once and return the input ``x`` and hooked (gated) output ``y`` of ``linear``."""
     seen = {}
     handle = linear.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
     try:
         with torch.no_grad():
-            model(**text_inputs)
+            model(**inputs)
     finally:
         handle.remove()
+    return seen
+
+
+def test_attention_output_is_rotated_in_order_rot_safe_cmd(model, text_inputs):
+    """o_proj's hooked output is o @ R_rot @ R_safe @ R_cmd, and not the order with safe/cmd swapped."""
+    layer = 0
+    linear = qwen2vl.site_module(model.qwen, layer, qwen2vl.FOLD_SITES[0])
+    seen = _capture(model, linear, text_inputs)
     gates = model.gates[layer]
     dense = {name: gates.gate(name).dense().detach() for name in qwen2vl.GATE_NAMES}
     raw = seen["x"] @ linear.weight.T
@@ -62,13 +68,7 @@ def test_attention_output_is_rotated_in_order_rot_safe_cmd(model, text_inputs):
 def test_mlp_output_is_rotated(model, text_inputs):
     layer = len(model.gates) - 1
     linear = qwen2vl.site_module(model.qwen, layer, qwen2vl.FOLD_SITES[1])
-    seen = {}
-    handle = linear.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
-    try:
-        with torch.no_grad():
-            model(**text_inputs)
-    finally:
-        handle.remove()
+    seen = _capture(model, linear, text_inputs)
     expected = (seen["x"] @ linear.weight.T) @ model.gates[layer].mlp_rot.dense().detach()
     torch.testing.assert_close(seen["y"], expected)
 

@@ -170,7 +170,8 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
             result.files.append(FileRow("sidecar", text.quant, str(side), side.stat().st_size))
     if report.mmproj:
         mm = gguf_dir / report.mmproj.name
-        result.files.append(FileRow("mmproj", "F16", str(mm), mm.stat().st_size))
+        dtype = mm.stem.rsplit("-", 1)[-1].upper()  # mmproj-<model>-<dtype>.gguf
+        result.files.append(FileRow("mmproj", dtype, str(mm), mm.stat().st_size))
 
     if options.validate:
         timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
