@@ -46,14 +46,15 @@ def test_interrupted_text_pass_leaves_no_file(so8t_random_dir, tmp_path, monkeyp
     assert list(out.iterdir()) == []
 
 
-def test_failure_in_llama_quantizer_removes_every_output(so8t_random_dir, tmp_path, monkeypatch):
+def test_failure_in_ggml_quantizer_removes_every_output(so8t_random_dir, tmp_path, monkeypatch):
     from so8t.gguf.export import SO8TToGGUFConverter
 
-    _fail_after(monkeypatch, "so8t.gguf.quant.llama_quantize", calls=0)
+    count = _fail_after(monkeypatch, "so8t.gguf.ggml_kernels.quantize", calls=3)
     with pytest.raises(Boom):
         SO8TToGGUFConverter(so8t_random_dir, progress=False).export(
             tmp_path, ["F16", "Q4_K_M"], model_name="m"
         )
+    assert count["n"] > 3, "the failure was injected mid-write"
     assert list(tmp_path.iterdir()) == []
 
 

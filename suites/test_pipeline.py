@@ -97,9 +97,9 @@ def test_overwrite_replaces_a_previous_output(demo_run, source_checkpoint, tmp_p
 
 
 def test_disk_estimate_by_hand():
-    # 1e9 bytes of source, 1e8 parameters: F16 2e8 + Q4_K_M 4.9/8e8 + one F16 intermediate 2e8, then x1.2.
+    # 1e9 bytes of source, 1e8 parameters: F16 2e8 + Q4_K_M 4.9/8e8 (no intermediate file), then x1.2.
     need = environment.estimate_disk_need(10**9, 10**8, ["F16", "Q4_K_M"])
-    assert need == int((10**9 + 2 * 10**8 + 0.6125 * 10**8 + 2 * 10**8) * 1.2)
+    assert need == int((10**9 + 2 * 10**8 + 0.6125 * 10**8) * 1.2)
 
 
 def test_too_little_disk_is_refused_before_any_work(source_checkpoint, tmp_path, monkeypatch, capsys):

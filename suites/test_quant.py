@@ -1,4 +1,5 @@
-"""Quant type registry, one-rounding float encoders, Q8_0 bit-exact with llama.cpp, reported fallbacks."""
+"""Quant type registry, one-rounding float encoders, block types bit-exact with llama.cpp's quantizer,
+reported fallbacks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from so8t.errors import QuantTypeError
 from so8t.gguf import quant
+from so8t.gguf.llama_mix import llama_quantize
 
 
 def test_parse_repeatable_and_comma_lists_in_order_without_duplicates():
@@ -98,27 +100,25 @@ def test_bf16_double_rounding_case():
 
 
 @pytest.mark.llama
-def test_numpy_q8_0_is_bit_exact_with_llama_cpp(gguf_text, tmp_path):
-    """llama.cpp's quantizer turns our F32 file into Q8_0 with the same bytes as our numpy Q8_0 file."""
-    from so8t.gguf.metadata import read_gguf
+@pytest.mark.parametrize("name", ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S"])
+def test_block_types_are_bit_exact_with_llama_quantize(gguf_text, tmp_path, name):
+    """llama.cpp's quantizer turns our F32 file into ``name`` with the same tensor types and bytes as the
+    file our single-pass export wrote: numpy encoders for Q8_0 / Q4_0, llama.cpp's mix and ggml's
+    kernels for the K-quants."""
+    from so8t.gguf.metadata import read_gguf, tensor_digests
 
-    theirs = tmp_path / "llama-q8_0.gguf"
-    quant.llama_quantize(gguf_text["F32"].path, theirs, quant.QUANT_TYPES["Q8_0"], n_threads=2)
-    ours = gguf_text["Q8_0"].path
+    theirs = tmp_path / f"llama-{name}.gguf"
+    llama_quantize(gguf_text["F32"].path, theirs, quant.QUANT_TYPES[name].file_type, n_threads=2)
+    ours = gguf_text[name].path
+    assert tensor_digests(ours) == tensor_digests(theirs)  # llama.cpp orders tensors its own way
     a = {t.name: t for t in read_gguf(ours).tensors}
-    b = {t.name: t for t in read_gguf(theirs).tensors}  # llama.cpp orders tensors its own way
-    assert set(a) == set(b)
-    with open(ours, "rb") as fa, open(theirs, "rb") as fb:
-        for name, ta in a.items():
-            tb = b[name]
-            assert (ta.ggml_type, ta.dims) == (tb.ggml_type, tb.dims), ta.name
-            fa.seek(ta.offset)
-            fb.seek(tb.offset)
-            assert fa.read(ta.nbytes) == fb.read(tb.nbytes), ta.name
+    if name.endswith(("_M", "_S")):  # a mix really mixes: more than one block type among the matrices
+        assert len({t.ggml_type for t in a.values() if len(t.dims) == 2}) > 1
 
 
 def _odd_sized_f32(path):
-    """A one-layer qwen2vl F32 file whose rows (72) fit neither 32- nor 256-element blocks."""
+    """A one-layer qwen2vl model whose rows (72, 160) fit no 256-element block, and 72 no 32-block either,
+    written as F32, Q8_0 and Q6_K."""
     import torch
 
     from so8t.gguf import metadata, names, text
@@ -147,6 +147,7 @@ def _odd_sized_f32(path):
     outputs = {
         "F32": (quant.QUANT_TYPES["F32"], path),
         "Q8_0": (quant.QUANT_TYPES["Q8_0"], path.with_suffix(".q8")),
+        "Q6_K": (quant.QUANT_TYPES["Q6_K"], path.with_suffix(".q6k")),
     }
     return text.write_text_ggufs(stream, hp, tok, outputs, metadata.so8t_keys({}), "odd", progress=False)
 
@@ -161,14 +162,17 @@ def test_numpy_fallbacks_are_reported(tmp_path):
 
 
 @pytest.mark.llama
-def test_llama_cpp_fallbacks_are_reported(tmp_path):
+def test_k_quant_fallbacks_match_llama_cpp_and_are_reported(tmp_path):
+    """On rows that fit no 256-block our Q6_K file takes llama.cpp's fallbacks, tensor by tensor, and
+    names every one of them."""
     from so8t.gguf.metadata import read_gguf
 
-    _odd_sized_f32(tmp_path / "odd.gguf")
-    messages = quant.llama_quantize(
-        tmp_path / "odd.gguf", tmp_path / "odd-q6k.gguf", quant.QUANT_TYPES["Q6_K"], 2
-    )
-    kinds = {t.name: T(t.ggml_type).name for t in read_gguf(tmp_path / "odd-q6k.gguf").tensors}
-    fell_back = [n for n, k in kinds.items() if k not in ("F32", "Q6_K")]
-    assert fell_back, kinds
-    assert messages and all("fallback" in m for m in messages)
+    results = _odd_sized_f32(tmp_path / "odd.gguf")
+    messages = llama_quantize(tmp_path / "odd.gguf", tmp_path / "theirs.gguf", quant.QUANT_TYPES["Q6_K"].file_type, 2)
+    theirs = {t.name: T(t.ggml_type).name for t in read_gguf(tmp_path / "theirs.gguf").tensors}
+    assert results["Q6_K"].tensor_types == theirs
+    fell_back = [n for n, k in theirs.items() if k not in ("F32", "Q6_K")]
+    assert fell_back, theirs
+    for name in fell_back:
+        assert any(name in m for m in messages), (name, messages)
+        assert any(name in f for f in results["Q6_K"].fallbacks), (name, results["Q6_K"].fallbacks)

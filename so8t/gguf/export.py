@@ -1,9 +1,9 @@
 """``SO8TToGGUFConverter``: an SO8T checkpoint -> text GGUF(s) + mmproj + sidecar(s) for llama.cpp.
 
-One export reads and folds the checkpoint once (``so8t.fold.iter_folded_tensors``): every numpy type
-(F32, F16, BF16, Q8_0, Q4_0) is written in that single pass (``text.write_text_ggufs``); K-quant types
-are then made by llama.cpp's quantizer from one F32 intermediate written in the same pass (the F32
-output itself when F32 was asked for, else a temporary file removed afterwards).
+One export reads and folds the checkpoint once (``so8t.fold.iter_folded_tensors``) and writes every
+requested type in that single pass (``text.write_text_ggufs``): float and 32-block types with numpy,
+K-quant types with llama.cpp's per-tensor mix encoded by ggml's kernels (``quant``). No intermediate
+file is written.
 
 Outputs (all written atomically: an exception or Ctrl-C leaves none of them behind):
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +44,7 @@ class TextOutput:
 class ExportReport:
     texts: list[TextOutput] = field(default_factory=list)
     mmproj: Path | None = None
-    pass_seconds: float = 0.0  # the one read + fold + numpy-encode pass shared by all types
+    pass_seconds: float = 0.0  # the one read + fold + encode pass shared by all types
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -118,38 +116,24 @@ class SO8TToGGUFConverter:
         report = ExportReport()
         tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
         keys = metadata.so8t_keys(self.config)
-        numpy_types = [q for q in qts if q.method is quant.Method.NUMPY]
-        llama_types = [q for q in qts if q.method is quant.Method.LLAMA]
-        intermediate = out_dir / f".so8t-f32-intermediate-{uuid.uuid4().hex[:8]}.gguf"
         with contextlib.ExitStack() as stack:
             tmp = {q.name: stack.enter_context(atomic_path(paths[q.name])) for q in qts}
-            stack.callback(_unlink, intermediate)
-            outputs = {q.name: (q, tmp[q.name]) for q in numpy_types}
-            if llama_types and "F32" not in outputs:
-                outputs["_f32"] = (quant.QUANT_TYPES["F32"], intermediate)
+            outputs = {q.name: (q, tmp[q.name]) for q in qts}
             start = time.perf_counter()
             results = text.write_text_ggufs(
-                self._tensors(), self.hparams, tokenizer, outputs, keys, model_name, progress=self.progress
+                self._tensors(),
+                self.hparams,
+                tokenizer,
+                outputs,
+                keys,
+                model_name,
+                progress=self.progress,
+                threads=n_threads,
             )
             report.pass_seconds = time.perf_counter() - start
-            for q in numpy_types:
+            for q in qts:
                 r = results[q.name]
                 report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
-            source = outputs["F32" if "F32" in outputs else "_f32"][1] if llama_types else None
-            for q in _bar(llama_types, self.progress):
-                start = time.perf_counter()
-                messages = quant.llama_quantize(source, tmp[q.name], q, n_threads=n_threads)
-                digest = metadata.content_hash_of_file(tmp[q.name])
-                metadata.patch_content_hash(tmp[q.name], digest)
-                types = _tensor_types(tmp[q.name])
-                fallbacks = messages + [
-                    f"{name}: {t} (not a K-quant)"
-                    for name, t in types.items()
-                    if t not in ("F32",) + _K_TYPES and not any(name in m for m in messages)
-                ]
-                r = text.TextResult(q.name, tmp[q.name], digest, types, fallbacks)
-                seconds = time.perf_counter() - start + report.pass_seconds
-                report.texts.append(_text_output(q.name, paths[q.name], tmp[q.name], seconds, r))
             if sidecar and self.is_so8t:
                 from so8t.gguf.sidecar import write_sidecar
 
@@ -169,9 +153,6 @@ class SO8TToGGUFConverter:
         return report
 
 
-_K_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K")
-
-
 def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.TextResult) -> TextOutput:
     return TextOutput(
         quant=name,
@@ -182,20 +163,3 @@ def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.
         tensor_types=r.tensor_types,
         fallbacks=r.fallbacks,
     )
-
-
-def _tensor_types(path: Path) -> dict[str, str]:
-    from gguf import GGMLQuantizationType
-
-    return {t.name: GGMLQuantizationType(t.ggml_type).name for t in metadata.read_gguf(path).tensors}
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _bar(items, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(items, desc="llama.cpp quantize", unit="type", disable=not enabled or not items, leave=False)

@@ -169,12 +169,12 @@ def _parse(buf, path) -> GGUFTable:
     return GGUFTable(kv, kv_types, tensors)
 
 
-def content_hash_of_file(path: str | Path) -> str:
-    """Recompute the content hash of a GGUF file from its tensors."""
-    tensors = read_gguf(path).tensors
-    records = []
+def tensor_digests(path: str | Path) -> dict[str, tuple[int, tuple[int, ...], str]]:
+    """Each tensor of a GGUF file, in file order: name -> (GGML type, GGUF dims, sha256 hex of its bytes).
+    Two files hold the same tensors, whatever their order, iff these dicts are equal."""
+    out = {}
     with open(path, "rb") as handle:  # plain reads in 16 MiB pieces: memory stays flat on big files
-        for t in tensors:
+        for t in read_gguf(path).tensors:
             handle.seek(t.offset)
             digest, left = hashlib.sha256(), t.nbytes
             while left:
@@ -183,8 +183,16 @@ def content_hash_of_file(path: str | Path) -> str:
                     raise GGUFError(f"{t.name}: file ends inside the tensor data", path=path)
                 digest.update(piece)
                 left -= len(piece)
-            records.append(tensor_record(t.name, t.ggml_type, t.dims, digest.digest()))
-    return combine(records)
+            out[t.name] = (int(t.ggml_type), tuple(t.dims), digest.hexdigest())
+    return out
+
+
+def content_hash_of_file(path: str | Path) -> str:
+    """Recompute the content hash of a GGUF file from its tensors."""
+    return combine(
+        tensor_record(name, ggml_type, dims, bytes.fromhex(digest))
+        for name, (ggml_type, dims, digest) in tensor_digests(path).items()
+    )
 
 
 def patch_content_hash(path: str | Path, digest: str) -> None:

@@ -6,8 +6,10 @@
   were not folded; BF16 by round-to-odd to float32 then round-to-nearest-even, which equals a single
   rounding); block types quantize the float32 rounding of the fold, which is what llama.cpp's own
   quantizer consumes.
-* ``llama`` types (Q6_K and the K-quant mixes) are made by ``llama_cpp.llama_model_quantize`` from one
-  F32 intermediate; llama.cpp chooses the per-tensor mix (e.g. Q4_K_M keeps some tensors at Q6_K).
+* ``llama`` types (Q6_K and the K-quant mixes): llama.cpp chooses the per-tensor mix (e.g. Q4_K_M keeps
+  some tensors at Q6_K; ``llama_mix``) and ggml's own kernels encode each tensor in the same pass
+  (``ggml_kernels``), from the float32 rounding of the fold: the bytes ``llama_model_quantize`` would
+  write from our F32 file, without writing that file.
 
 Norms and biases (1-D tensors) stay F32 in every type. A 2-D tensor whose row length is not a
 multiple of the block size (32 for Q8_0/Q4_0, 256 for K-quants) falls back to another type; every
@@ -20,22 +22,20 @@ activation type for K-quant dot products, so asking for it is a user error.
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 from gguf import quants as gq
 
-from so8t.errors import ExportError, QuantTypeError
+from so8t.errors import QuantTypeError
 
 
 class Method(enum.Enum):
     NUMPY = "numpy"  # encoded here, tensor by tensor
-    LLAMA = "llama"  # llama.cpp's quantizer, from an F32 intermediate
+    LLAMA = "llama"  # llama.cpp's per-tensor mix, encoded by ggml's kernels
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,14 @@ def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
     return math.prod(shape[:-1]) * (shape[-1] // block) * size
 
 
-def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
-    """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values."""
+#: Block types encoded with gguf-py's numpy encoders; every other block type goes to ggml's kernels.
+NUMPY_BLOCK_TYPES = frozenset({_T.Q8_0, _T.Q4_0})
+
+
+def encode(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> np.ndarray:
+    """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values.
+    Float types and :data:`NUMPY_BLOCK_TYPES` are encoded here; other block types (K-quants, and the
+    32-block fallbacks of a K-quant mix) by ggml's kernels on ``threads`` threads (0: all CPUs)."""
     if ggml_type == _T.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if ggml_type == _T.F16:
@@ -136,7 +142,11 @@ def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
         return np.ascontiguousarray(values).astype(np.float16)  # numpy rounds double -> half directly
     if ggml_type == _T.BF16:
         return _to_bf16_bits(np.ascontiguousarray(values))
-    return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
+    if ggml_type in NUMPY_BLOCK_TYPES:
+        return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
+    from so8t.gguf import ggml_kernels
+
+    return ggml_kernels.quantize(values.reshape(-1, values.shape[-1]), ggml_type, threads)
 
 
 def _f32_to_f16(values: np.ndarray) -> np.ndarray:
@@ -233,40 +243,3 @@ def error_bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarr
     else:
         return None
     return np.broadcast_to(bound, blocks.shape).reshape(x.shape)
-
-
-# --- llama.cpp's quantizer -------------------------------------------------------------------
-
-
-#: Rows llama.cpp's quantizer keeps in memory at once (its default is 8 GiB). 256 MiB keeps the peak
-#: RSS of quantizing the 2B replica under 1 GB instead of 1.6-2.4 GB, with byte-identical output.
-QUANTIZE_BUFFER_BYTES = 256 << 20
-
-
-def llama_quantize(src: Path, dst: Path, qt: QuantType, n_threads: int = 0) -> list[str]:
-    """Quantize GGUF ``src`` into ``dst`` with llama.cpp; returns llama.cpp's fallback messages.
-
-    Raises ``ExportError`` if llama.cpp reports a failure."""
-    import llama_cpp
-    from llama_cpp import _logger
-
-    messages: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def capture(level, text, user_data):  # pragma: no cover - called from C
-        line = text.decode("utf-8", "replace")
-        if "fallback" in line:
-            messages.append(line.strip())
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(qt.file_type)
-    params.nthread = n_threads
-    params.max_buf_size = QUANTIZE_BUFFER_BYTES
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-    try:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-    if rc != 0:
-        raise ExportError(f"llama.cpp could not quantize to {qt.name} (code {rc})", path=src)
-    return messages

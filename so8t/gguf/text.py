@@ -36,6 +36,7 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
 from so8t.errors import ConfigError, ExportError
 from so8t.gguf import metadata, names, quant
 from so8t.gguf.background import OrderedWriter, Prefetch
+from so8t.gguf.llama_mix import llama_mix
 from so8t.gguf.tokenizer import TokenizerMeta
 
 ARCH = "qwen2vl"
@@ -137,9 +138,23 @@ class _Slot:
 
 
 class _OpenFile:
-    def __init__(self, path: Path, qt: quant.QuantType, inventory, hp, tok, keys, model_name, io: OrderedWriter):
-        self.path, self.qt, self.io = path, qt, io
+    def __init__(
+        self,
+        path: Path,
+        qt: quant.QuantType,
+        inventory,
+        hp,
+        tok,
+        keys,
+        model_name,
+        io: OrderedWriter,
+        threads: int = 0,
+    ):
+        self.path, self.qt, self.io, self.threads = path, qt, io, threads
         self.result = TextResult(qt.name, path)
+        mix = llama_mix(hp, inventory, qt.file_type, ARCH) if qt.method is quant.Method.LLAMA else None
+        if mix is not None:
+            self.result.fallbacks.extend(mix.fallbacks)
         writer = GGUFWriter(path, ARCH)
         writer.add_name(model_name)
         hp.add_to(writer)
@@ -150,9 +165,12 @@ class _OpenFile:
         self.slots: dict[str, _Slot] = {}
         offset = 0
         for t in inventory:
-            ggml_type, note = quant.tensor_type(qt, t.shape)
-            if note:
-                self.result.fallbacks.append(f"{t.gguf_name}: {note}")
+            if mix is not None:
+                ggml_type = mix.types[t.gguf_name]
+            else:
+                ggml_type, note = quant.tensor_type(qt, t.shape)
+                if note:
+                    self.result.fallbacks.append(f"{t.gguf_name}: {note}")
             size = quant.nbytes(t.shape, ggml_type)
             writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), size, raw_dtype=ggml_type)
             self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256())
@@ -170,7 +188,7 @@ class _OpenFile:
         """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
         ``name``; the writer thread writes it at its offset."""
         slot = self.slots[name]
-        data = quant.encode(rows, slot.ggml_type)
+        data = quant.encode(rows, slot.ggml_type, self.threads)
         buf = memoryview(np.ascontiguousarray(data)).cast("B")
         self.io.submit(self.handle, self.data_start + slot.offset + slot.written, buf, slot.hasher)
         slot.written += buf.nbytes
@@ -204,10 +222,12 @@ def write_text_ggufs(
     so8t_keys: dict[str, object],
     model_name: str,
     progress: bool = True,
+    threads: int = 0,
 ) -> dict[str, TextResult]:
-    """Write one text GGUF per entry of ``outputs`` (key -> (numpy quant type, path)) in one pass over
-    ``tensors``. Non-text tensors (``visual.*``) are skipped; a tied ``lm_head.weight`` is skipped;
-    anything else unknown, a wrong shape, or a missing tensor raises ``ExportError``."""
+    """Write one text GGUF per entry of ``outputs`` (key -> (quant type, path)) in one pass over
+    ``tensors``; K-quants are encoded on ``threads`` threads (0: one per CPU). Non-text tensors
+    (``visual.*``) and a tied ``lm_head.weight`` are skipped; anything else unknown, a wrong shape, or a
+    missing tensor raises ``ExportError``."""
     inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
@@ -217,7 +237,9 @@ def write_text_ggufs(
     try:
         io = OrderedWriter(WRITE_QUEUE)
         for key, (qt, path) in outputs.items():
-            files[key] = _OpenFile(Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name, io)
+            files[key] = _OpenFile(
+                Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name, io, threads
+            )
         seen: set[str] = set()
         bar = _progress(len(inventory), progress)
         for raw_name, tensor in stream:

@@ -1,8 +1,8 @@
 """Environment check for ``so8t pipeline``: library versions and free disk against the estimated need.
 
 The disk estimate is deliberately generous: the SO8T checkpoint is a copy of the source weights, every text
-GGUF is estimated from the parameter count and the bits per weight of its quant type, and K-quants need
-one F16 intermediate next to them.
+GGUF is estimated from the parameter count and the bits per weight of its quant type (K-quants are encoded
+in the export's single pass, with no intermediate file).
 """
 
 from __future__ import annotations
@@ -61,12 +61,10 @@ def library_versions() -> tuple[dict[str, str], list[str]]:
 
 
 def estimate_disk_need(source_bytes: int, n_params: int, quant_types: list[str]) -> int:
-    """Bytes the pipeline writes: checkpoint copy + every text GGUF + one F16 intermediate for K-quants."""
+    """Bytes the pipeline writes: checkpoint copy + every text GGUF (the export writes no intermediate)."""
     total = source_bytes
     for quant in quant_types:
         total += n_params * BITS_PER_WEIGHT.get(quant.upper(), 32.0) / 8
-    if any(q.upper().endswith(("_K", "_K_M", "_K_S")) for q in quant_types):
-        total += n_params * 2
     return int(total * DISK_MARGIN)
 
 
