@@ -6,9 +6,13 @@ cleared before each round. Tokens/s come from llama.cpp's own perf counters (``l
 
 Baseline, measured in the same session and interleaved round by round (pedantic's untimed ``setup``):
 the *unrotated* model (the source checkpoint, i.e. identity gates) exported to the same quant type.
-Both files have identical shapes and types, so folding must cost nothing at run time: ``gen_tps_ratio`` = ours / reference
-(target >= 0.98), likewise ``prompt_tps_ratio``. The SO8T file has seeded random gates, so its
-weights really are rotated.
+Both files have identical shapes and types, so folding must cost nothing at run time. The rounds run
+ref, ours, ref, ours, ..., ref: every round of ours sits between two reference rounds, and its *paired
+ratio* is ours / the mean of those two neighbours, which cancels the slow drift of a shared machine
+(a ratio of two medians does not: +-3% swings between identical files were seen that way).
+``gen_tps_ratio`` = median paired ratio of generation tokens/s (target >= 0.98), likewise
+``prompt_tps_ratio``; the medians of both sides are recorded too. The SO8T file has seeded random
+gates, so its weights really are rotated.
 
 llama.cpp runs through ``so8t.runtime.LlamaRuntime.generate`` (greedy argmax, EOS ignored so every
 round generates exactly 32 tokens); llama.cpp evaluates 31 of them one by one (the last one is not fed
@@ -64,6 +68,13 @@ def generate(runtime, ids: list[int]) -> dict[str, float]:
     }
 
 
+def paired_ratio(ours: list[dict], ref: list[dict], key: str, median) -> float:
+    """Median over rounds i of ``ours[i][key]`` / the mean of ``ref[i][key]`` and ``ref[i + 1][key]`` (the
+    reference rounds just before and just after it)."""
+    assert len(ref) == len(ours) + 1, (len(ref), len(ours))
+    return median([o[key] / ((a[key] + b[key]) / 2) for o, a, b in zip(ours, ref, ref[1:])])
+
+
 @pytest.mark.parametrize("quant", INFER_QUANTS)
 def test_inference(benchmark, bench, bench_model, tools, so8t_random, scratch, quant):
     ours_path, ref_path = export_pair(bench, so8t_random, scratch, quant)  # untimed
@@ -83,12 +94,14 @@ def test_inference(benchmark, bench, bench_model, tools, so8t_random, scratch, q
 
         rounds = max(bench.rounds, 5) if bench.model == "embedded" else bench.rounds
         benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+        setup()  # the reference round after the last round of ours
 
     for perf in ours_rounds + ref_rounds:  # every round did exactly the workload asked for
         assert perf["prompt_tokens"] == N_PROMPT and perf["generated"] == N_GEN, perf
         assert perf["prompt_tps"] > 0 and perf["gen_tps"] > 0, perf
     med = {key: tools.median([r[key] for r in ours_rounds]) for key in ("prompt_tps", "gen_tps")}
     ref_med = {key: tools.median([r[key] for r in ref_rounds]) for key in ("prompt_tps", "gen_tps")}
+    ratios = {key: paired_ratio(ours_rounds, ref_rounds, key, tools.median) for key in ("prompt_tps", "gen_tps")}
     benchmark.extra_info.update(
         {
             "model": bench.model,
@@ -100,8 +113,10 @@ def test_inference(benchmark, bench, bench_model, tools, so8t_random, scratch, q
             "gen_tps": round(med["gen_tps"], 2),
             "ref_prompt_tps": round(ref_med["prompt_tps"], 2),
             "ref_gen_tps": round(ref_med["gen_tps"], 2),
-            "prompt_tps_ratio": round(med["prompt_tps"] / ref_med["prompt_tps"], 3),
-            "gen_tps_ratio": round(med["gen_tps"] / ref_med["gen_tps"], 3),
+            "prompt_tps_ratio": round(ratios["prompt_tps"], 3),
+            "gen_tps_ratio": round(ratios["gen_tps"], 3),
+            "gen_tps_medians_ratio": round(med["gen_tps"] / ref_med["gen_tps"], 3),
+            "rounds": len(ours_rounds),
             "file_size": ours_path.stat().st_size,
             "ref_file_size": ref_path.stat().st_size,
             "peak_rss_mb": round(rss.mb, 1),

@@ -10,10 +10,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+
+import numpy as np
 
 
 class OrderedWriter:
     """One background thread that writes encoded chunks and updates their hashes, in submission order.
+    Chunks arrive as futures, so encoding may still run elsewhere (ggml's pool) when they are queued;
+    the writer waits for each in turn.
 
     The first error is kept, later chunks are dropped, and the error is raised on the caller's thread by
     the next ``submit`` or by ``close``. ``close`` always stops the thread (also after a caller error)."""
@@ -31,17 +36,20 @@ class OrderedWriter:
                 return
             if self.error is not None:
                 continue
-            handle, position, buf, hasher = item
+            handle, position, encoded, hasher = item
             try:
+                buf = memoryview(np.ascontiguousarray(encoded.result())).cast("B")
                 handle.seek(position)
                 handle.write(buf)
                 hasher.update(buf)
             except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
                 self.error = err
 
-    def submit(self, handle, position: int, buf: memoryview, hasher) -> None:
+    def submit(self, handle, position: int, encoded: Future, hasher) -> None:
+        """Queue the bytes ``encoded`` will hold (a future of an array) for ``handle`` at ``position``;
+        blocks while ``depth`` chunks are waiting."""
         self._raise()
-        self._queue.put((handle, position, buf, hasher))
+        self._queue.put((handle, position, encoded, hasher))
 
     def close(self, check: bool = True) -> None:
         """Wait until every submitted chunk is written; raise the writer's error if ``check``."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,10 +131,10 @@ def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
 NUMPY_BLOCK_TYPES = frozenset({_T.Q8_0, _T.Q4_0})
 
 
-def encode(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> np.ndarray:
+def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values.
     Float types and :data:`NUMPY_BLOCK_TYPES` are encoded here; other block types (K-quants, and the
-    32-block fallbacks of a K-quant mix) by ggml's kernels on ``threads`` threads (0: all CPUs)."""
+    32-block fallbacks of a K-quant mix) by ggml's kernels (``ggml_kernels``)."""
     if ggml_type == _T.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if ggml_type == _T.F16:
@@ -146,7 +147,19 @@ def encode(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0
         return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
     from so8t.gguf import ggml_kernels
 
-    return ggml_kernels.quantize(values.reshape(-1, values.shape[-1]), ggml_type, threads)
+    return ggml_kernels.quantize(values, ggml_type)
+
+
+def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> Future:
+    """``encode`` as a future: types encoded by ggml run as a job on its thread pool (``threads``, 0: one
+    per CPU) while the caller goes on; the others are encoded now, on this thread."""
+    if ggml_type in (_T.F32, _T.F16, _T.BF16) or ggml_type in NUMPY_BLOCK_TYPES:
+        done: Future = Future()
+        done.set_result(encode(values, ggml_type))
+        return done
+    from so8t.gguf import ggml_kernels
+
+    return ggml_kernels.submit(values, ggml_type, threads)
 
 
 def _f32_to_f16(values: np.ndarray) -> np.ndarray:

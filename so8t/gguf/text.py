@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
 
+from so8t import bf16
 from so8t.errors import ConfigError, ExportError
-from so8t.gguf import metadata, names, quant
+from so8t.gguf import ggml_kernels, metadata, names, quant
 from so8t.gguf.background import OrderedWriter, Prefetch
 from so8t.gguf.llama_mix import llama_mix
 from so8t.gguf.tokenizer import TokenizerMeta
@@ -42,7 +43,7 @@ from so8t.gguf.tokenizer import TokenizerMeta
 ARCH = "qwen2vl"
 CHUNK_BYTES = 4 << 20  # float64 bytes converted at a time (half that for float32 sources); small: RSS
 WRITE_QUEUE = 3  # encoded chunks waiting for the writer thread
-PREFETCH = 1  # source tensors read (and folded) ahead of the one being encoded
+PREFETCH = 8  # source tensors read (and folded) ahead of the one being encoded
 PREFETCH_ALONE_BYTES = 128 << 20  # no read-ahead while encoding a larger tensor (the embedding): peak RSS
 
 
@@ -188,10 +189,9 @@ class _OpenFile:
         """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
         ``name``; the writer thread writes it at its offset."""
         slot = self.slots[name]
-        data = quant.encode(rows, slot.ggml_type, self.threads)
-        buf = memoryview(np.ascontiguousarray(data)).cast("B")
-        self.io.submit(self.handle, self.data_start + slot.offset + slot.written, buf, slot.hasher)
-        slot.written += buf.nbytes
+        encoded = quant.encode_later(rows, slot.ggml_type, self.threads)
+        self.io.submit(self.handle, self.data_start + slot.offset + slot.written, encoded, slot.hasher)
+        slot.written += quant.nbytes(rows.shape, slot.ggml_type)
 
     def finish(self, inventory) -> TextResult:
         records = []
@@ -228,6 +228,12 @@ def write_text_ggufs(
     ``tensors``; K-quants are encoded on ``threads`` threads (0: one per CPU). Non-text tensors
     (``visual.*``) and a tied ``lm_head.weight`` are skipped; anything else unknown, a wrong shape, or a
     missing tensor raises ``ExportError``."""
+    uses_ggml = any(qt.method is quant.Method.LLAMA for qt, _ in outputs.values())
+    with ggml_kernels.torch_single_threaded(uses_ggml):
+        return _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads)
+
+
+def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads):
     inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
@@ -281,15 +287,15 @@ def _stream_rows(tensor, spec: names.TextTensor, files) -> None:
     import torch
 
     wide = tensor.dtype == torch.float64 or not tensor.dtype.is_floating_point
-    dtype = torch.float64 if wide else torch.float32
+    convert = bf16.to_float64 if wide else bf16.to_float32
     if len(spec.shape) == 1:
-        values = tensor.detach().to(dtype).numpy()
+        values = convert(tensor)
         for f in files:
             f.put(spec.gguf_name, values)
         return
     rows_per_chunk = max(1, CHUNK_BYTES // (8 * spec.shape[1]))
     for start in range(0, spec.shape[0], rows_per_chunk):
-        values = tensor[start : start + rows_per_chunk].detach().to(dtype).numpy()
+        values = convert(tensor[start : start + rows_per_chunk])
         for f in files:
             f.put(spec.gguf_name, values)
 
