@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 
 import numpy as np
 
 
 class OrderedWriter:
-    """One background thread that writes encoded chunks and updates their hashes, in submission order.
-    Chunks arrive as futures, so encoding may still run elsewhere (ggml's pool) when they are queued;
-    the writer waits for each in turn.
+    """One background thread that runs write jobs in submission order: encoded chunks (with their
+    hashes) and plain calls such as writing a file's header. Chunks arrive as futures, so encoding may
+    still run elsewhere (ggml's pool) when they are queued; the writer waits for each in turn.
 
-    The first error is kept, later chunks are dropped, and the error is raised on the caller's thread by
-    the next ``submit`` or by ``close``. ``close`` always stops the thread (also after a caller error)."""
+    The first error is kept, later jobs are dropped, and the error is raised on the caller's thread by
+    the next ``submit`` / ``call`` or by ``close``. ``close`` always stops the thread (also after a caller
+    error)."""
 
     def __init__(self, depth: int):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -31,25 +32,30 @@ class OrderedWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 return
-            if self.error is not None:
-                continue
-            handle, position, encoded, hasher = item
-            try:
-                buf = memoryview(np.ascontiguousarray(encoded.result())).cast("B")
-                handle.seek(position)
-                handle.write(buf)
-                hasher.update(buf)
-            except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
-                self.error = err
+            if self.error is None:
+                try:
+                    job()
+                except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
+                    self.error = err
 
-    def submit(self, handle, position: int, encoded: Future, hasher) -> None:
-        """Queue the bytes ``encoded`` will hold (a future of an array) for ``handle`` at ``position``;
-        blocks while ``depth`` chunks are waiting."""
+    def submit(self, write: Callable[[memoryview], None], encoded: Future, hasher) -> None:
+        """Queue the bytes ``encoded`` will hold (a future of an array): ``write(bytes)``, then
+        ``hasher.update(bytes)``. Blocks while ``depth`` jobs are waiting."""
+
+        def job() -> None:
+            buf = memoryview(np.ascontiguousarray(encoded.result())).cast("B")
+            write(buf)
+            hasher.update(buf)
+
+        self.call(job)
+
+    def call(self, job: Callable[[], None]) -> None:
+        """Queue ``job()`` after everything submitted so far."""
         self._raise()
-        self._queue.put((handle, position, encoded, hasher))
+        self._queue.put(job)
 
     def close(self, check: bool = True) -> None:
         """Wait until every submitted chunk is written; raise the writer's error if ``check``."""

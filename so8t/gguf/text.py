@@ -11,9 +11,11 @@ memory is about two source tensors (the one being encoded and the one read ahead
 over ``PREFETCH_ALONE_BYTES``, the embedding, is held) plus a few ``CHUNK_BYTES`` chunks per file, never
 the float64 copy of the embedding.
 
-Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds) the
-next source tensor (``Prefetch``), the main thread converts and encodes, and one writer thread
-(``OrderedWriter``) writes each encoded chunk at its offset and feeds the per-tensor sha256, in submission order.
+Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds)
+the next source tensors (``Prefetch``), the main thread converts chunks and encodes float and numpy block
+types itself while K-quant chunks become jobs on ggml's quantizer pool (``quant.encode_later``), and one
+writer thread (``OrderedWriter``) first writes each file's header (serializing the tokenizer metadata),
+then each encoded chunk at its offset, feeding the per-tensor sha256, in submission order.
 An exception on any thread surfaces in the caller. Tensors that were not folded (bf16/f16/f32 source) are
 converted to float32, which is exact; every encoder rounds float32 and float64 inputs identically when the
 float64 value is a float32 (``quant.encode``), so only folded (float64) tensors pay for float64.
@@ -25,6 +27,7 @@ tensors llama.cpp expects (tied embeddings: no ``output.weight``). Norms and bia
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -177,20 +180,30 @@ class _OpenFile:
             self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256())
             self.result.tensor_types[t.gguf_name] = ggml_type.name
             offset += GGUFWriter.ggml_pad(size, writer.data_alignment)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        self.handle = writer.fout[0]
-        self.data_start = GGUFWriter.ggml_pad(self.handle.tell(), writer.data_alignment)
-        self.handle.truncate(self.data_start + offset)  # zero padding everywhere, data filled below
-        self.writer = writer
+        self.writer, self.data_bytes = writer, offset
+        self.handle, self.data_start = None, 0
+        # serializing the metadata (150k tokens + merges) takes ~0.5 s: the writer thread does it, first
+        io.call(self._write_header)
+
+    def _write_header(self) -> None:
+        """Header, metadata and tensor table; then the file is sized so every tensor has its place."""
+        self.writer.write_header_to_file()
+        self.writer.write_kv_data_to_file()
+        self.writer.write_ti_data_to_file()
+        self.handle = self.writer.fout[0]
+        self.data_start = GGUFWriter.ggml_pad(self.handle.tell(), self.writer.data_alignment)
+        self.handle.truncate(self.data_start + self.data_bytes)  # zero padding everywhere, data filled later
+
+    def _write_at(self, offset: int, buf: memoryview) -> None:
+        self.handle.seek(self.data_start + offset)
+        self.handle.write(buf)
 
     def put(self, name: str, rows: np.ndarray) -> None:
         """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
-        ``name``; the writer thread writes it at its offset."""
+        ``name``; the writer thread writes it at its offset once the header is written."""
         slot = self.slots[name]
         encoded = quant.encode_later(rows, slot.ggml_type, self.threads)
-        self.io.submit(self.handle, self.data_start + slot.offset + slot.written, encoded, slot.hasher)
+        self.io.submit(functools.partial(self._write_at, slot.offset + slot.written), encoded, slot.hasher)
         slot.written += quant.nbytes(rows.shape, slot.ggml_type)
 
     def finish(self, inventory) -> TextResult:
