@@ -39,7 +39,9 @@ BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (REFERENCE section 3), written o
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-NUMPY_2D_TYPE = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0}
+UNIFORM_2D_TYPE = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0}
+#: llama.cpp's Q4_0 (REFERENCE section 4): the output matrix (the embedding, when tied) stays at Q6_K
+Q4_0_OUTPUT_TYPE = T.Q6_K
 K_TYPES = {T.Q4_K: 4, T.Q5_K: 5, T.Q6_K: 6}  # bits per weight of the K-quant grids
 
 
@@ -255,10 +257,13 @@ def test_tensor_inventory(tables, quant, source_checkpoint):
         suffix = t.name.split(".", 2)[-1] if t.name.startswith("blk.") else t.name
         want = per_block.get(suffix) or shapes[t.name]
         assert list(t.dims) == want, t.name
+        output = t.name == "output.weight" or (t.name == "token_embd.weight" and "output.weight" not in expected)
         if len(want) == 1:
             assert t.ggml_type == T.F32, t.name
-        elif quant in NUMPY_2D_TYPE:
-            assert t.ggml_type == NUMPY_2D_TYPE[quant], t.name
+        elif quant in UNIFORM_2D_TYPE:
+            assert t.ggml_type == UNIFORM_2D_TYPE[quant], t.name
+        elif quant == "Q4_0":
+            assert t.ggml_type == (Q4_0_OUTPUT_TYPE if output else T.Q4_0), t.name
         else:
             assert t.ggml_type in K_TYPES, f"{t.name}: {T(t.ggml_type).name} in a K-quant file"
 

@@ -1,9 +1,9 @@
 """``SO8TToGGUFConverter``: an SO8T checkpoint -> text GGUF(s) + mmproj + sidecar(s) for llama.cpp.
 
 One export reads and folds the checkpoint once (``so8t.fold.iter_folded_tensors``) and writes every
-requested type in that single pass (``text.write_text_ggufs``): float and 32-block types with numpy,
-K-quant types with llama.cpp's per-tensor mix encoded by ggml's kernels (``quant``). No intermediate
-file is written.
+requested type in that single pass (``text.write_text_ggufs``): float types rounded here, block types
+(Q8_0, Q4_0, K-quants) with llama.cpp's per-tensor mix encoded by ggml's kernels (``quant``). No
+intermediate file is written.
 
 Outputs (all written atomically: an exception or Ctrl-C leaves none of them behind):
 

@@ -1,19 +1,17 @@
 """Quantization types of the text GGUF: one registry, two methods.
 
-* ``numpy`` types (F32, F16, BF16, Q8_0, Q4_0) are encoded tensor by tensor here, with gguf-py's block
-  encoders (Q8_0 is bit-exact with llama.cpp). Float types are rounded *once* from the float64 fold
+* ``float`` types (F32, F16, BF16) are rounded here, tensor by tensor, *once* from the float64 fold
   (F16 by numpy's direct double->half conversion, or torch's equal one from float32 for tensors that
   were not folded; BF16 by round-to-odd to float32 then round-to-nearest-even, which equals a single
-  rounding); block types quantize the float32 rounding of the fold, which is what llama.cpp's own
-  quantizer consumes.
-* ``llama`` types (Q6_K and the K-quant mixes): llama.cpp chooses the per-tensor mix (e.g. Q4_K_M keeps
-  some tensors at Q6_K; ``llama_mix``) and ggml's own kernels encode each tensor in the same pass
-  (``ggml_kernels``), from the float32 rounding of the fold: the bytes ``llama_model_quantize`` would
-  write from our F32 file, without writing that file.
+  rounding).
+* ``llama`` types (Q8_0, Q4_0, Q6_K and the K-quant mixes): llama.cpp chooses the per-tensor mix
+  (``llama_mix``; e.g. Q4_0 and Q4_K_M keep the tied embedding at Q6_K) and ggml's own kernels encode
+  each tensor in the same single pass (``ggml_kernels``), from the float32 rounding of the fold: the
+  bytes ``llama_model_quantize`` writes from our F32 file, without writing that file.
 
-Norms and biases (1-D tensors) stay F32 in every type. A 2-D tensor whose row length is not a
-multiple of the block size (32 for Q8_0/Q4_0, 256 for K-quants) falls back to another type; every
-fallback is reported, never silent.
+Norms and biases (1-D tensors) stay F32 in every type. In a block type, a 2-D tensor whose row length is
+not a multiple of the block size (32 for Q8_0/Q4_0, 256 for K-quants) falls back to another type (llama.cpp's
+choice); every fallback is reported, never silent.
 
 ``GGMLQuantizationType`` is the type of one tensor; ``LlamaFileType`` (``general.file_type``) names the
 mix of a whole file. "Q8_K" is neither a file type nor usable for weights: it is llama.cpp's internal
@@ -35,7 +33,7 @@ from so8t.errors import QuantTypeError
 
 
 class Method(enum.Enum):
-    NUMPY = "numpy"  # encoded here, tensor by tensor
+    FLOAT = "float"  # rounded here, tensor by tensor
     LLAMA = "llama"  # llama.cpp's per-tensor mix, encoded by ggml's kernels
 
 
@@ -46,15 +44,8 @@ class QuantType:
     name: str
     file_type: LlamaFileType
     method: Method
-    tensor_type: GGMLQuantizationType | None = None  # numpy types: the type of 2-D tensors
-    fallback: GGMLQuantizationType | None = None  # numpy types: when rows do not fit the block
+    tensor_type: GGMLQuantizationType | None = None  # float types: the type of 2-D tensors
     description: str = ""
-
-    @property
-    def block_size(self) -> int:
-        if self.method is Method.LLAMA:
-            return 256
-        return GGML_QUANT_SIZES[self.tensor_type][0]
 
 
 _T = GGMLQuantizationType
@@ -63,11 +54,11 @@ _F = LlamaFileType
 QUANT_TYPES: dict[str, QuantType] = {
     q.name: q
     for q in (
-        QuantType("F32", _F.ALL_F32, Method.NUMPY, _T.F32, None, "float32, exact reference"),
-        QuantType("F16", _F.MOSTLY_F16, Method.NUMPY, _T.F16, None, "float16"),
-        QuantType("BF16", _F.MOSTLY_BF16, Method.NUMPY, _T.BF16, None, "bfloat16"),
-        QuantType("Q8_0", _F.MOSTLY_Q8_0, Method.NUMPY, _T.Q8_0, _T.F16, "8-bit, 32-element blocks"),
-        QuantType("Q4_0", _F.MOSTLY_Q4_0, Method.NUMPY, _T.Q4_0, _T.F16, "4-bit, 32-element blocks"),
+        QuantType("F32", _F.ALL_F32, Method.FLOAT, _T.F32, "float32, exact reference"),
+        QuantType("F16", _F.MOSTLY_F16, Method.FLOAT, _T.F16, "float16"),
+        QuantType("BF16", _F.MOSTLY_BF16, Method.FLOAT, _T.BF16, "bfloat16"),
+        QuantType("Q8_0", _F.MOSTLY_Q8_0, Method.LLAMA, description="8-bit, 32-element blocks"),
+        QuantType("Q4_0", _F.MOSTLY_Q4_0, Method.LLAMA, description="4-bit, 32-element blocks"),
         QuantType("Q6_K", _F.MOSTLY_Q6_K, Method.LLAMA, description="6-bit K-quant"),
         QuantType("Q5_K_M", _F.MOSTLY_Q5_K_M, Method.LLAMA, description="5-bit K-quant mix"),
         QuantType("Q5_K_S", _F.MOSTLY_Q5_K_S, Method.LLAMA, description="5-bit K-quant, small"),
@@ -108,17 +99,11 @@ def parse_quant_types(values: str | list[str] | tuple[str, ...]) -> list[QuantTy
     return out
 
 
-def tensor_type(qt: QuantType, shape: tuple[int, ...]) -> tuple[GGMLQuantizationType, str | None]:
-    """Type of one tensor of a ``numpy`` file, and the fallback note when the block does not fit."""
-    if qt.method is not Method.NUMPY:
-        raise ValueError(f"{qt.name} is made by llama.cpp's quantizer, not tensor by tensor")
-    if len(shape) < 2:
-        return _T.F32, None
-    block = GGML_QUANT_SIZES[qt.tensor_type][0]
-    if shape[-1] % block:
-        note = f"row length {shape[-1]} is not a multiple of {block}: {qt.fallback.name} instead of {qt.name}"
-        return qt.fallback, note
-    return qt.tensor_type, None
+def tensor_type(qt: QuantType, shape: tuple[int, ...]) -> GGMLQuantizationType:
+    """Type of one tensor of a ``float`` file: F32 for 1-D tensors (norms, biases), else the file's type."""
+    if qt.method is not Method.FLOAT:
+        raise ValueError(f"{qt.name} takes llama.cpp's per-tensor mix (so8t.gguf.llama_mix)")
+    return _T.F32 if len(shape) < 2 else qt.tensor_type
 
 
 def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
@@ -127,14 +112,12 @@ def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
     return math.prod(shape[:-1]) * (shape[-1] // block) * size
 
 
-#: Block types encoded with gguf-py's numpy encoders; every other block type goes to ggml's kernels.
-NUMPY_BLOCK_TYPES = frozenset({_T.Q8_0, _T.Q4_0})
+FLOAT_TYPES = frozenset({_T.F32, _T.F16, _T.BF16})
 
 
 def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values.
-    Float types and :data:`NUMPY_BLOCK_TYPES` are encoded here; other block types (K-quants, and the
-    32-block fallbacks of a K-quant mix) by ggml's kernels (``ggml_kernels``)."""
+    Float types are rounded here; block types are encoded by ggml's kernels (``ggml_kernels``)."""
     if ggml_type == _T.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if ggml_type == _T.F16:
@@ -143,17 +126,15 @@ def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
         return np.ascontiguousarray(values).astype(np.float16)  # numpy rounds double -> half directly
     if ggml_type == _T.BF16:
         return _to_bf16_bits(np.ascontiguousarray(values))
-    if ggml_type in NUMPY_BLOCK_TYPES:
-        return gq.quantize(np.ascontiguousarray(values, dtype=np.float32), ggml_type)
     from so8t.gguf import ggml_kernels
 
     return ggml_kernels.quantize(values, ggml_type)
 
 
 def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> Future:
-    """``encode`` as a future: types encoded by ggml run as a job on its thread pool (``threads``, 0: one
-    per CPU) while the caller goes on; the others are encoded now, on this thread."""
-    if ggml_type in (_T.F32, _T.F16, _T.BF16) or ggml_type in NUMPY_BLOCK_TYPES:
+    """``encode`` as a future: block types run as a job on ggml's quantizer pool (``threads``, 0: one per
+    CPU) while the caller goes on; float types are rounded now, on this thread."""
+    if ggml_type in FLOAT_TYPES:
         done: Future = Future()
         done.set_result(encode(values, ggml_type))
         return done

@@ -12,8 +12,8 @@ over ``PREFETCH_ALONE_BYTES``, the embedding, is held) plus a few ``CHUNK_BYTES`
 the float64 copy of the embedding.
 
 Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds)
-the next source tensors (``Prefetch``), the main thread converts chunks and encodes float and numpy block
-types itself while K-quant chunks become jobs on ggml's quantizer pool (``quant.encode_later``), and one
+the next source tensors (``Prefetch``), the main thread converts chunks and rounds the float types itself
+while chunks of block types become jobs on ggml's quantizer pool (``quant.encode_later``), and one
 writer thread (``OrderedWriter``) first writes each file's header (serializing the tokenizer metadata),
 then each encoded chunk at its offset, feeding the per-tensor sha256, in submission order.
 An exception on any thread surfaces in the caller. Tensors that were not folded (bf16/f16/f32 source) are
@@ -169,12 +169,7 @@ class _OpenFile:
         self.slots: dict[str, _Slot] = {}
         offset = 0
         for t in inventory:
-            if mix is not None:
-                ggml_type = mix.types[t.gguf_name]
-            else:
-                ggml_type, note = quant.tensor_type(qt, t.shape)
-                if note:
-                    self.result.fallbacks.append(f"{t.gguf_name}: {note}")
+            ggml_type = mix.types[t.gguf_name] if mix is not None else quant.tensor_type(qt, t.shape)
             size = quant.nbytes(t.shape, ggml_type)
             writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), size, raw_dtype=ggml_type)
             self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256())

@@ -60,16 +60,16 @@ K_MIX_TYPES = {_T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K, _T.Q8_0, _T.Q4_0, _T
 
 def expected_matrix_types(file_type_name: str, row_length: int) -> set[GGMLQuantizationType] | None:
     """Types a 2-D tensor with ``row_length`` may have in a file of ``general.file_type`` name (as in
-    ``so8t.gguf.quant.QUANT_TYPES``); None for a file type we do not export. Numpy types follow the
-    exporter's own rule (``quant.tensor_type``); K-quant mixes allow llama.cpp's choices, and a float type
-    only for rows that fit no 32-block."""
+    ``so8t.gguf.quant.QUANT_TYPES``); None for a file type we do not export. Float file types follow the
+    exporter's own rule (``quant.tensor_type``); block types (llama.cpp's mixes) allow llama.cpp's choices,
+    and a float type only for rows that fit no 32-block."""
     from so8t.gguf import quant
 
     qt = next((q for q in quant.QUANT_TYPES.values() if q.file_type.name == file_type_name), None)
     if qt is None:
         return None
-    if qt.method is quant.Method.NUMPY:
-        return {quant.tensor_type(qt, (1, row_length))[0]}
+    if qt.method is quant.Method.FLOAT:
+        return {quant.tensor_type(qt, (1, row_length))}
     return K_MIX_TYPES if row_length % 32 == 0 else {_T.F16, _T.BF16, _T.F32}
 
 
