@@ -236,7 +236,7 @@ class LlamaRuntime:
         if self.sidecar_path is None:
             return None
         if self._sidecar is None:
-            from so8t.gguf.sidecar import read_sidecar
+            from so8t.gguf.sidecar_reader import read_sidecar
 
             self._sidecar = read_sidecar(self.sidecar_path)
         head = self._sidecar.safety_head()

@@ -216,7 +216,7 @@ def test_so8t_keys_and_content_hash(tables, gguf_text, so8t_random_dir):
 
 
 def test_sidecar_links_to_its_text_file(gguf_text):
-    from so8t.gguf.sidecar import read_sidecar
+    from so8t.gguf.sidecar_reader import read_sidecar
 
     for quant, t in gguf_text.items():
         assert read_sidecar(t.sidecar).text_content_hash == t.content_hash, quant

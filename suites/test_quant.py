@@ -174,3 +174,21 @@ def test_k_quant_fallbacks_match_llama_cpp_and_are_reported(tmp_path):
     for name in fell_back:
         assert any(name in m for m in messages), (name, messages)
         assert any(name in f for f in results["Q6_K"].fallbacks), (name, results["Q6_K"].fallbacks)
+
+
+@pytest.mark.llama
+def test_ggml_kernels_refuse_what_would_abort_the_process():
+    """ggml aborts the whole process on a row that does not fit the block or a type that needs an
+    importance matrix; the wrapper refuses both with an ``ExportError`` instead, and rejects infinities."""
+    from so8t.errors import ExportError
+    from so8t.gguf import ggml_kernels
+
+    with pytest.raises(ExportError, match="72 is not a multiple of its block 256"):
+        ggml_kernels.quantize(np.zeros((2, 72), dtype=np.float32), T.Q6_K)
+    with pytest.raises(ExportError, match="importance matrix"):
+        ggml_kernels.quantize(np.zeros((2, 256), dtype=np.float32), T.IQ2_XXS)
+    rows = np.ones((2, 256), dtype=np.float32)
+    rows[1, 5] = np.inf
+    with pytest.raises(ExportError, match="rejected"):
+        ggml_kernels.quantize(rows, T.Q4_K)
+    assert ggml_kernels.quantize(np.ones((2, 256)), T.Q8_0).nbytes == 2 * 8 * 34  # float64 in: 8 blocks of 34 B

@@ -40,7 +40,7 @@ def test_safety_verdict_matches_pytorch_head(rt_f32, parity_ids, reference_eps0,
     """The sidecar head on llama.cpp's last hidden state gives the PyTorch model's safety logits within
     the hidden-state bound carried through the head: |dz| <= ||W2||_inf * 1.13 * ||W1||_inf * |dh|
     (GELU is 1.13-Lipschitz)."""
-    from so8t.gguf.sidecar import read_sidecar
+    from so8t.gguf.sidecar_reader import read_sidecar
 
     verdict = rt_f32.safety(parity_ids)
     ref = reference_eps0["safety"]

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from so8t import group
 from so8t.adapters.qwen2vl import FOLD_SITES, GATE_NAMES
 from so8t.errors import ConfigError, GGUFError, So8tError
-from so8t.gguf.sidecar import read_sidecar, write_sidecar
+from so8t.gguf.sidecar import write_sidecar
+from so8t.gguf.sidecar_reader import read_sidecar
 from suites.fixtures.gguf_extra import FIXTURE_TEXT_HASH
 
 F64_TOL = group.default_tolerance(torch.float64)  # 10 * 8 * eps64, the shared oracle's scale

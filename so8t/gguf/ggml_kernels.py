@@ -3,16 +3,18 @@
 These are the kernels ``llama_model_quantize`` runs for every tensor it converts: given the same float32
 rows and no importance matrix they produce the same bytes, because every row is quantized on its own
 (chunking and thread count cannot change the result). Calling them directly lets the exporter write
-K-quant files in its single read + fold pass, without the 4-bytes-per-weight F32 file that llama.cpp's
-quantizer would have to read back.
+Q8_0 / Q4_0 / K-quant files in its single read + fold pass, without the 4-bytes-per-weight F32 file that
+llama.cpp's quantizer would have to read back.
 
 Chunks of rows are quantized as jobs on a pool of threads (``submit``); ctypes releases the GIL for the
-duration of each call, so the jobs run in parallel while the caller prepares the next chunk. torch must run single-threaded meanwhile (``torch_single_threaded``): after each
-parallel op its idle OpenMP workers spin-wait on the cores, which halved ggml's throughput on 2 cores
-(Q6_K on a 8960x1536 tensor in 4 MiB chunks: 38 Melem/s between 2-thread torch ops, 75 with torch on one
-thread, 77 without torch). ggml *aborts the process* on a block-size mismatch or on a type that needs an
-importance matrix, so both are checked here first and raised as ``ExportError``. Every output is also
-passed through ``ggml_validate_row_data`` (non-finite scales), as llama.cpp does.
+duration of each call, so the jobs run in parallel while the caller prepares the next chunk. torch must
+run single-threaded meanwhile (``torch_single_threaded``): after each parallel op its idle OpenMP workers
+spin-wait on the cores, which halved ggml's throughput on 2 cores (Q6_K on a 8960x1536 tensor in 4 MiB
+chunks: 38 Melem/s between 2-thread torch ops, 75 with torch on one thread, 77 without torch).
+
+ggml *aborts the process* on a block-size mismatch or on a type that needs an importance matrix, so both
+are checked here first and raised as ``ExportError``. Every output is also passed through
+``ggml_validate_row_data`` (non-finite scales), as llama.cpp does.
 """
 
 from __future__ import annotations

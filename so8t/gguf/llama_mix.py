@@ -1,7 +1,8 @@
-"""llama.cpp's quantizer: the per-tensor type mix of a K-quant file type, and whole-file quantization.
+"""llama.cpp's quantizer: the per-tensor type mix of a block file type, and whole-file quantization.
 
 ``llama_model_quantize`` picks each tensor's type (Q4_K_M keeps some ``attn_v`` / ``ffn_down`` layers and
-the embedding at Q6_K, a row that fits no 256-block falls back to a 32-block type, ...). Those rules
+the embedding at Q6_K, Q4_0 the tied embedding, a row that fits no 256-block falls back to a 32-block
+type, ...). Those rules
 belong to llama.cpp, so so8t asks llama.cpp instead of restating them: ``llama_mix`` quantizes a *proxy*
 GGUF and reads the types back. The rules (llama-quant.cpp: ``tensor_allows_quantization``,
 ``llama_tensor_get_type``, ``tensor_type_fallback``) look at the tensor's name, its row length

@@ -2,7 +2,7 @@
 
 The text GGUF has the gates folded into its weights and may hold no extra tensor (llama.cpp refuses
 unknown tensors), so everything SO8T-specific that a reader may want back lives here. llama.cpp does not
-run this file (``general.architecture = "so8t"``); :func:`read_sidecar` and the validator do.
+run this file (``general.architecture = "so8t"``); ``so8t.gguf.sidecar_reader`` and the validator do.
 
 Tensors (names as in the SO8T gates file, so one spelling serves both):
 
@@ -21,19 +21,17 @@ Metadata: ``so8t.format_version`` (of this sidecar layout), ``so8t.checkpoint_ve
 ``so8t.text_content_hash`` (the text GGUF's ``so8t.content_hash``: the link), ``so8t.source_model``,
 ``so8t.source_sha256`` (same names as the text file's keys).
 
-Note [no group check on read]: :func:`read_sidecar` refuses a malformed file (wrong architecture, missing
-or misshapen tensors, bad keys) with ``GGUFError`` but loads rotations that are not in SO(8): judging
-them is the validator's job, and :meth:`Sidecar.non_rotations` exposes them through ``so8t.group.in_so8``.
+Note [no group check on read]: ``sidecar_reader.read_sidecar`` refuses a malformed file (wrong
+architecture, missing or misshapen tensors, bad keys) with ``GGUFError`` but loads rotations that are
+not in SO(8): judging them is the validator's job, and ``Sidecar.non_rotations`` exposes them through
+``so8t.group.in_so8``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from so8t.errors import GGUFError, So8tError
+from so8t.errors import So8tError
 from so8t.io import atomic_path
 
 ARCHITECTURE = "so8t"
@@ -115,221 +113,3 @@ def write_sidecar(
         finally:
             writer.close()
     return out_path
-
-
-@dataclass
-class SafetyVerdict:
-    """Result of the safety head on one hidden state."""
-
-    label: str
-    probabilities: dict[str, float]
-    logits: np.ndarray
-
-
-@dataclass
-class SidecarSafetyHead:
-    """The safety head rebuilt from a sidecar: ``gelu(h @ W0.T + b0) @ W2.T + b2`` (row vectors).
-
-    Input: final-norm hidden states, the ones llama.cpp returns in embedding mode for the last token,
-    as numpy or torch, shape ``[hidden]`` or ``[batch, hidden]``. Computed in float64.
-    """
-
-    weights: dict[str, np.ndarray]
-    classes: tuple[str, ...]
-
-    def logits(self, hidden) -> np.ndarray:
-        import torch
-
-        h = torch.as_tensor(np.asarray(hidden.detach().cpu() if hasattr(hidden, "detach") else hidden))
-        h = h.to(torch.float64)
-        w = {k: torch.from_numpy(v).to(torch.float64) for k, v in self.weights.items()}
-        if h.shape[-1] != w["0.weight"].shape[1]:
-            raise So8tError(
-                f"hidden state has size {h.shape[-1]}, the safety head expects {w['0.weight'].shape[1]}"
-            )
-        z = torch.nn.functional.gelu(h @ w["0.weight"].T + w["0.bias"])
-        return (z @ w["2.weight"].T + w["2.bias"]).numpy()
-
-    def verdict(self, hidden) -> SafetyVerdict:
-        """Verdict for one hidden state ``[hidden]``."""
-        logits = self.logits(hidden).reshape(-1)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        return SafetyVerdict(
-            label=self.classes[int(np.argmax(logits))],
-            probabilities={c: float(v) for c, v in zip(self.classes, p)},
-            logits=logits,
-        )
-
-
-@dataclass
-class Sidecar:
-    """A loaded sidecar. Arrays are copies (the file is closed); keys are ``(layer, gate)``."""
-
-    path: Path
-    metadata: dict[str, object]
-    generators: dict[tuple[int, str], np.ndarray]
-    rotations: dict[tuple[int, str], np.ndarray]
-    safety_weights: dict[str, np.ndarray] | None
-    gate_sites: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def text_content_hash(self) -> str:
-        return str(self.metadata["so8t.text_content_hash"])
-
-    @property
-    def rotation_map(self) -> str:
-        return str(self.metadata["so8t.map"])
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.metadata["so8t.block_count"])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.metadata["so8t.embedding_length"])
-
-    @property
-    def gates(self) -> tuple[str, ...]:
-        return tuple(self.metadata["so8t.gates"])
-
-    @property
-    def safety_classes(self) -> tuple[str, ...]:
-        return tuple(self.metadata["so8t.safety_classes"])
-
-    def site_rotation(self, layer: int, site: str) -> np.ndarray:
-        """Effective per-block rotation of a site: its gates multiplied in order (row vectors)."""
-        result = None
-        for gate in self.gate_sites[site]:
-            r = self.rotations[(layer, gate)]
-            result = r if result is None else result @ r
-        return result
-
-    def non_rotations(self, tol: float | None = None) -> list[tuple[int, str, float, float]]:
-        """``(layer, gate, max|R^T R - I|, max|det R - 1|)`` for every stored rotation not in SO(8)."""
-        import torch
-
-        from so8t import group
-
-        bad = []
-        for (layer, gate), r in sorted(self.rotations.items()):
-            t = torch.from_numpy(r)
-            if not group.in_so8(t, tol=tol):
-                orth, det = group.so8_defect(t) if torch.isfinite(t).all() else (float("nan"), float("nan"))
-                bad.append((layer, gate, orth, det))
-        return bad
-
-    def safety_head(self) -> SidecarSafetyHead | None:
-        if self.safety_weights is None:
-            return None
-        return SidecarSafetyHead(self.safety_weights, self.safety_classes)
-
-
-# ---------------------------------------------------------------- reading
-
-
-def _field_value(reader, key: str, path: Path):
-    fld = reader.get_field(key)
-    if fld is None:
-        raise GGUFError(f"sidecar metadata key {key!r} is missing", path=path)
-    return fld.contents()  # a list for arrays
-
-
-_REQUIRED_KEYS = (
-    "general.architecture",
-    "so8t.format_version",
-    "so8t.rotation_dim",
-    "so8t.group",
-    "so8t.map",
-    "so8t.block_count",
-    "so8t.embedding_length",
-    "so8t.gates",
-    "so8t.gate_sites",
-    "so8t.safety_head",
-    "so8t.safety_classes",
-    "so8t.text_content_hash",
-)
-
-
-def read_sidecar(path: str | Path) -> Sidecar:
-    """Load and check a sidecar GGUF; ``GGUFError`` names the problem when the file is malformed."""
-    from gguf import GGMLQuantizationType, GGUFReader
-
-    path = Path(path)
-    if not path.is_file():
-        raise GGUFError("sidecar file not found", path=path)
-    try:
-        reader = GGUFReader(path)
-    except Exception as err:  # gguf-py raises ValueError/struct.error/IndexError on bad or truncated files
-        raise GGUFError(f"not a readable GGUF file: {err}", path=path) from err
-    meta = {key: _field_value(reader, key, path) for key in _REQUIRED_KEYS}
-    for key in reader.fields:
-        if key.startswith(("so8t.", "general.")) and key not in meta:
-            meta[key] = _field_value(reader, key, path)
-    if meta["general.architecture"] != ARCHITECTURE:
-        raise GGUFError(
-            f"general.architecture is {meta['general.architecture']!r}, expected 'so8t'", path=path
-        )
-    if int(meta["so8t.format_version"]) != SIDECAR_VERSION:
-        raise GGUFError(f"unsupported sidecar format version {meta['so8t.format_version']}", path=path)
-    if int(meta["so8t.rotation_dim"]) != 8:
-        raise GGUFError(f"so8t.rotation_dim is {meta['so8t.rotation_dim']}, SO8T means 8", path=path)
-    hidden, layers = int(meta["so8t.embedding_length"]), int(meta["so8t.block_count"])
-    if hidden <= 0 or hidden % 8 or layers <= 0:
-        raise GGUFError(f"bad sizes: embedding_length {hidden}, block_count {layers}", path=path)
-    gates = tuple(meta["so8t.gates"])
-    sites = {
-        site: tuple(_field_value(reader, f"so8t.gate_sites.{site}", path)) for site in meta["so8t.gate_sites"]
-    }
-    for site, site_gates in sites.items():
-        if not site_gates or set(site_gates) - set(gates):
-            raise GGUFError(f"gate site {site!r} lists unknown gates {site_gates}", path=path)
-
-    tensors = {t.name: t for t in reader.tensors}
-    n = hidden // 8
-    expected: dict[str, tuple[tuple[int, ...], GGMLQuantizationType]] = {}
-    for layer in range(layers):
-        for gate in gates:
-            expected[generators_name(layer, gate)] = ((n, 28), GGMLQuantizationType.F32)
-            expected[rotation_name(layer, gate)] = ((n, 8, 8), GGMLQuantizationType.F64)
-    has_head = bool(meta["so8t.safety_head"])
-    if has_head:
-        n_classes = len(meta["so8t.safety_classes"])
-        shapes = {
-            "0.weight": (hidden, hidden),
-            "0.bias": (hidden,),
-            "2.weight": (n_classes, hidden),
-            "2.bias": (n_classes,),
-        }
-        for suffix, shape in shapes.items():
-            expected[SAFETY_PREFIX + suffix] = (shape, GGMLQuantizationType.F32)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing:
-        raise GGUFError(
-            f"sidecar tensors missing: {missing[:4]}{' ...' if len(missing) > 4 else ''}", path=path
-        )
-    if extra:
-        raise GGUFError(
-            f"unexpected sidecar tensors: {extra[:4]}{' ...' if len(extra) > 4 else ''}", path=path
-        )
-
-    arrays = {}
-    for name, (shape, qtype) in expected.items():
-        t = tensors[name]
-        if t.tensor_type != qtype:
-            raise GGUFError(f"tensor {name} is {t.tensor_type.name}, expected {qtype.name}", path=path)
-        data = np.array(t.data, copy=True)
-        if data.shape != shape:
-            raise GGUFError(f"tensor {name} has shape {data.shape}, expected {shape}", path=path)
-        arrays[name] = data
-    del reader, tensors
-
-    return Sidecar(
-        path=path,
-        metadata=meta,
-        generators={(i, g): arrays[generators_name(i, g)] for i in range(layers) for g in gates},
-        rotations={(i, g): arrays[rotation_name(i, g)] for i in range(layers) for g in gates},
-        safety_weights={s: arrays[SAFETY_PREFIX + s] for s in SAFETY_TENSORS} if has_head else None,
-        gate_sites=sites,
-    )

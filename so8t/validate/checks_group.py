@@ -22,7 +22,7 @@ def sidecar_readable(ctx: Context):
     if ctx.sidecar_path is None:
         return skipped("no sidecar given or found next to the GGUF (<stem>.so8t.gguf)")
     from so8t.errors import So8tError
-    from so8t.gguf.sidecar import read_sidecar
+    from so8t.gguf.sidecar_reader import read_sidecar
 
     try:
         ctx.sidecar = read_sidecar(ctx.sidecar_path)

@@ -1,4 +1,4 @@
-"""Metadata checks of the text GGUF (and the mmproj's header), against what llama.cpp needs.
+"""Metadata checks of the text GGUF, against what llama.cpp needs (the mmproj's: ``checks_mmproj``).
 
 llama.cpp's ``qwen2vl`` loader reads its hyper-parameters with exact GGUF types (UINT32 sizes, FLOAT32
 epsilon and rope base, ``rope.dimension_sections`` as an INT32 array of 4) and refuses a file whose
@@ -281,43 +281,3 @@ def checkpoint_consistency(ctx: Context):
             raise CheckFailed(f"{key} differs from the checkpoint's tokenizer{where}")
     return passed(f"{len(expected) + len(tok_expected)} keys equal the checkpoint's config and tokenizer",
                   measured=len(expected) + len(tok_expected))
-
-
-# -------------------------------------------------------------------------------------- mmproj
-
-#: ``clip.vision.*`` keys llama.cpp's multimodal loader reads for qwen2vl_merger: key -> GGUF types.
-MMPROJ_KEYS: dict[str, list[GGUFValueType]] = {
-    "clip.projector_type": [_STR],
-    "clip.has_vision_encoder": [_BOOL],
-    "clip.vision.image_size": [_U32],
-    "clip.vision.patch_size": [_U32],
-    "clip.vision.embedding_length": [_U32],
-    "clip.vision.feed_forward_length": [_U32],
-    "clip.vision.projection_dim": [_U32],
-    "clip.vision.block_count": [_U32],
-    "clip.vision.attention.head_count": [_U32],
-    "clip.vision.attention.layer_norm_epsilon": [_F32],
-    "clip.vision.image_mean": [_ARR, _F32],
-    "clip.vision.image_std": [_ARR, _F32],
-}
-
-
-@check("metadata.mmproj", "metadata", requires=("file.mmproj_readable", "metadata.hparams"))
-def mmproj_metadata(ctx: Context):
-    from so8t.gguf import vision_names
-
-    mm = Context(ctx.mmproj_path)
-    mm.reader = ctx.mmproj_reader
-    arch = typed_value(mm, "general.architecture", [_STR])
-    expect(arch == vision_names.ARCHITECTURE, f"mmproj general.architecture is {arch!r}, expected 'clip'")
-    values = {key: typed_value(mm, key, types) for key, types in MMPROJ_KEYS.items()}
-    expect(values["clip.projector_type"] == vision_names.PROJECTOR_TYPE,
-           f"clip.projector_type {values['clip.projector_type']!r}, expected {vision_names.PROJECTOR_TYPE!r}")
-    expect(values["clip.has_vision_encoder"] is True, "clip.has_vision_encoder is false")
-    hidden = hparams(ctx)["embedding_length"]
-    proj = values["clip.vision.projection_dim"]
-    expect(proj == hidden, f"mmproj projection_dim {proj} != text embedding_length {hidden}: llama.cpp refuses the "
-           "pair", measured=proj, bound=hidden)
-    expect(len(values["clip.vision.image_mean"]) == 3 and len(values["clip.vision.image_std"]) == 3,
-           "image_mean / image_std need 3 channels")
-    return passed(f"clip / qwen2vl_merger, projection {proj} = text hidden", measured=proj, bound=hidden)

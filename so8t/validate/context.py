@@ -83,7 +83,7 @@ class Context:
     mmproj_path: Path | None = None
     run_runtime: bool = True
     reader: Any = None  # gguf.GGUFReader of the text file, once file.readable passed
-    sidecar: Any = None  # so8t.gguf.sidecar.Sidecar, once file.sidecar_readable passed
+    sidecar: Any = None  # so8t.gguf.sidecar_reader.Sidecar, once file.sidecar_readable passed
     mmproj_reader: Any = None
     cache: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
