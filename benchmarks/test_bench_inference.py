@@ -9,7 +9,9 @@ the *unrotated* model (the source checkpoint, i.e. identity gates) exported to t
 Both files have identical shapes and types, so folding must cost nothing at run time. The rounds run
 ref, ours, ref, ours, ..., ref: every round of ours sits between two reference rounds, and its *paired
 ratio* is ours / the mean of those two neighbours, which cancels the slow drift of a shared machine
-(a ratio of two medians does not: +-3% swings between identical files were seen that way).
+(a ratio of two medians does not: +-3% swings between identical files were seen that way). Each round
+loads its model alone (and warms it up, untimed): with both models loaded at once, whichever was loaded
+first generated ~5% slower, in either order (Q4_0, full size), which biased the ratio.
 ``gen_tps_ratio`` = median paired ratio of generation tokens/s (target >= 0.98), likewise
 ``prompt_tps_ratio``; the medians of both sides are recorded too. The SO8T file has seeded random
 gates, so its weights really are rotated.
@@ -46,6 +48,14 @@ def export_pair(bench, so8t_random, out, quant: str) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def checkpoint_vocab(checkpoint: Path) -> int:
+    import json
+
+    from so8t.gguf.text import TextHParams
+
+    return TextHParams.from_config(json.loads((checkpoint / "config.json").read_text())).vocab_size
+
+
 def prompt_ids(vocab_size: int) -> list[int]:
     rng = np.random.default_rng(PROMPT_SEED)
     return rng.integers(0, min(vocab_size, 151643), N_PROMPT).tolist()  # ordinary tokens only
@@ -68,6 +78,13 @@ def generate(runtime, ids: list[int]) -> dict[str, float]:
     }
 
 
+def measure_alone(path: Path, threads: int, ids: list[int]) -> dict[str, float]:
+    """Load ``path`` with no other model loaded, warm it up, measure one round, close it."""
+    with load(path, threads) as runtime:
+        generate(runtime, ids)
+        return generate(runtime, ids)
+
+
 def paired_ratio(ours: list[dict], ref: list[dict], key: str, median) -> float:
     """Median over rounds i of ``ours[i][key]`` / the mean of ``ref[i][key]`` and ``ref[i + 1][key]`` (the
     reference rounds just before and just after it)."""
@@ -81,20 +98,27 @@ def test_inference(benchmark, bench, bench_model, tools, so8t_random, scratch, q
     ours_rounds: list[dict] = []
     ref_rounds: list[dict] = []
     rss = tools.PeakRSS()
-    with load(ours_path, bench.threads) as ours, load(ref_path, bench.threads) as ref:
-        ids = prompt_ids(ours.n_vocab)
-        generate(ours, ids), generate(ref, ids)  # untimed warm-up: page in the weights of both files
+    ids = prompt_ids(checkpoint_vocab(so8t_random))
+    held: list = []  # the loaded SO8T model of the current round
 
-        def setup():
-            ref_rounds.append(generate(ref, ids))
+    def setup():
+        while held:
+            held.pop().close()
+        ref_rounds.append(measure_alone(ref_path, bench.threads, ids))
+        held.append(load(ours_path, bench.threads))
+        generate(held[0], ids)  # untimed warm-up: pages in the weights
 
-        def run():
-            with rss:
-                ours_rounds.append(generate(ours, ids))
+    def run():
+        with rss:
+            ours_rounds.append(generate(held[0], ids))
 
-        rounds = max(bench.rounds, 5) if bench.model == "embedded" else bench.rounds
+    rounds = max(bench.rounds, 5) if bench.model == "embedded" else bench.rounds
+    try:
         benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
-        setup()  # the reference round after the last round of ours
+    finally:
+        while held:
+            held.pop().close()
+    ref_rounds.append(measure_alone(ref_path, bench.threads, ids))  # the reference round after the last
 
     for perf in ours_rounds + ref_rounds:  # every round did exactly the workload asked for
         assert perf["prompt_tokens"] == N_PROMPT and perf["generated"] == N_GEN, perf

@@ -30,21 +30,10 @@ from so8t.errors import ExportError
 #: RSS of quantizing the 2B replica under 1 GB instead of 1.6-2.4 GB, with byte-identical output.
 QUANTIZE_BUFFER_BYTES = 256 << 20
 
-#: K-quant grids; anything else a mix chooses for a matrix is reported as a fallback.
-K_TYPES = frozenset(
-    {
-        GGMLQuantizationType.Q2_K,
-        GGMLQuantizationType.Q3_K,
-        GGMLQuantizationType.Q4_K,
-        GGMLQuantizationType.Q5_K,
-        GGMLQuantizationType.Q6_K,
-    }
-)
-
-
 @dataclass(frozen=True)
 class Mix:
-    """Types llama.cpp chose for one file type: gguf tensor name -> type, plus its fallback notes."""
+    """Types llama.cpp chose for one file type: gguf tensor name -> type, plus the fallbacks it logged
+    (one line per tensor whose row length fits no block of the intended type, naming the tensor)."""
 
     types: dict[str, GGMLQuantizationType]
     fallbacks: tuple[str, ...]
@@ -73,12 +62,7 @@ def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl
         raise ExportError(
             f"llama.cpp's quantizer returned other tensors than it was given for {file_type.name}"
         )
-    notes = [
-        f"{name}: {t.name} (not a K-quant)"
-        for name, t in types.items()
-        if t not in K_TYPES and t != GGMLQuantizationType.F32 and not any(name in m for m in messages)
-    ]
-    return Mix(types, tuple(messages + notes))
+    return Mix(types, tuple(messages))
 
 
 def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: int = 0) -> list[str]:
