@@ -7,9 +7,10 @@ fold runs once per export however many types are asked for. Files are laid out b
 arrives: the tensor inventory and every shape follow from the config (``names.text_inventory``), so
 header, metadata and tensor table are written first and each tensor's bytes go to their precomputed
 offset, in whatever order the stream yields them. Large tensors are converted in row chunks, so peak
-memory is the tensor being encoded plus up to ``PREFETCH`` read ahead (none while a tensor over
-``PREFETCH_ALONE_BYTES``, the embedding, is held; in practice a layer's worth, under 300 MB for the 2B
-model) plus a few ``CHUNK_BYTES`` chunks per file, never the float64 copy of the embedding.
+memory is the tensor being encoded plus up to ``PREFETCH`` (``PREFETCH_GGML`` with block types) read
+ahead (none while a tensor over ``PREFETCH_ALONE_BYTES``, the embedding, is held; with block types in
+practice a layer's worth, under 300 MB for the 2B model) plus a few ``CHUNK_BYTES`` chunks per file, never
+the float64 copy of the embedding.
 
 Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds)
 the next source tensors (``Prefetch``), the main thread converts chunks and rounds the float types itself
@@ -46,8 +47,10 @@ from so8t.gguf.tokenizer import TokenizerMeta
 ARCH = "qwen2vl"
 CHUNK_BYTES = 4 << 20  # float64 bytes converted at a time (half that for float32 sources); small: RSS
 WRITE_QUEUE = 3  # encoded chunks waiting for the writer thread
-PREFETCH = 8  # source tensors read (and folded) ahead: a layer has 12, so the fold of down_proj never
-# stalls a quantizer-bound pass (full-size Q6_K: 25.4 -> 24.3 s; peak RSS +100 MB)
+PREFETCH = 1  # source tensors read (and folded) ahead of the one being encoded
+PREFETCH_GGML = 8  # ... when block types are encoded: a layer has 12 tensors, so the fold of down_proj never
+# stalls the quantizer-bound pass (full-size Q6_K: 25.4 -> 24.3 s, peak RSS +100 MB); float-only passes
+# keep 1, which holds the F16 + mmproj export under 1 GB
 PREFETCH_ALONE_BYTES = 128 << 20  # no read-ahead while encoding a larger tensor (the embedding): peak RSS
 
 
@@ -247,7 +250,9 @@ def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_nam
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
     # the reader thread starts now: the first tensors are read while the headers are written
-    stream = Prefetch(tensors, PREFETCH, _item_nbytes, PREFETCH_ALONE_BYTES)
+    uses_ggml = any(qt.method is quant.Method.LLAMA for qt, _ in outputs.values())
+    depth = PREFETCH_GGML if uses_ggml else PREFETCH
+    stream = Prefetch(tensors, depth, _item_nbytes, PREFETCH_ALONE_BYTES)
     io: OrderedWriter | None = None
     try:
         io = OrderedWriter(WRITE_QUEUE)
