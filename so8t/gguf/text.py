@@ -242,16 +242,17 @@ def write_text_ggufs(
     missing tensor raises ``ExportError``."""
     uses_ggml = any(qt.method is quant.Method.LLAMA for qt, _ in outputs.values())
     with ggml_kernels.torch_single_threaded(uses_ggml):
-        return _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads)
+        depth = PREFETCH_GGML if uses_ggml else PREFETCH
+        return _write_text_ggufs(
+            tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth
+        )
 
 
-def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads):
+def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth):
     inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
     # the reader thread starts now: the first tensors are read while the headers are written
-    uses_ggml = any(qt.method is quant.Method.LLAMA for qt, _ in outputs.values())
-    depth = PREFETCH_GGML if uses_ggml else PREFETCH
     stream = Prefetch(tensors, depth, _item_nbytes, PREFETCH_ALONE_BYTES)
     io: OrderedWriter | None = None
     try:
