@@ -54,6 +54,10 @@ FOLD_SITES: tuple[FoldSite, ...] = (
     ),
 )
 
+#: Canonical names of the text model's global tensors.
+EMBED_TOKENS, FINAL_NORM = names.TEXT_GLOBAL
+LM_HEAD = names.LM_HEAD
+
 #: Every gate of a decoder layer, in the order they are stored.
 GATE_NAMES: tuple[str, ...] = tuple(gate for site in FOLD_SITES for gate in site.gates)
 
@@ -61,6 +65,17 @@ _SITE_PATTERNS = tuple(
     (site, re.compile(re.escape(site.tensor).replace(r"\{layer\}", r"(\d+)") + r"\.(weight|bias)$"))
     for site in FOLD_SITES
 )
+
+
+def text_layer_tensor(layer: int, suffix: str) -> str:
+    """Canonical name of a decoder layer's tensor or module: ``suffix`` as in ``names.TEXT_LAYER_SUFFIXES``
+    (``"self_attn.q_proj.weight"``) or a module path inside the layer (``"mlp.down_proj"``)."""
+    return f"model.layers.{layer}.{suffix}"
+
+
+def site_named(name: str) -> FoldSite:
+    """The gate site called ``name`` (``"attention_output"`` or ``"mlp_output"``)."""
+    return next(site for site in FOLD_SITES if site.name == name)
 
 
 def to_memory_name(canonical: str) -> str:
