@@ -42,7 +42,7 @@ def test_documented_command_gates_a_checkpoint_outside_the_repository(how, tmp_p
     else:
         cmd = [sys.executable, "-m", "pytest", "--so8t-model", str(model), *select.split()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"so8t gate checkpoint: {model}" in done.stdout
     assert "1 passed" in done.stdout
