@@ -35,6 +35,7 @@ def reference_model(checkpoint):
 INPUTS = ("text_inputs", "vision_inputs")
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")
 def test_identity_conversion_computes_the_source_model(source_checkpoint, so8t_identity_dir, request):
     inputs = {name: request.getfixturevalue(name) for name in INPUTS}
     with torch.no_grad():  # one model in memory at a time (a full-size --so8t-model run)

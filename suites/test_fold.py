@@ -116,6 +116,7 @@ def _wrong_tensors(so8t_dir, wrong_fold):
         yield name, tensor
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")
 def test_folded_plain_model_matches_so8t_model(so8t_random_dir, so8t_logits, request):
     folded = _plain_logits(iter_folded_tensors(so8t_random_dir), so8t_random_dir, request)
     for name in INPUTS:
@@ -123,6 +124,7 @@ def test_folded_plain_model_matches_so8t_model(so8t_random_dir, so8t_logits, req
         assert relative_error(folded[name], so8t_logits[name]) <= LOGIT_RTOL, name
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")
 def test_random_gates_change_the_model(so8t_random_dir, so8t_logits, request):
     """Guard against a vacuous pass: random gates must move logits far beyond the fold bound."""
     source = load_plain_qwen2vl(so8t_random_dir)  # the source weights, gates ignored
@@ -141,6 +143,7 @@ def _r_at_w(w, r):
     return group.apply_blocks(w.T, group.inverse(r)).T
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")
 @pytest.mark.parametrize("wrong_fold", [_w_at_r, _r_at_w], ids=["W@R", "R@W (missing transpose)"])
 def test_wrong_side_fold_fails_the_comparison(so8t_random_dir, so8t_logits, request, wrong_fold):
     wrong = _plain_logits(

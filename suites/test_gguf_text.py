@@ -269,6 +269,7 @@ def test_tensor_inventory(tables, quant, source_checkpoint):
             assert t.ggml_type in K_TYPES, f"{t.name}: {T(t.ggml_type).name} in a K-quant file"
 
 
+@pytest.mark.whole_model(copies=1, dtype="float64")
 @pytest.mark.parametrize("quant", ALL_TYPES)
 def test_round_trip_within_block_format_bound(tables, gguf_text, folded_text, quant, source_checkpoint):
     to_gguf = _hub_to_gguf(_config(source_checkpoint))

@@ -1,13 +1,19 @@
-"""llama.cpp computes what the PyTorch SO8T model computes: logits at every position of a chat-formatted
-prompt, for every exported type, with random gates (so the fold is exercised) and the safety head.
+"""llama.cpp computes what the PyTorch SO8T model computes: logits at every position of chat-formatted
+prompts, for every exported type, with random gates (so the fold is exercised) and the safety head.
 
 Reference: ``SO8TModel`` of the same SO8T directory in float64 with RMSNorm eps = 0, because the
 llama.cpp vendored in llama-cpp-python 0.3.36 never reads ``qwen2vl.attention.layer_norm_rms_epsilon``
-and normalises with eps = 0 (REFERENCE section 5). ``test_canary_llama_cpp_reads_rms_eps`` compares
-against the config's eps instead and is expected to fail until llama.cpp reads the key again.
+and normalises with eps = 0 (docs/reference.md section 5). ``test_canary_llama_cpp_reads_rms_eps``
+compares against the config's eps instead and is expected to fail until llama.cpp reads the key again.
 
-Bounds (the float rounding bound, the block types' top-1 / KL thresholds and their justification) live
-in ``so8t.gguf.parity``, shared with the validator's ``parity.logits`` check.
+Float types are held to the derived rounding bound. Block types are judged relative to llama.cpp's own
+quantization of the plain source model on the same token ids (``so8t.gguf.parity.relative_verdict``,
+shared with the validator's ``parity.logits`` check; docs/validation.md): the baseline files here are the
+identity-gate exports (byte-identical to ``llama_model_quantize``, suites/test_quant.py), and the
+validator's cheaper baseline builder must reproduce them tensor for tensor; a file without the gates must
+fail the verdict. Whether a rotated file *passes* is not asserted on the 2-layer embedded model: there a
+single quantization realization of the few gate-site blocks moves the KL by up to +-25% whatever the
+rotation (docs/validation.md has the measured spread); the full-size figures are in the issue notes.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ import math
 import numpy as np
 import pytest
 
-from so8t.gguf.parity import FLOAT_UNIT_ROUNDOFF, QUANT_THRESHOLDS, compare_logits, decided, float_bound
-from suites.fixtures.gguf_files import ALL_TYPES
+from so8t.gguf.parity import FLOAT_UNIT_ROUNDOFF, compare_logits, decided, float_bound, relative_verdict
+from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES
 
 pytestmark = pytest.mark.llama
 
-assert set(FLOAT_UNIT_ROUNDOFF) | set(QUANT_THRESHOLDS) == set(ALL_TYPES)
+assert set(FLOAT_UNIT_ROUNDOFF) | set(BLOCK_TYPES) == set(ALL_TYPES)
 
 
 def _float_bound(quant: str, ref_logits: np.ndarray, config: dict) -> float:
@@ -62,15 +68,80 @@ def test_float_types_within_rounding_bound(quant, llama_logits, reference_eps0, 
     assert np.array_equal(got.argmax(-1)[sure], ref.argmax(-1)[sure])
 
 
-@pytest.mark.parametrize("quant", sorted(QUANT_THRESHOLDS))
-def test_quant_types_top1_and_kl(quant, llama_logits, reference_eps0):
-    ref = reference_eps0["logits"]
-    st = compare_logits(llama_logits[quant], ref)
-    top1, kl = st["top1"], st["mean_kl"]
-    min_top1, max_kl = QUANT_THRESHOLDS[quant]
-    assert top1 >= min_top1 and kl <= max_kl, (
-        f"{quant}: top-1 {top1:.3f} (>= {min_top1}), KL {kl:.2e} (<= {max_kl})"
-    )
+@pytest.fixture(scope="session")
+def probe_ids(hf_tokenizer) -> list[list[int]]:
+    """The validator's probe prompts, tokenized by the checkpoint's own (transformers) tokenizer."""
+    from so8t.runtime import chat_prompt
+    from so8t.validate.probes import PROBE_PROMPTS
+
+    return [hf_tokenizer.encode(chat_prompt(p), add_special_tokens=False) for p in PROBE_PROMPTS]
+
+
+def _llama_probe(path, seqs) -> np.ndarray:
+    from so8t.runtime import LlamaRuntime
+
+    with LlamaRuntime(path, f32_kv=True, n_ctx=512, n_threads=2) as rt:
+        return np.concatenate([rt.logits(s) for s in seqs])
+
+
+@pytest.fixture(scope="session")
+def block_references(so8t_random_dir, probe_ids) -> dict:
+    """float64 eps-0 logits at the probe ids of the random-gate SO8T model and of the plain source model
+    (the streamed reference, one pass for both)."""
+    from so8t.reference import StreamedReference, Variant
+
+    outs = StreamedReference(so8t_random_dir).run(probe_ids, [Variant(eps=0.0), Variant(gates=False, eps=0.0)])
+    return {"so8t": outs[Variant(eps=0.0)].logits, "plain": outs[Variant(gates=False, eps=0.0)].logits}
+
+
+def test_probe_prompts_give_enough_positions(probe_ids):
+    from so8t.validate.probes import MIN_POSITIONS, PROBE_PROMPTS
+
+    assert sum(map(len, probe_ids)) >= MIN_POSITIONS
+    assert any(any("\u3040" <= ch <= "\u30ff" for ch in p) for p in PROBE_PROMPTS)  # Japanese kana
+    assert any(p.isascii() for p in PROBE_PROMPTS)
+
+
+@pytest.mark.parametrize("quant", BLOCK_TYPES)
+def test_baseline_builder_reproduces_llama_cpp_quantization_of_the_plain_model(
+    quant, gguf_text, plain_block_files, so8t_random_dir, tmp_path
+):
+    from so8t.checkpoint.so8t_dir import SO8TCheckpoint
+    from so8t.gguf.metadata import tensor_digests
+    from so8t.validate.baseline import build_baseline
+
+    ckpt = SO8TCheckpoint(so8t_random_dir)
+    out = tmp_path / "baseline.gguf"
+    assert build_baseline(gguf_text[quant].path, ckpt, out) == 2 * ckpt.num_layers  # o_proj and down_proj
+    ours, base, plain = (tensor_digests(p) for p in (gguf_text[quant].path, out, plain_block_files[quant]))
+    assert base == plain
+    assert {n for n in ours if ours[n] != base[n]} == {n for n in ours if "attn_output" in n or "ffn_down" in n}
+
+
+@pytest.mark.parametrize("quant", BLOCK_TYPES)
+def test_relative_verdict_rejects_a_file_without_the_gates(quant, plain_block_files, probe_ids, block_references):
+    """llama.cpp's quantization of the plain model passes against the plain reference (it is its own
+    baseline) and fails against the SO8T reference: a file whose gates were not folded in costs far more
+    than 1.25x the baseline's KL, whatever the block type."""
+    got = _llama_probe(plain_block_files[quant], probe_ids)
+    base = compare_logits(got, block_references["plain"])
+    assert not relative_verdict(base, base)
+    problems = relative_verdict(compare_logits(got, block_references["so8t"]), base)
+    assert problems and problems[0].startswith("mean KL"), problems
+
+
+def test_relative_verdict_arithmetic():
+    """KL ratio limit 1.25 and the top-1 margin 3 * sqrt((p(1-p) + q(1-q)) / n) + 1/n, by hand."""
+    def stats(kl, top1, n=200):
+        return {"mean_kl": kl, "top1": top1, "n": n}
+
+    assert not relative_verdict(stats(1.25e-3, 0.9), stats(1e-3, 0.9))
+    assert relative_verdict(stats(1.26e-3, 0.9), stats(1e-3, 0.9))[0].startswith("mean KL")
+    # q = 0.9, n = 200; p = 0.81: margin = 3 * sqrt((0.1539 + 0.09) / 200) + 0.005 = 0.1098 -> floor 0.790
+    assert not relative_verdict(stats(1e-3, 0.81), stats(1e-3, 0.9))
+    # p = 0.75: margin = 3 * sqrt((0.1875 + 0.09) / 200) + 0.005 = 0.1167 -> floor 0.783 > 0.75
+    assert relative_verdict(stats(1e-3, 0.75), stats(1e-3, 0.9))[0].startswith("top-1")
+    assert not relative_verdict(stats(0.0, 1.0), stats(0.0, 1.0))
 
 
 def test_quant_types_order_by_bits(llama_logits, reference_eps0):
@@ -82,11 +153,13 @@ def test_quant_types_order_by_bits(llama_logits, reference_eps0):
 
 
 @pytest.fixture(scope="module")
-def reference_greedy(parity_ids, reference_eps0) -> tuple[list[int], list[float]]:
-    """16 greedy tokens of the float64 reference and the margin between its two best logits per step."""
+def reference_greedy(so8t_random_dir, parity_ids) -> tuple[list[int], list[float]]:
+    """16 greedy tokens of the float64 SO8T model and the margin between its two best logits per step."""
     import torch
 
-    model = reference_eps0["model"]
+    from so8t.model import SO8TModel
+
+    model = SO8TModel.from_dir(so8t_random_dir, dtype=torch.float64, rms_norm_eps=0.0)
     seq, margins = list(parity_ids), []
     with torch.no_grad():
         for _ in range(16):
@@ -97,6 +170,7 @@ def reference_greedy(parity_ids, reference_eps0) -> tuple[list[int], list[float]
     return seq[len(parity_ids) :], margins
 
 
+@pytest.mark.whole_model(copies=1, dtype="float64")
 @pytest.mark.parametrize("quant", ["F32", "F16"])
 def test_greedy_generation_matches_pytorch(
     quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
@@ -143,7 +217,7 @@ def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_
 @pytest.mark.xfail(
     strict=True,
     reason="llama.cpp (llama-cpp-python 0.3.36) ignores qwen2vl.attention.layer_norm_rms_epsilon and runs "
-    "RMSNorm with eps = 0 (REFERENCE section 5); this canary passes, and turns this xfail red, once it "
+    "RMSNorm with eps = 0 (docs/reference.md section 5); this canary passes, and turns this xfail red, once it "
     "reads the key again: then drop rms_norm_eps=0 from the parity reference",
 )
 def test_canary_llama_cpp_reads_rms_eps(llama_logits, reference_eps_cfg, text_config):

@@ -48,6 +48,7 @@ def _so8t_logits(so8t_dir: Path, seq: list[int], eps: float | None):
     return out.logits[0].numpy(), out.hidden_states[0].numpy()
 
 
+@pytest.mark.whole_model(copies=1, dtype="float64")
 @pytest.mark.parametrize("eps", [0.0, None])
 def test_gated_reference_matches_so8t_model(float64_norms, so8t_random_dir, sequences, eps):
     out = StreamedReference(so8t_random_dir).run(sequences, [Variant(eps=eps)])[Variant(eps=eps)]
@@ -58,6 +59,7 @@ def test_gated_reference_matches_so8t_model(float64_norms, so8t_random_dir, sequ
         assert _close(out.hidden[rows], hidden) <= RTOL
 
 
+@pytest.mark.whole_model(copies=1, dtype="float64")
 def test_plain_variant_is_the_source_model(float64_norms, so8t_random_dir, source_checkpoint, sequences):
     from so8t.model import forward_qwen2vl, load_plain_qwen2vl
 

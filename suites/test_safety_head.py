@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from so8t.safety import SAFETY_CLASSES, SafetyHead, last_token_index
@@ -56,6 +57,7 @@ def test_seeded_init_is_deterministic_and_file_state_round_trips():
     assert torch.equal(restored.classify(x), a.classify(x))
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_so8t_model_returns_safety_logits(so8t_random_dir, text_inputs):
     from so8t.model import SO8TModel
 
@@ -70,6 +72,7 @@ def test_so8t_model_returns_safety_logits(so8t_random_dir, text_inputs):
     torch.testing.assert_close(out.safety_logits[1], alone.safety_logits[0])  # float32 default tolerances
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_so8t_model_without_head_has_no_safety_logits(so8t_identity_dir, text_inputs):
     from so8t.model import SO8TModel
 

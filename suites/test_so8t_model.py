@@ -24,6 +24,7 @@ def model(so8t_random_dir):
     return SO8TModel.from_dir(so8t_random_dir)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_gates_are_trainable_parameters(model):
     checkpoint_layers = len(model.gates)
     generator_params = [n for n, p in model.named_parameters() if n.endswith("generators")]
@@ -31,6 +32,7 @@ def test_gates_are_trainable_parameters(model):
     assert all(p.requires_grad for n, p in model.named_parameters() if n.endswith("generators"))
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_gates_match_the_checkpoint(model, so8t_random_dir):
     checkpoint = SO8TCheckpoint(so8t_random_dir)
     for layer, gates in enumerate(model.gates):
@@ -51,6 +53,7 @@ def _capture(model, linear, inputs) -> dict:
     return seen
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_attention_output_is_rotated_in_order_rot_safe_cmd(model, text_inputs):
     """o_proj's hooked output is o @ R_rot @ R_safe @ R_cmd, and not the order with safe/cmd swapped."""
     layer = 0
@@ -65,6 +68,7 @@ def test_attention_output_is_rotated_in_order_rot_safe_cmd(model, text_inputs):
     assert (seen["y"] - swapped).abs().max() > 100 * F32_ATOL  # SO(8) does not commute
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_mlp_output_is_rotated(model, text_inputs):
     layer = len(model.gates) - 1
     linear = qwen2vl.site_module(model.qwen, layer, qwen2vl.FOLD_SITES[1])
@@ -73,6 +77,7 @@ def test_mlp_output_is_rotated(model, text_inputs):
     torch.testing.assert_close(seen["y"], expected)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_outputs_and_final_norm_hidden_states(model, text_inputs):
     with torch.no_grad():
         out = model(**text_inputs)
@@ -84,6 +89,7 @@ def test_outputs_and_final_norm_hidden_states(model, text_inputs):
     torch.testing.assert_close(out.logits, model.qwen.lm_head(out.hidden_states), rtol=0, atol=0)
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")
 def test_training_step_moves_gates_and_keeps_them_in_so8(so8t_random_dir, text_inputs):
     model = SO8TModel.from_dir(so8t_random_dir)
     model.train()
@@ -106,6 +112,7 @@ def test_training_step_moves_gates_and_keeps_them_in_so8(so8t_random_dir, text_i
             assert group.in_so8(gates.gate(name).rotations().detach())
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_rms_norm_eps_override(so8t_identity_dir):
     model = SO8TModel.from_dir(so8t_identity_dir, rms_norm_eps=0.0)
     assert model.qwen.config.text_config.rms_norm_eps == 0.0
@@ -113,6 +120,7 @@ def test_rms_norm_eps_override(so8t_identity_dir):
     assert norms and all(m.variance_epsilon == 0.0 for m in norms)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_gates_file_state_round_trips(model, so8t_random_dir):
     from safetensors.torch import load_file
 
@@ -152,6 +160,7 @@ def test_unknown_so8t_version_is_rejected(so8t_identity_dir, tmp_path):
         SO8TCheckpoint(broken)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")
 def test_plain_loader_rejects_missing_and_misshapen_tensors(so8t_identity_dir):
     reader = SO8TCheckpoint(so8t_identity_dir).reader
     names = [n for n in reader.names() if n != "model.norm.weight"]

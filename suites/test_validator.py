@@ -168,6 +168,9 @@ def test_embedded_export_passes_every_check(gguf_text, mmproj_gguf, so8t_random_
     assert report.by_status("SKIP") == [], report.table(verbose=True)
     assert report.get("tensors.values_vs_source").measured <= 1.0
     assert report.get("tensors.content_hash").measured == f16.content_hash
+    parity = report.get("parity.logits")  # the eps llama.cpp 0.3.36 runs with is found and named
+    assert parity.details["eps"] == 0.0 and "ignores the file's rms eps" in parity.reason
+    assert parity.details["ours"]["n"] >= 128
     data = json.loads(report.to_json())
     assert data["overall"] == "PASS" and data["summary"]["PASS"] == len(CHECKS)
     assert data["files"]["gguf_model"]["size_bytes"] == f16.path.stat().st_size
@@ -409,6 +412,27 @@ def test_cli_usage_errors_are_one_line_and_write_nothing(tiny, source_checkpoint
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an SO8T checkpoint" in err[0]
     assert not report.exists()
+
+
+@pytest.mark.llama
+def test_block_type_parity_against_the_plain_baseline(gguf_text, so8t_identity_dir, plain_block_files,
+                                                      so8t_random_dir):
+    """Identity gates: the file is its own baseline (said, no second file). Random gates: the baseline
+    file is built and scored, both sides and the ratio are in the report's details."""
+    from so8t.validate.parity_reference import ParityReference
+
+    subset = tuple(c for c in CHECKS if c.category not in ("group",) and c.name != "runtime.mmproj_image")
+    same = SO8TGGUFValidator(plain_block_files["Q8_0"], so8t_model=so8t_identity_dir, checks=subset).run()
+    parity = same.get("parity.logits")
+    assert parity.status == "PASS" and "its own baseline" in parity.reason, same.table(verbose=True)
+    assert parity.details["baseline"] == parity.details["ours"] and parity.details["kl_ratio"] == 1.0
+    reference = ParityReference(so8t_random_dir)
+    rotated = SO8TGGUFValidator(gguf_text["Q4_K_M"].path, so8t_model=so8t_random_dir, checks=subset,
+                                reference=reference).run().get("parity.logits")
+    assert rotated.status in ("PASS", "FAIL") and "baseline: llama.cpp's Q4_K_M" in rotated.reason, rotated.reason
+    ours, base = rotated.details["ours"], rotated.details["baseline"]
+    assert ours["n"] == base["n"] >= 128 and rotated.details["kl_ratio"] == ours["mean_kl"] / base["mean_kl"]
+    assert reference.eps == 0.0
 
 
 def test_one_q8_0_block_scale_times_four_is_caught(gguf_text, so8t_random_dir, tmp_path):

@@ -7,12 +7,29 @@ the repository's conftest.py is unknown while pytest still takes ``/path/to/chec
 derives its rootdir from it and never loads that conftest.py.
 
 Options:
-    --so8t-model PATH   run the suites on a user's Qwen2-VL checkpoint instead of the embedded default.
+    --so8t-model PATH            run the suites on a user's Qwen2-VL checkpoint instead of the embedded default.
+    --so8t-memory-budget GB      memory a test may fill with whole in-memory copies of the model (default 6).
+
+Marker ``whole_model(copies=1, dtype="float32")``: the test holds ``copies`` whole transformers models of
+the checkpoint in ``dtype`` at once (the float64 oracles of the equivalence suites). It runs whenever
+``copies * parameters * itemsize`` fits the budget, which the embedded model always does (44 M
+parameters: 0.35 GB per float64 copy); at Qwen2-VL-2B size (2.2 B parameters: 8.8 GB per float32 copy)
+it is skipped with the figures in the reason. What such a test proves on the embedded model, the streamed
+float64 reference (``so8t.reference``, one layer in memory) carries to every size: the parity suites use
+it, so parity for every quant type runs at every size.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from pathlib import Path
+
+import pytest
+
 MARKERS = (
+    ("whole_model(copies=1, dtype='float32'): holds whole in-memory copies of the model; skipped with the "
+    "figures when they exceed --so8t-memory-budget"),
     "llama: needs llama-cpp-python (runs in the default gate)",
     "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
@@ -28,8 +45,43 @@ def pytest_addoption(parser):
         metavar="PATH",
         help="Qwen2-VL checkpoint directory to gate (default: the embedded default model, built on demand)",
     )
+    group.addoption(
+        "--so8t-memory-budget",
+        action="store",
+        type=float,
+        default=6.0,
+        metavar="GB",
+        help="memory a test may fill with whole in-memory model copies (marker whole_model; default 6 GB)",
+    )
 
 
 def pytest_configure(config):
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
+
+
+@functools.lru_cache(maxsize=4)
+def _parameters(model: str | None) -> int:
+    from so8t.checkpoint import CheckpointReader
+    from so8t.testing import default_checkpoint
+
+    reader = CheckpointReader(Path(model).expanduser() if model else default_checkpoint("tied"))
+    return sum(math.prod(reader.shape(name)) for name in reader.names())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("whole_model")
+    if marker is None:
+        return
+    import torch
+
+    copies = int(marker.kwargs.get("copies", 1))
+    dtype = getattr(torch, marker.kwargs.get("dtype", "float32"))
+    params = _parameters(item.config.getoption("--so8t-model"))
+    need = copies * params * torch.empty((), dtype=dtype).element_size()
+    budget = float(item.config.getoption("--so8t-memory-budget")) * 1e9
+    if need > budget:
+        pytest.skip(f"holds {copies} whole {dtype} model(s) of {params / 1e9:.2f} B parameters: "
+                    f"{need / 1e9:.1f} GB > --so8t-memory-budget {budget / 1e9:g} GB (the streamed checks "
+                    "cover this size)")
