@@ -114,6 +114,11 @@ class StreamedReference:
                 self._cache[(seqs, resolved)] = out
         return {v: self._cache[k] for v, k in keys.items()}
 
+    def forget(self, sequences: Sequence[Sequence[int]], variant: Variant) -> None:
+        """Drop one cached result (a variant the run will not ask for again)."""
+        seqs = tuple(tuple(int(i) for i in s) for s in sequences)
+        self._cache.pop((seqs, self.resolve(variant)), None)
+
     # -- the pass -----------------------------------------------------------------------------------
 
     def _weight(self, name: str) -> torch.Tensor:

@@ -84,15 +84,19 @@ def compare_logits(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
     if got.shape != ref.shape:
         raise ValueError(f"logit shapes differ: {got.shape} vs {ref.shape}")
-    a = torch.from_numpy(np.asarray(got)).to(torch.float64)
-    b = torch.from_numpy(np.asarray(ref)).to(torch.float64)
-    lp, lq = torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1)
-    kl = ((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0)).numpy()  # >= 0 up to rounding
+    kl, same, max_abs = [], [], 0.0
+    for start in range(0, got.shape[0], 16):  # 16 positions at a time: float64 temporaries stay ~20 MB each
+        a = torch.from_numpy(np.asarray(got[start : start + 16])).to(torch.float64)
+        b = torch.from_numpy(np.asarray(ref[start : start + 16])).to(torch.float64)
+        lp, lq = torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1)
+        kl.append((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0).numpy())  # >= 0 up to rounding
+        same.append((a.argmax(-1) == b.argmax(-1)).numpy())
+        max_abs = max(max_abs, float((a - b).abs().max()))
+    kl, same = np.concatenate(kl), np.concatenate(same).astype(np.float64)
     n = kl.size
-    same = (a.argmax(-1) == b.argmax(-1)).numpy().astype(np.float64)
     return {
         "n": int(n),
-        "max_abs": float((a - b).abs().max()),
+        "max_abs": max_abs,
         "top1": float(same.mean()),
         "top1_se": float(same.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
         "mean_kl": float(kl.mean()),

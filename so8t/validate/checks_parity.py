@@ -67,11 +67,12 @@ def logits_parity(ctx: Context):
         raise RuntimeError(f"the probe prompts gave {logits.shape[0]} positions, fewer than the {MIN_POSITIONS} "
                            "a verdict needs (a tokenizer other than Qwen2's?)")
     ref = _reference(ctx)
-    ours = compare_logits(logits, ref.so8t(seqs, logits).logits)
+    ref_logits = ref.so8t(seqs, logits).logits
+    ours = compare_logits(logits, ref_logits)
     head = f"{quant} vs PyTorch ({ref.eps_label}), {len(seqs)} prompts, {ours['n']} positions"
     ctx.details = {"quant": quant, "eps": ref.eps, "ours": ours}
     if quant in FLOAT_UNIT_ROUNDOFF:
-        return _float_verdict(ctx, quant, head, ours, ref.so8t(seqs, logits).logits, logits)
+        return _float_verdict(ctx, quant, head, ours, ref_logits, logits)
     return _block_verdict(ctx, quant, head, ours, ref, seqs)
 
 

@@ -49,6 +49,9 @@ class ParityReference:
             outs = self.reference.run(seqs, list(candidates.values()))
             kl = {eps: compare_logits(llama_logits, outs[v].logits)["mean_kl"] for eps, v in candidates.items()}
             self.eps = min(kl, key=kl.__getitem__)
+            for eps, variant in candidates.items():
+                if eps != self.eps:
+                    self.reference.forget(seqs, variant)  # never asked for again in this run
             self.eps_label = EPS0_LABEL if self.eps == 0.0 else f"eps={self.eps:g}, the file's"
         return self.reference.run(seqs, [Variant(eps=self.eps)])[Variant(eps=self.eps)]
 
