@@ -46,7 +46,7 @@ VERSIONED = (
     "pytest-benchmark",
 )
 
-#: Inference workload (REFERENCE section 7 uses the same figures): prompt tokens, generated tokens.
+#: Inference workload (docs/reference.md section 7 uses the same figures): prompt tokens, generated tokens.
 N_PROMPT, N_GEN = 128, 32
 
 

@@ -13,7 +13,7 @@ allocated at load time. KV cache: F16 by default as llama.cpp does; ``f32_kv=Tru
 = 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
 
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
-and runs RMSNorm with eps = 0 (REFERENCE section 5); logits differ from PyTorch by ~1e-3 on tiny random
+and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny random
 models for that reason alone.
 """
 

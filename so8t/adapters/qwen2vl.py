@@ -7,7 +7,7 @@ exist (their prefix table lives in :mod:`so8t.checkpoint.names`):
   ``model.norm.weight``, ``lm_head.weight``, ``visual.*``. ``CheckpointReader.names()`` yields these.
 - *in memory* (transformers 5): ``model.language_model.layers.N...``, ``model.visual.*``, ``lm_head.weight``.
 
-Gate sites (REFERENCE section 1), both on a residual write, before the residual add:
+Gate sites (docs/reference.md section 1), both on a residual write, before the residual add:
 
 - ``attention_output``: the output of ``self_attn.o_proj``; gates ``attn_rot`` then ``attn_safe`` then
   ``attn_cmd`` (effective rotation ``R_rot @ R_safe @ R_cmd``, row vectors: ``y = o @ R``).
@@ -100,7 +100,7 @@ def config_from_dict(raw: dict, rms_norm_eps: float | None = None, attn_implemen
     """A transformers ``Qwen2VLConfig`` from a config.json dict (hub flat or nested text_config form).
 
     ``rms_norm_eps`` overrides the text RMSNorm epsilon (the parity suites use 0.0 to mirror llama.cpp,
-    which ignores the key, REFERENCE section 5). The ``so8t`` section, if any, is dropped.
+    which ignores the key, docs/reference.md section 5). The ``so8t`` section, if any, is dropped.
     """
     from transformers import Qwen2VLConfig
 

@@ -110,7 +110,7 @@ class TinySpec:
 
     @classmethod
     def qwen2vl_2b_instruct(cls, **changes) -> TinySpec:
-        """The real shapes of Qwen2-VL-2B-Instruct (REFERENCE section 2), for the benchmark replica."""
+        """The real shapes of Qwen2-VL-2B-Instruct (docs/reference.md section 2), for the benchmark replica."""
         real = {
             "hidden_size": 1536,
             "intermediate_size": 8960,
