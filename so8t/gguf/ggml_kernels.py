@@ -20,7 +20,6 @@ are checked here first and raised as ``ExportError``. Every output is also passe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 from collections.abc import Iterator
@@ -29,33 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from so8t import llama_api
 from so8t.errors import ExportError
 
 
-@functools.lru_cache(maxsize=1)
-def _lib() -> ctypes.CDLL:
-    try:
-        from llama_cpp._ggml import libggml  # the ggml library that llama-cpp-python itself loads
-    except Exception as err:
-        raise ExportError(f"cannot load ggml from llama-cpp-python: {err}") from err
-    lib = libggml
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [
-        ctypes.c_int,  # enum ggml_type
-        ctypes.c_void_p,  # const float * src
-        ctypes.c_void_p,  # void * dst
-        ctypes.c_int64,  # start (element index)
-        ctypes.c_int64,  # nrows
-        ctypes.c_int64,  # n_per_row
-        ctypes.c_void_p,  # const float * imatrix (NULL)
-    ]
-    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
-    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
-    lib.ggml_row_size.restype = ctypes.c_size_t
-    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
-    lib.ggml_validate_row_data.restype = ctypes.c_bool
-    lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-    return lib
+def _lib():
+    """ggml as llama-cpp-python loaded it, prototypes declared (``so8t.llama_api.ggml``)."""
+    return llama_api.ggml()
 
 
 @functools.lru_cache(maxsize=8)

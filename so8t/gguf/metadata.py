@@ -215,6 +215,18 @@ def patch_content_hash(path: str | Path, digest: str) -> None:
         view.flush()
 
 
+def source_model_name(config: dict) -> str:
+    """``so8t.source_model`` of a checkpoint ``config``: the *name* of the source model (the base name of
+    the directory it was converted from, or of an absolute ``_name_or_path``), never a path of the
+    machine that exported it. Empty when the config names no source."""
+    section = config.get("so8t") or {}
+    src = section.get("source") if isinstance(section, dict) else None
+    if isinstance(src, dict) and src.get("path"):
+        return Path(str(src["path"])).name
+    raw = str(config.get("_name_or_path") or "")
+    return Path(raw).name if Path(raw).is_absolute() else raw  # a hub id such as "Qwen/..." stays
+
+
 def so8t_keys(config: dict, source: str | None = None) -> dict[str, object]:
     """The ``so8t.*`` key/value pairs for a checkpoint ``config`` (its ``so8t`` section if it has one;
     a plain Qwen2-VL checkpoint is described as identity gates)."""
@@ -224,9 +236,7 @@ def so8t_keys(config: dict, source: str | None = None) -> dict[str, object]:
         sites = [f"{site}=" + ",".join(gates) for site, gates in sites.items()]
     classes = section.get("safety_classes") or list(DEFAULT_SAFETY_CLASSES)
     src = section.get("source") or {}
-    if source is None and isinstance(src, dict) and src.get("path"):
-        source = Path(src["path"]).name
-    source_name = source or config.get("_name_or_path")
+    source_name = source or source_model_name(config)
     keys: dict[str, object] = {
         "so8t.format_version": FORMAT_VERSION,
         "so8t.rotation_dim": int(section.get("rotation_dim", 8)),

@@ -32,6 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from so8t.errors import So8tError
+from so8t.gguf.metadata import source_model_name
 from so8t.io import atomic_path
 
 ARCHITECTURE = "so8t"
@@ -90,7 +91,7 @@ def write_sidecar(
     writer.add_string("so8t.safety_head.activation", SAFETY_ACTIVATION)
     writer.add_string("so8t.text_content_hash", text_content_hash)
     source = cfg.get("source", {}) or {}
-    writer.add_string("so8t.source_model", str(source.get("path", "")))
+    writer.add_string("so8t.source_model", source_model_name(ckpt.reader.config))  # a name, not a path
     writer.add_string("so8t.source_sha256", str(source.get("sha256", "")))
 
     for layer in range(ckpt.num_layers):
