@@ -159,16 +159,25 @@ SYMBOL_FIELDS: dict[str, str] = {
 def dims(text, vision) -> dict[str, int]:
     """Values of the shape symbols for a text and a vision config (``so8t.checkpoint.config`` types, or
     anything with the same attribute names)."""
-    e = int(vision.embed_dim)
     return {
+        **vision_dims(vision),
         "vocab": int(text.vocab_size),
         "hidden": int(text.hidden_size),
         "ffn": int(text.intermediate_size),
         "q": int(text.num_attention_heads) * int(text.head_dim),
         "kv": int(text.num_key_value_heads) * int(text.head_dim),
+    }
+
+
+def vision_dims(vision) -> dict[str, int]:
+    """The symbols the vision tower's shapes use; ``hidden`` is the merger output (``vision.hidden_size``,
+    which a valid config makes the text hidden size)."""
+    e = int(vision.embed_dim)
+    return {
+        "hidden": int(vision.hidden_size),
         "embed": e,
         "qkv": 3 * e,
-        "vffn": int(e * float(vision.mlp_ratio)),
+        "vffn": int(vision.ffn_dim),  # embed_dim * mlp_ratio
         "merger": e * int(vision.spatial_merge_size) ** 2,
         "channels": int(vision.in_channels),
         "temporal": int(vision.temporal_patch_size),

@@ -116,11 +116,11 @@ class SO8TCheckpoint:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.reader.text_config["hidden_size"])
+        return self.reader.text_config.hidden_size
 
     @property
     def num_layers(self) -> int:
-        return int(self.reader.text_config["num_hidden_layers"])
+        return self.reader.text_config.num_hidden_layers
 
     @property
     def rotation_map(self) -> group.RotationMap:

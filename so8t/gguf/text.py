@@ -85,31 +85,33 @@ class TextHParams:
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> TextHParams:
-        """From a ``config.json`` dict (hub layout, or transformers 5 with ``text_config``) or from
-        ``CheckpointReader.text_config``."""
-        text = {**config, **(config.get("text_config") or {})}
-        rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
-        section = list(text.get("mrope_section") or rope.get("mrope_section") or [])
-        if not section or len(section) > 4:
-            raise ConfigError(f"mrope_section must have 1 to 4 entries, got {section!r}", path="config.json")
-        try:
-            tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
-            return cls(
-                vocab_size=int(text["vocab_size"]),
-                hidden_size=int(text["hidden_size"]),
-                intermediate_size=int(text["intermediate_size"]),
-                n_layers=int(text["num_hidden_layers"]),
-                n_heads=int(text["num_attention_heads"]),
-                n_kv_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
-                context_length=int(text["max_position_embeddings"]),
-                rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(text.get("rope_theta") or rope.get("rope_theta") or 10000.0),
-                mrope_section=tuple(int(s) for s in section + [0] * (4 - len(section))),
-                tied=bool(tied),
-            )
-        except KeyError as err:
-            raise ConfigError(f"text config lacks {err.args[0]!r}", path="config.json") from err
+    def from_text(cls, text, path: str | Path = "config.json") -> TextHParams:
+        """From the typed text config (``so8t.checkpoint.config.TextConfig``); ``path`` names config.json
+        in errors. llama.cpp reads exactly 4 M-RoPE sections, so mrope_section is padded with 0."""
+        section = list(text.mrope_section)
+        if len(section) > 4:
+            raise ConfigError(f"mrope_section must have 1 to 4 entries, got {section!r}", path=path)
+        return cls(
+            vocab_size=text.vocab_size,
+            hidden_size=text.hidden_size,
+            intermediate_size=text.intermediate_size,
+            n_layers=text.num_hidden_layers,
+            n_heads=text.num_attention_heads,
+            n_kv_heads=text.num_key_value_heads,
+            context_length=text.max_position_embeddings,
+            rms_norm_eps=text.rms_norm_eps,
+            rope_theta=text.rope_theta,
+            mrope_section=tuple(section + [0] * (4 - len(section))),
+            tied=text.tie_word_embeddings,
+        )
+
+    @classmethod
+    def from_config(cls, config: dict, path: str | Path = "config.json") -> TextHParams:
+        """From a ``config.json`` dict (either spelling), parsed and validated by
+        ``so8t.checkpoint.config.parse_text`` (the one place with defaults)."""
+        from so8t.checkpoint.config import parse_text
+
+        return cls.from_text(parse_text(config, Path(path)), path)
 
     def add_to(self, writer: GGUFWriter) -> None:
         writer.add_context_length(self.context_length)

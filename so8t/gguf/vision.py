@@ -19,7 +19,8 @@ File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``
   Conv2d kernels take the requested type (``"f16"`` or ``"f32"``).
 
 Note [eps]: transformers hard-codes ``LayerNorm(eps=1e-6)`` in the Qwen2-VL vision blocks and merger (it
-is not in config.json), so 1e-6 is written unless the vision config names ``layer_norm_eps``. Note [image size]: Qwen2-VL has no fixed input size
+is not in config.json), so 1e-6 (the default of ``so8t.checkpoint.config``) is written unless the vision
+config names ``layer_norm_eps``. Note [image size]: Qwen2-VL has no fixed input size
 (llama.cpp resizes dynamically); ``clip.vision.image_size`` is required by the loader and only sizes its
 warm-up, so ``vision_config["image_size"]`` is used when present and 560 (llama.cpp's converter default)
 otherwise. Note [ffn length]: llama.cpp's converter writes the vision ``hidden_size`` (the merger output)
@@ -29,6 +30,7 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,6 @@ from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
 from so8t.io import atomic_path
 
-DEFAULT_LAYER_NORM_EPS = 1e-6  # Note [eps]
 DEFAULT_IMAGE_SIZE = 560  # Note [image size]
 TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
@@ -64,68 +65,59 @@ class VisionHParams:
     layer_norm_eps: float
 
     @classmethod
-    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
-        def need(key: str):
-            if key not in vision:
-                raise ConfigError(f"vision_config has no {key!r}", path=path)
-            return vision[key]
-
-        embed_dim, depth, heads = int(need("embed_dim")), int(need("depth")), int(need("num_heads"))
-        temporal = int(vision.get("temporal_patch_size", TEMPORAL_PATCH_SIZE))
-        if temporal != TEMPORAL_PATCH_SIZE:
+    def from_vision(cls, vision, path: Path) -> VisionHParams:
+        """From the typed vision config (``so8t.checkpoint.config.VisionConfig``, already validated),
+        refusing what llama.cpp's ``qwen2vl_merger`` cannot run; ``path`` names config.json."""
+        embed_dim, heads = vision.embed_dim, vision.num_heads
+        if vision.temporal_patch_size != TEMPORAL_PATCH_SIZE:
             raise ConfigError(
-                f"temporal_patch_size {temporal} is not supported (llama.cpp's qwen2vl_merger needs 2)",
+                f"temporal_patch_size {vision.temporal_patch_size} is not supported (llama.cpp's "
+                "qwen2vl_merger needs 2)",
                 path=path,
             )
-        if embed_dim % heads or (embed_dim // heads) % 4:
+        if (embed_dim // heads) % 4:
             raise ConfigError(
                 f"vision embed_dim {embed_dim} / num_heads {heads} must give a head size divisible by 4 "
                 "(llama.cpp's vision M-RoPE splits each head in four sections)",
                 path=path,
             )
-        text_hidden = int(text["hidden_size"])
-        merger_out = int(vision.get("hidden_size", text_hidden))
-        if merger_out != text_hidden:
-            raise ConfigError(
-                f"vision_config.hidden_size {merger_out} (merger output) differs from the text hidden size "
-                f"{text_hidden}; llama.cpp needs the image embeddings to match the text model",
-                path=path,
-            )
-        act = str(vision.get("hidden_act", "quick_gelu"))
-        if act not in names.ACTIVATION_KEYS:
-            raise ConfigError(f"vision hidden_act {act!r} has no llama.cpp equivalent", path=path)
+        if vision.hidden_act not in names.ACTIVATION_KEYS:
+            raise ConfigError(f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path)
         return cls(
             embed_dim=embed_dim,
-            depth=depth,
+            depth=vision.depth,
             num_heads=heads,
-            ffn_dim=int(embed_dim * float(vision.get("mlp_ratio", 4))),
-            patch_size=int(vision.get("patch_size", 14)),
-            in_channels=int(vision.get("in_channels", vision.get("in_chans", 3))),
-            spatial_merge_size=int(vision.get("spatial_merge_size", 2)),
-            projection_dim=text_hidden,
-            image_size=int(vision.get("image_size", DEFAULT_IMAGE_SIZE)),
-            hidden_act=act,
-            layer_norm_eps=float(vision.get("layer_norm_eps", DEFAULT_LAYER_NORM_EPS)),
+            ffn_dim=vision.ffn_dim,
+            patch_size=vision.patch_size,
+            in_channels=vision.in_channels,
+            spatial_merge_size=vision.spatial_merge_size,
+            projection_dim=vision.hidden_size,
+            image_size=vision.image_size or DEFAULT_IMAGE_SIZE,
+            hidden_act=vision.hidden_act,
+            layer_norm_eps=vision.layer_norm_eps,
         )
 
+    @classmethod
+    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
+        """From a ``vision_config`` dict and the text hidden size (``text["hidden_size"]``), parsed by
+        ``so8t.checkpoint.config.parse_vision`` (the one place with defaults)."""
+        from so8t.checkpoint.config import parse_vision
+
+        return cls.from_vision(parse_vision(vision, Path(path), int(text["hidden_size"])), Path(path))
+
     def source_shape(self, source: str) -> tuple[int, ...]:
-        """The shape a canonical ``visual.*`` tensor must have."""
-        e, f, m = self.embed_dim, self.ffn_dim, self.embed_dim * self.spatial_merge_size**2
-        if source == names.PATCH_SOURCE:
-            return (e, self.in_channels, TEMPORAL_PATCH_SIZE, self.patch_size, self.patch_size)
-        module, kind = source.rsplit(".", 1)
-        rows, cols = {
-            "attn.qkv": (3 * e, e),
-            "attn.proj": (e, e),
-            "mlp.fc1": (f, e),
-            "mlp.fc2": (e, f),
-            "norm1": (e, None),
-            "norm2": (e, None),
-            "merger.ln_q": (e, None),
-            "merger.mlp.0": (m, m),
-            "merger.mlp.2": (self.projection_dim, m),
-        }[module.split(".", 3)[-1] if module.startswith("visual.blocks.") else module.removeprefix("visual.")]
-        return (rows,) if kind == "bias" or cols is None else (rows, cols)
+        """The shape a canonical ``visual.*`` tensor must have (from ``so8t.adapters.qwen2vl.TENSORS``)."""
+        return self._shapes[source]
+
+    @functools.cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        from so8t.adapters.qwen2vl import expand, vision_dims
+
+        rows = expand(vision_dims(self), 0, self.depth, True, part="vision")
+        return {name: shape for name, shape, _ in rows}
+
+    hidden_size = property(lambda self: self.projection_dim, doc="merger output width (text hidden size)")
+    temporal_patch_size = property(lambda self: TEMPORAL_PATCH_SIZE, doc="llama.cpp's two Conv2d halves")
 
 
 def _piece_shape(piece: names.Piece, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -216,8 +208,7 @@ def write_mmproj(
         raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
     np_dtype, file_type = DTYPES[dtype]
     reader = CheckpointReader(so8t_dir)
-    config_path = Path(reader.path) / "config.json"
-    hp = VisionHParams.from_configs(reader.vision_config, reader.text_config, config_path)
+    hp = VisionHParams.from_vision(reader.vision_config, reader.model_config.path)
     mean, std = _image_stats(reader)
     pieces = names.pieces(hp.depth)
     available = set(reader.names())

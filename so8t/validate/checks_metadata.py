@@ -239,7 +239,7 @@ def checkpoint_consistency(ctx: Context):
 
     ckpt = ctx.cache.get("checkpoint") or SO8TCheckpoint(ctx.so8t_model)
     ctx.cache["checkpoint"] = ckpt
-    want = TextHParams.from_config(ckpt.reader.config)
+    want = TextHParams.from_text(ckpt.reader.text_config, ckpt.reader.model_config.path)
     def f32(x: float) -> float:  # the file stores float32
         return float(np.float32(x))
 
