@@ -95,8 +95,10 @@ def _expm(a: torch.Tensor) -> torch.Tensor:
 
     Note [own expm]: ``torch.linalg.matrix_exp`` picks a low Taylor degree for small norms and leaves
     orthogonality errors of ~500 eps in float64 on some small skew matrices (seen with two generators of
-    0.0156), which fails the dtype-scaled SO(8) oracle. For 8x8 blocks a fixed high degree costs nothing,
-    stays differentiable through autograd, and keeps the defect at a few eps.
+    0.0156; ~6000 eps with two of 0.03), which fails the dtype-scaled SO(8) oracle: pinned by
+    ``suites/test_group_laws.py::test_own_expm_is_needed_torch_matrix_exp_fails_the_so8_oracle`` (torch
+    2.13). For 8x8 blocks a fixed high degree costs nothing, stays differentiable through autograd, and
+    keeps the defect at a few eps.
     """
     norm = a.detach().abs().sum(-2).amax().item() if a.numel() else 0.0
     squarings = max(0, math.ceil(math.log2(norm / 0.5))) if norm > 0.5 else 0

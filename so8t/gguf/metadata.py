@@ -101,8 +101,10 @@ class GGUFTable:
 def read_gguf(path: str | Path) -> GGUFTable:
     """Metadata and tensor table of a little-endian GGUF file.
 
-    A fast single-pass parser (``gguf.GGUFReader`` builds one numpy view per array element, which takes
-    seconds on a 151k-token vocabulary); the suites check it against ``GGUFReader``."""
+    A fast single-pass parser kept next to gguf-py's ``GGUFReader`` because of
+    ``benchmarks/test_bench_gguf_read.py``: ``GGUFReader`` builds one numpy view per array element, which
+    takes tens of seconds on a 151k-token vocabulary; the suites and that benchmark check it against
+    ``GGUFReader``."""
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
         return _parse(view, path)
 
