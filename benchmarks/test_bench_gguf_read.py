@@ -19,7 +19,10 @@ def _gguf_reader_table(path):
 
     reader = GGUFReader(path)
     kv = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    tensors = [(t.name, int(t.tensor_type), tuple(int(d) for d in t.shape), int(t.data_offset)) for t in reader.tensors]
+    tensors = [
+        (t.name, int(t.tensor_type), tuple(int(d) for d in t.shape), int(t.data_offset))
+        for t in reader.tensors
+    ]
     return kv, tensors
 
 

@@ -135,6 +135,17 @@ def compose(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     return r1 @ r2
 
 
+def compose_chain(rotations):
+    """The rotation applying ``rotations`` in order (``x @ r1 @ r2 @ ...``): a gate site's effective
+    rotation. Works on torch tensors and numpy arrays alike (``@``)."""
+    result = None
+    for r in rotations:
+        result = r if result is None else compose(result, r)
+    if result is None:
+        raise ValueError("compose_chain needs at least one rotation")
+    return result
+
+
 def inverse(r: torch.Tensor) -> torch.Tensor:
     """Inverse of a rotation, its transpose."""
     return r.transpose(-1, -2)

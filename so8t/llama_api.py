@@ -63,24 +63,14 @@ PRIVATE_SYMBOLS: dict[str, str] = {
 }
 
 #: ggml functions called through :func:`ggml` -> (restype, argtypes, why).
+_I, _P, _I64, _SZ, _B = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t, ctypes.c_bool
 GGML_SYMBOLS: dict[str, tuple[object, list, str]] = {
-    "ggml_quantize_chunk": (
-        ctypes.c_size_t,
-        # enum ggml_type, const float * src, void * dst, start (element index), nrows, n_per_row,
-        # const float * imatrix (NULL)
-        [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-         ctypes.c_void_p],
-        "the block quantizer llama_model_quantize runs per tensor, called on rows in the export's one pass",
-    ),
-    "ggml_quantize_requires_imatrix": (
-        ctypes.c_bool, [ctypes.c_int], "ggml aborts the process on such a type; so8t refuses it first"
-    ),
-    "ggml_row_size": (
-        ctypes.c_size_t, [ctypes.c_int, ctypes.c_int64], "bytes per row, cross-checked against gguf-py"
-    ),
-    "ggml_validate_row_data": (
-        ctypes.c_bool, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t], "rejects non-finite block scales"
-    ),
+    # (enum ggml_type, const float * src, void * dst, start element, nrows, n_per_row, imatrix NULL)
+    "ggml_quantize_chunk": (_SZ, [_I, _P, _P, _I64, _I64, _I64, _P], "the quantizer llama_model_quantize "
+                            + "runs per tensor, called on rows in the export's one pass"),
+    "ggml_quantize_requires_imatrix": (_B, [_I], "ggml aborts the process on such a type; so8t refuses first"),
+    "ggml_row_size": (_SZ, [_I, _I64], "bytes per row, cross-checked against gguf-py"),
+    "ggml_validate_row_data": (_B, [_I, _P, _SZ], "rejects non-finite block scales"),
 }
 
 
@@ -124,7 +114,9 @@ def check_ggml(lib) -> None:
     """Raise ``LlamaApiError`` for the first function of :data:`GGML_SYMBOLS` that ``lib`` lacks."""
     for name, (_restype, _argtypes, why) in GGML_SYMBOLS.items():
         if not hasattr(lib, name):
-            raise LlamaApiError(f"the ggml of llama-cpp-python lacks {name} ({why})", hint=f"so8t needs {PINNED}")
+            raise LlamaApiError(
+                f"the ggml of llama-cpp-python lacks {name} ({why})", hint=f"so8t needs {PINNED}"
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -234,7 +226,11 @@ def _captured_log(pieces: list[str]):
 
 
 def quantize_file(
-    src: Path, dst: Path, file_type: int, n_threads: int = 0, max_buf_size: int | None = None,
+    src: Path,
+    dst: Path,
+    file_type: int,
+    n_threads: int = 0,
+    max_buf_size: int | None = None,
     capture_log: bool = True,
 ) -> tuple[int, str]:
     """``llama_model_quantize(src, dst)`` to ``file_type`` (a ``LlamaFileType`` value): returns llama.cpp's

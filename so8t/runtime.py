@@ -9,12 +9,12 @@ llama.cpp's own perf counters, ``safety`` (the sidecar's safety head on the last
 
 Decoding goes through llama-cpp-python's ``Llama`` object; the private batch/context wrappers needed
 for all-position outputs (its public ``eval`` keeps only what ``logits_all`` allocated at load time) are
-reached through ``so8t.llama_api``, the one module that touches llama-cpp-python's internals. KV cache: F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v
-= 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
+reached through ``so8t.llama_api``, the one module that touches llama-cpp-python's internals. KV cache:
+F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v = 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
 
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
-and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny random
-models for that reason alone.
+and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny
+random models for that reason alone.
 """
 
 from __future__ import annotations
@@ -49,10 +49,13 @@ class Generation:
 
 
 def default_sidecar(model_path: str | Path) -> Path | None:
-    """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the export's naming)."""
+    """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the exporter's naming); None for a sidecar itself.
+    The one home of this rule (the validator's ``sidecar_for`` is the same)."""
     path = Path(model_path)
-    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf") if path.suffix == ".gguf" else None
-    return candidate if candidate and candidate.is_file() else None
+    if path.suffix != ".gguf" or path.name.endswith(".so8t.gguf"):
+        return None
+    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf")
+    return candidate if candidate.is_file() else None
 
 
 class LlamaRuntime:

@@ -36,7 +36,9 @@ def refused(ckpt: Path, error: type, *named: str, tmp_path: Path, capsys) -> Non
         CheckpointReader(ckpt)
     for text in named:
         assert text in str(info.value), (text, str(info.value))
-    code = main(["convert", "--input-model", str(ckpt), "--output-model", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        ["convert", "--input-model", str(ckpt), "--output-model", str(tmp_path / "out"), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("so8t convert: error:"), err
     for text in named:
@@ -92,7 +94,9 @@ def test_hidden_size_splits_into_so8_blocks(tmp_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("field", "value"), [("num_attention_heads", 3), ("num_key_value_heads", 3)])
-def test_heads_divide_the_hidden_size_and_kv_heads_divide_heads(tmp_checkpoint, tmp_path, capsys, field, value):
+def test_heads_divide_the_hidden_size_and_kv_heads_divide_heads(
+    tmp_checkpoint, tmp_path, capsys, field, value
+):
     ckpt = tmp_checkpoint(**FAST)
     edit_config(ckpt, lambda c: c.update({field: value}))
     refused(ckpt, ConfigError, "heads are inconsistent", "config.json", tmp_path=tmp_path, capsys=capsys)
@@ -113,7 +117,9 @@ def test_vision_heads_divide_the_embedding(tmp_checkpoint, tmp_path, capsys):
 def test_merger_output_is_the_text_hidden_size(tmp_checkpoint, tmp_path, capsys):
     ckpt = tmp_checkpoint(**FAST)
     edit_config(ckpt, lambda c: c["vision_config"].update(hidden_size=512))
-    refused(ckpt, ConfigError, "vision_config.hidden_size 512", "config.json", tmp_path=tmp_path, capsys=capsys)
+    refused(
+        ckpt, ConfigError, "vision_config.hidden_size 512", "config.json", tmp_path=tmp_path, capsys=capsys
+    )
 
 
 def test_every_implied_tensor_is_present(tmp_checkpoint, tmp_path, capsys):
@@ -133,7 +139,11 @@ def _add_tensor(ckpt: Path, name: str) -> None:
     [
         ({}, lambda c: c.update(num_hidden_layers=1), ("num_hidden_layers is 1", "model.layers.1.")),
         ({}, lambda c: c["vision_config"].update(depth=2), ("vision_config.depth is 2", "visual.blocks.2.")),
-        ({"tied": False}, lambda c: c.update(tie_word_embeddings=True), ("tie_word_embeddings", "lm_head.weight")),
+        (
+            {"tied": False},
+            lambda c: c.update(tie_word_embeddings=True),
+            ("tie_word_embeddings", "lm_head.weight"),
+        ),
         ({"shards": 1}, "model.layers.0.extra.weight", ("no field", "model.layers.0.extra.weight")),
     ],
     ids=["layer", "vision block", "lm_head when tied", "unknown"],
@@ -162,10 +172,20 @@ def test_no_tensor_the_config_does_not_imply(tmp_checkpoint, tmp_path, capsys, v
 def test_every_tensor_has_the_implied_shape(tmp_checkpoint, tmp_path, capsys, change, field):
     ckpt = tmp_checkpoint(**FAST)
     edit_config(ckpt, change)
-    refused(ckpt, ConfigError, field, "the shape", ".safetensors", "config.json", tmp_path=tmp_path, capsys=capsys)
+    refused(
+        ckpt, ConfigError, field, "the shape", ".safetensors", "config.json", tmp_path=tmp_path, capsys=capsys
+    )
 
 
 def test_every_tensor_has_the_stated_dtype(tmp_checkpoint, tmp_path, capsys):
     ckpt = tmp_checkpoint(**FAST)
     edit_config(ckpt, lambda c: c.update(torch_dtype="float16"))
-    refused(ckpt, ConfigError, "torch_dtype is float16", "as bfloat16", "config.json", tmp_path=tmp_path, capsys=capsys)
+    refused(
+        ckpt,
+        ConfigError,
+        "torch_dtype is float16",
+        "as bfloat16",
+        "config.json",
+        tmp_path=tmp_path,
+        capsys=capsys,
+    )

@@ -98,7 +98,7 @@ class VisionConfig(_Fields):
     depth: int
     embed_dim: int
     num_heads: int
-    mlp_ratio: float
+    mlp_ratio: int | float  # as config.json spells it (transformers' vision config wants an int there)
     in_channels: int
     patch_size: int
     spatial_merge_size: int
@@ -286,9 +286,10 @@ def parse_vision(vision, path: Path, text_hidden: int) -> VisionConfig:
             f"{text_hidden}; the image embeddings must match the text model",
             path=path,
         )
+    _positive_float(merged, "mlp_ratio", path, "vision_config")
     image_size = merged["image_size"]
     return VisionConfig(
-        mlp_ratio=_positive_float(merged, "mlp_ratio", path, "vision_config"),
+        mlp_ratio=merged["mlp_ratio"],  # validated above, kept as spelled
         hidden_act=str(merged["hidden_act"]),
         layer_norm_eps=_positive_float(merged, "layer_norm_eps", path, "vision_config"),
         hidden_size=merger_out,

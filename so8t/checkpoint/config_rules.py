@@ -38,7 +38,9 @@ def check_tensors(config, entries: dict, where: Path) -> None:
     _check_missing(implied, entries, where, tied)
     for name, entry in entries.items():
         if name not in implied:
-            raise ConfigError(f"{_why_not_implied(name, config)}, but {_file(entry)} holds {name}", path=config.path)
+            raise ConfigError(
+                f"{_why_not_implied(name, config)}, but {_file(entry)} holds {name}", path=config.path
+            )
     for name, (shape, fact) in implied.items():
         entry = entries[name]
         if tuple(entry.shape) != shape:
@@ -54,7 +56,8 @@ def check_tensors(config, entries: dict, where: Path) -> None:
             )
         if config.dtype is not None and entry.dtype != config.dtype:
             raise ConfigError(
-                f"torch_dtype is {config.dtype}, but {_file(entry)} holds {name} as {entry.dtype}", path=config.path
+                f"torch_dtype is {config.dtype}, but {_file(entry)} holds {name} as {entry.dtype}",
+                path=config.path,
             )
 
 
@@ -66,7 +69,9 @@ def _check_missing(implied: dict, entries: dict, where: Path, tied: bool) -> Non
     missing = [n for n in implied if n not in entries]
     if not missing:
         return
-    hint = " (tie_word_embeddings is false, so lm_head.weight is needed)" if "lm_head.weight" in missing else ""
+    hint = (
+        " (tie_word_embeddings is false, so lm_head.weight is needed)" if "lm_head.weight" in missing else ""
+    )
     raise CheckpointError(
         f"{len(missing)} tensors of the Qwen2-VL model are missing, e.g. {missing[:3]}{hint}", path=where
     )

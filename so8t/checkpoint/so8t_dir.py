@@ -180,11 +180,7 @@ class SO8TCheckpoint:
 
     def site_rotation(self, layer: int, site: qwen2vl.FoldSite) -> torch.Tensor:
         """Effective per-block rotation of a fold site (its gates composed in order), float64."""
-        result = None
-        for gate in site.gates:
-            r = self.rotation(layer, gate)
-            result = r if result is None else group.compose(result, r)
-        return result
+        return group.compose_chain(self.rotation(layer, gate) for gate in site.gates)
 
     def safety_head_state(self) -> dict[str, torch.Tensor] | None:
         """The ``safety_head.*`` tensors of the gates file, or None when there is no safety head."""

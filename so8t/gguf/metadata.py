@@ -26,6 +26,7 @@ import numpy as np
 from gguf import GGUFValueType
 
 from so8t.errors import GGUFError
+from so8t.group import ROTATION_DIM
 
 FORMAT_VERSION = 1
 CONTENT_HASH_KEY = "so8t.content_hash"
@@ -46,6 +47,12 @@ def combine(records: Iterable[bytes]) -> str:
     for record in records:
         digest.update(record)
     return digest.hexdigest()
+
+
+def content_hash_of(tensors: Iterable[tuple[str, int, Iterable[int], bytes]]) -> str:
+    """The content hash of ``(name, GGML type, GGUF dims, sha256 digest of the stored bytes)`` in file
+    order: the one computation behind the writer, ``content_hash_of_file`` and the validator."""
+    return combine(tensor_record(name, ggml_type, dims, digest) for name, ggml_type, dims, digest in tensors)
 
 
 @dataclass(frozen=True)
@@ -191,8 +198,8 @@ def tensor_digests(path: str | Path) -> dict[str, tuple[int, tuple[int, ...], st
 
 def content_hash_of_file(path: str | Path) -> str:
     """Recompute the content hash of a GGUF file from its tensors."""
-    return combine(
-        tensor_record(name, ggml_type, dims, bytes.fromhex(digest))
+    return content_hash_of(
+        (name, ggml_type, dims, bytes.fromhex(digest))
         for name, (ggml_type, dims, digest) in tensor_digests(path).items()
     )
 
@@ -241,7 +248,7 @@ def so8t_keys(config: dict, source: str | None = None) -> dict[str, object]:
     source_name = source or source_model_name(config)
     keys: dict[str, object] = {
         "so8t.format_version": FORMAT_VERSION,
-        "so8t.rotation_dim": int(section.get("rotation_dim", 8)),
+        "so8t.rotation_dim": int(section.get("rotation_dim", ROTATION_DIM)),
         "so8t.group": str(section.get("group", "SO(8)")),
         "so8t.gate_sites": [str(s) for s in sites],
         "so8t.map": str(section.get("map", "exp")),

@@ -31,20 +31,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from so8t.checkpoint.so8t_dir import gate_key
 from so8t.errors import So8tError
 from so8t.gguf.metadata import source_model_name
 from so8t.io import atomic_path
+from so8t.safety import STATE_PREFIX
 
 ARCHITECTURE = "so8t"
 GGUF_TYPE = "so8t-sidecar"
 SIDECAR_VERSION = 1
 SAFETY_ACTIVATION = "gelu_erf"  # torch.nn.GELU() default: x * Phi(x), exact erf form
 SAFETY_TENSORS = ("0.weight", "0.bias", "2.weight", "2.bias")
-SAFETY_PREFIX = "safety_head."
-
-
-def generators_name(layer: int, gate: str) -> str:
-    return f"layers.{layer}.{gate}.generators"
+SAFETY_PREFIX = STATE_PREFIX  # the gates file's prefix (so8t.safety), one spelling for both files
+generators_name = gate_key  # the gates file's tensor name (so8t.checkpoint.so8t_dir.gate_key)
 
 
 def rotation_name(layer: int, gate: str) -> str:

@@ -17,6 +17,7 @@ from so8t.gguf.sidecar import (
     generators_name,
     rotation_name,
 )
+from so8t.group import N_GENERATORS, ROTATION_DIM
 
 
 @dataclass
@@ -40,17 +41,18 @@ class SidecarSafetyHead:
     classes: tuple[str, ...]
 
     def logits(self, hidden) -> np.ndarray:
+        """The forward pass of ``so8t.safety.SafetyHead`` (the one implementation), in float64."""
         import torch
 
+        from so8t.safety import SafetyHead
+
         h = torch.as_tensor(np.asarray(hidden.detach().cpu() if hasattr(hidden, "detach") else hidden))
-        h = h.to(torch.float64)
-        w = {k: torch.from_numpy(v).to(torch.float64) for k, v in self.weights.items()}
-        if h.shape[-1] != w["0.weight"].shape[1]:
-            raise So8tError(
-                f"hidden state has size {h.shape[-1]}, the safety head expects {w['0.weight'].shape[1]}"
-            )
-        z = torch.nn.functional.gelu(h @ w["0.weight"].T + w["0.bias"])
-        return (z @ w["2.weight"].T + w["2.bias"]).numpy()
+        width = self.weights["0.weight"].shape[1]
+        if h.shape[-1] != width:
+            raise So8tError(f"hidden state has size {h.shape[-1]}, the safety head expects {width}")
+        head = SafetyHead.from_state({k: np.asarray(v, dtype=np.float64) for k, v in self.weights.items()})
+        with torch.no_grad():
+            return head(h.to(torch.float64)).numpy()
 
     def verdict(self, hidden) -> SafetyVerdict:
         """Verdict for one hidden state ``[hidden]``."""
@@ -101,11 +103,9 @@ class Sidecar:
 
     def site_rotation(self, layer: int, site: str) -> np.ndarray:
         """Effective per-block rotation of a site: its gates multiplied in order (row vectors)."""
-        result = None
-        for gate in self.gate_sites[site]:
-            r = self.rotations[(layer, gate)]
-            result = r if result is None else result @ r
-        return result
+        from so8t import group
+
+        return group.compose_chain(self.rotations[(layer, gate)] for gate in self.gate_sites[site])
 
     def non_rotations(self, tol: float | None = None) -> list[tuple[int, str, float, float]]:
         """``(layer, gate, max|R^T R - I|, max|det R - 1|)`` for every stored rotation not in SO(8)."""
@@ -171,10 +171,12 @@ def read_sidecar(path: str | Path) -> Sidecar:
         )
     if int(meta["so8t.format_version"]) != SIDECAR_VERSION:
         raise GGUFError(f"unsupported sidecar format version {meta['so8t.format_version']}", path=path)
-    if int(meta["so8t.rotation_dim"]) != 8:
-        raise GGUFError(f"so8t.rotation_dim is {meta['so8t.rotation_dim']}, SO8T means 8", path=path)
+    if int(meta["so8t.rotation_dim"]) != ROTATION_DIM:
+        raise GGUFError(
+            f"so8t.rotation_dim is {meta['so8t.rotation_dim']}, SO8T means {ROTATION_DIM}", path=path
+        )
     hidden, layers = int(meta["so8t.embedding_length"]), int(meta["so8t.block_count"])
-    if hidden <= 0 or hidden % 8 or layers <= 0:
+    if hidden <= 0 or hidden % ROTATION_DIM or layers <= 0:
         raise GGUFError(f"bad sizes: embedding_length {hidden}, block_count {layers}", path=path)
     gates = tuple(meta["so8t.gates"])
     sites = {
@@ -185,12 +187,12 @@ def read_sidecar(path: str | Path) -> Sidecar:
             raise GGUFError(f"gate site {site!r} lists unknown gates {site_gates}", path=path)
 
     tensors = {t.name: t for t in reader.tensors}
-    n = hidden // 8
+    n, d = hidden // ROTATION_DIM, ROTATION_DIM
     expected: dict[str, tuple[tuple[int, ...], GGMLQuantizationType]] = {}
     for layer in range(layers):
         for gate in gates:
-            expected[generators_name(layer, gate)] = ((n, 28), GGMLQuantizationType.F32)
-            expected[rotation_name(layer, gate)] = ((n, 8, 8), GGMLQuantizationType.F64)
+            expected[generators_name(layer, gate)] = ((n, N_GENERATORS), GGMLQuantizationType.F32)
+            expected[rotation_name(layer, gate)] = ((n, d, d), GGMLQuantizationType.F64)
     has_head = bool(meta["so8t.safety_head"])
     if has_head:
         n_classes = len(meta["so8t.safety_classes"])

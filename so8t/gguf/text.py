@@ -215,12 +215,9 @@ class _OpenFile:
                 raise ExportError(
                     f"{t.gguf_name}: wrote {slot.written} of {slot.nbytes} bytes", path=self.path
                 )
-            gguf_dims = list(reversed(t.shape))
-            records.append(
-                metadata.tensor_record(t.gguf_name, slot.ggml_type, gguf_dims, slot.hasher.digest())
-            )
+            records.append((t.gguf_name, slot.ggml_type, list(reversed(t.shape)), slot.hasher.digest()))
         self.writer.close()
-        self.result.content_hash = metadata.combine(records)
+        self.result.content_hash = metadata.content_hash_of(records)
         metadata.patch_content_hash(self.path, self.result.content_hash)
         return self.result
 

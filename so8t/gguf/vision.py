@@ -4,7 +4,8 @@ SO8T gates sit on the text decoder only, so the vision tower is written exactly 
 the tensors are read one at a time through ``CheckpointReader`` (canonical ``visual.*`` names), renamed
 and cut by the table in :mod:`so8t.gguf.vision_names`, cast once to the export type, and streamed into a
 temporary file that is renamed onto the output only when complete (``so8t.io.atomic_path``). One writer
-thread writes tensor i, in order, while the next is read and cast; its errors surface in the caller.
+thread (``so8t.gguf.background.OrderedWriter``, the text writer's) writes tensor i, in order, while the
+next is read and cast; its errors surface in the caller.
 
 File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``):
 
@@ -31,7 +32,6 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import numpy as np
 
 from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
+from so8t.gguf.background import OrderedWriter
 from so8t.io import atomic_path
 
 DEFAULT_IMAGE_SIZE = 560  # Note [image size]
@@ -82,7 +83,9 @@ class VisionHParams:
                 path=path,
             )
         if vision.hidden_act not in names.ACTIVATION_KEYS:
-            raise ConfigError(f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path)
+            raise ConfigError(
+                f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path
+            )
         return cls(
             embed_dim=embed_dim,
             depth=vision.depth,
@@ -244,27 +247,21 @@ def write_mmproj(
             data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
             handle.truncate(data_start + offset)  # zero padding everywhere, data filled below
             cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
-            # one writer thread: tensor i is written (in order) while tensor i+1 is read and cast
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="so8t-mmproj-writer") as pool:
-                pending = None
-                try:
-                    for piece, out_dtype, at, size in tqdm(
-                        plan, desc="mmproj", unit="tensor", disable=not progress
-                    ):
-                        if cache is None or cache[0] != piece.source:
-                            cache = (piece.source, reader.get(piece.source))
-                        array = _export_array(piece, cache[1], out_dtype)
-                        if array.nbytes != size:
-                            raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
-                        if pending is not None:
-                            pending.result()
-                        pending = pool.submit(_write_at, handle, data_start + at, array)
-                        del array
-                    if pending is not None:
-                        pending.result()
-                finally:
-                    if pending is not None:
-                        pending.cancel()
+            # the writer thread (so8t.gguf.background) writes tensor i, in order, while i+1 is read and cast
+            io = OrderedWriter(depth=1)
+            try:
+                bar = tqdm(plan, desc="mmproj", unit="tensor", disable=not progress)
+                for piece, out_dtype, at, size in bar:
+                    if cache is None or cache[0] != piece.source:
+                        cache = (piece.source, reader.get(piece.source))
+                    array = _export_array(piece, cache[1], out_dtype)
+                    if array.nbytes != size:
+                        raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
+                    io.call(functools.partial(_write_at, handle, data_start + at, array))
+                    del array
+                io.close()
+            finally:
+                io.close(check=False)
         finally:
             writer.close()
             reader.close()

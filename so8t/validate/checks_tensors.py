@@ -119,13 +119,13 @@ def finite(ctx: Context):
 def content_hash(reader) -> str:
     """``so8t.content_hash`` of an open GGUFReader, with the exporter's record layout
     (``so8t.gguf.metadata.tensor_record``)."""
-    from so8t.gguf.metadata import combine, tensor_record
+    from so8t.gguf.metadata import content_hash_of
 
-    records = []
-    for t in reader.tensors:
-        digest = hashlib.sha256(memoryview(np.ascontiguousarray(t.data)).cast("B")).digest()
-        records.append(tensor_record(t.name, int(t.tensor_type), [int(d) for d in t.shape], digest))
-    return combine(records)
+    return content_hash_of(
+        (t.name, int(t.tensor_type), [int(d) for d in t.shape],
+         hashlib.sha256(memoryview(np.ascontiguousarray(t.data)).cast("B")).digest())
+        for t in reader.tensors
+    )
 
 
 @check("tensors.content_hash", "tensors", requires=("file.layout", "metadata.so8t_keys"))
