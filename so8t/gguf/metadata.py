@@ -25,14 +25,16 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFValueType
 
+from so8t.adapters.qwen2vl import GATE_NAMES
 from so8t.errors import GGUFError
 from so8t.group import ROTATION_DIM
+from so8t.safety import SAFETY_CLASSES
 
 FORMAT_VERSION = 1
 CONTENT_HASH_KEY = "so8t.content_hash"
 PLACEHOLDER = "0" * 64  # same length as a sha256 hex digest
-DEFAULT_GATE_SITES = ("attn_rot", "attn_safe", "attn_cmd", "mlp_rot")
-DEFAULT_SAFETY_CLASSES = ("ALLOW", "ESCALATE", "REFUSE")
+DEFAULT_GATE_SITES = GATE_NAMES  # a plain checkpoint: every gate, as identity
+DEFAULT_SAFETY_CLASSES = SAFETY_CLASSES
 
 
 def tensor_record(name: str, ggml_type: int, gguf_dims: Iterable[int], data_digest: bytes) -> bytes:

@@ -198,45 +198,22 @@ def write_mmproj(
         model_name: optional ``general.name``.
         progress: show a tqdm bar on stderr.
 
-    Raises ConfigError (vision config unusable), CheckpointError (via the reader), ExportError (a tensor
-    has the wrong shape or overflows F16), So8tError (output not writable).
+    Raises ConfigError (vision config unusable, or contradicted by the tensors: via the reader),
+    CheckpointError (via the reader), ExportError (a tensor overflows F16), So8tError (output not writable).
     """
     import gguf
-    import torch
-    from tqdm import tqdm
 
     from so8t.checkpoint import CheckpointReader
 
     if dtype not in DTYPES:
         raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
     np_dtype, file_type = DTYPES[dtype]
-    reader = CheckpointReader(so8t_dir)
+    reader = CheckpointReader(so8t_dir)  # refuses missing or misshapen vision tensors (config_rules)
     hp = VisionHParams.from_vision(reader.vision_config, reader.model_config.path)
     mean, std = _image_stats(reader)
-    pieces = names.pieces(hp.depth)
-    available = set(reader.names())
-    missing = sorted({p.source for p in pieces} - available)
-    if missing:
-        raise ExportError(f"vision tensors missing from the checkpoint: {missing[:5]}", path=reader.path)
-    for source in sorted({p.source for p in pieces}):  # shapes from the safetensors headers, before writing
-        if tuple(reader.shape(source)) != hp.source_shape(source):
-            raise ExportError(
-                f"{source} has shape {tuple(reader.shape(source))}, config.json implies {hp.source_shape(source)}",
-                path=reader.path,
-            )
-
     writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
     _add_metadata(writer, hp, mean, std, file_type, model_name)
-    plan = []
-    offset = 0  # of each tensor in the data section, laid out as GGUFWriter lays them out
-    for piece in pieces:
-        shape = _piece_shape(piece, hp.source_shape(piece.source))
-        out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
-        size = int(np.prod(shape)) * out_dtype.itemsize
-        writer.add_tensor_info(piece.target, shape, out_dtype, size)
-        plan.append((piece, out_dtype, offset, size))
-        offset += gguf.GGUFWriter.ggml_pad(size, writer.data_alignment)
-
+    plan, data_bytes = _plan(writer, hp, np_dtype)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         try:
@@ -245,27 +222,49 @@ def write_mmproj(
             writer.write_ti_data_to_file()
             handle = writer.fout[0]
             data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
-            handle.truncate(data_start + offset)  # zero padding everywhere, data filled below
-            cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
-            # the writer thread (so8t.gguf.background) writes tensor i, in order, while i+1 is read and cast
-            io = OrderedWriter(depth=1)
-            try:
-                bar = tqdm(plan, desc="mmproj", unit="tensor", disable=not progress)
-                for piece, out_dtype, at, size in bar:
-                    if cache is None or cache[0] != piece.source:
-                        cache = (piece.source, reader.get(piece.source))
-                    array = _export_array(piece, cache[1], out_dtype)
-                    if array.nbytes != size:
-                        raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
-                    io.call(functools.partial(_write_at, handle, data_start + at, array))
-                    del array
-                io.close()
-            finally:
-                io.close(check=False)
+            handle.truncate(data_start + data_bytes)  # zero padding everywhere, data filled below
+            _write_data(handle, data_start, plan, reader, progress)
         finally:
             writer.close()
             reader.close()
     return out_path
+
+
+def _plan(writer, hp: VisionHParams, np_dtype) -> tuple[list, int]:
+    """Declare every mmproj tensor to ``writer``: ``[(piece, dtype, offset, size)]`` in file order, and the
+    data section's size (offsets laid out as GGUFWriter lays them out)."""
+    import gguf
+
+    plan, offset = [], 0
+    for piece in names.pieces(hp.depth):
+        shape = _piece_shape(piece, hp.source_shape(piece.source))
+        out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
+        size = int(np.prod(shape)) * out_dtype.itemsize
+        writer.add_tensor_info(piece.target, shape, out_dtype, size)
+        plan.append((piece, out_dtype, offset, size))
+        offset += gguf.GGUFWriter.ggml_pad(size, writer.data_alignment)
+    return plan, offset
+
+
+def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> None:
+    """Read, cut and cast each planned tensor; the writer thread (``so8t.gguf.background.OrderedWriter``)
+    writes tensor i at its offset, in order, while tensor i+1 is read and cast."""
+    from tqdm import tqdm
+
+    cache = None  # (source name, tensor): one source tensor feeds up to three pieces
+    io = OrderedWriter(depth=1)
+    try:
+        for piece, out_dtype, at, size in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
+            if cache is None or cache[0] != piece.source:
+                cache = (piece.source, reader.get(piece.source))
+            array = _export_array(piece, cache[1], out_dtype)
+            if array.nbytes != size:
+                raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
+            io.call(functools.partial(_write_at, handle, data_start + at, array))
+            del array
+        io.close()
+    finally:
+        io.close(check=False)
 
 
 def _write_at(handle, position: int, array: np.ndarray) -> None:
