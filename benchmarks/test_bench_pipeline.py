@@ -32,14 +32,10 @@ def test_pipeline(benchmark, bench, bench_model, tools, scratch):
 
     result = results[-1]
     validation = {f.quant: f.validation for f in result.files if f.kind == "text"}
-    assert all(status in ("PASS", "FAIL") for status in validation.values()), validation  # every file validated
-    assert validation["F16"] == "PASS", validation  # float parity has a derived bound at every size
-    if bench.model == "embedded":
-        # the quantized parity thresholds are calibrated on the embedded model (so8t/gguf/parity.py); on
-        # the 28-layer random replica they are too tight (Q8_0: top-1 0.70, KL 1.5e-3 against 0.85 / 1e-4),
-        # so there the statuses are recorded, not asserted
-        assert result.ok, validation
-        assert json.loads((out / SUMMARY_FILE).read_text())["ok"] is True
+    # float types: derived rounding bound; block types: relative to llama.cpp's quantization of the same
+    # source (so8t/gguf/parity.py), so the verdict holds at every size
+    assert result.ok and set(validation.values()) == {"PASS"}, validation
+    assert json.loads((out / SUMMARY_FILE).read_text())["ok"] is True
     assert {f.kind for f in result.files} >= {"text", "sidecar", "mmproj"}
     info = {
         "model": bench.model,

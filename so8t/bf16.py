@@ -18,7 +18,11 @@ def to_float32(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach()
     if tensor.dtype != torch.bfloat16:
         return tensor.to(torch.float32).numpy()
-    bits = tensor.contiguous().view(torch.int16).numpy().view(np.uint16)
+    return bits_to_float32(tensor.contiguous().view(torch.int16).numpy().view(np.uint16))
+
+
+def bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values given as their uint16 bit patterns, as float32; exact."""
     if sys.byteorder != "little":
         return (bits.astype(np.uint32) << 16).view(np.float32)
     halves = np.empty((*bits.shape, 2), dtype=np.uint16)  # little-endian: [low half, high half]

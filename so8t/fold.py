@@ -77,6 +77,26 @@ def _fold_tensor(checkpoint: SO8TCheckpoint, name: str, tensor: torch.Tensor) ->
     return group.apply_blocks(tensor.to(torch.float64), rotations)
 
 
+def folded_rows(checkpoint: SO8TCheckpoint, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of the plain-model tensor ``name`` as float64 (a 1-D tensor: the whole of it):
+    folded for gate-site Linears, exact otherwise. A fold acts on each 8-row block of the output rows on
+    its own (``W'[8k:8k+8] = R_k.T @ W[8k:8k+8]``), so ``start`` and ``stop`` must be multiples of 8 there;
+    only those rows of the source are read."""
+    reader = checkpoint.reader
+    site = qwen2vl.fold_site(name)
+    if len(reader.shape(name)) < 2:
+        tensor = reader.get(name)
+        return (_fold_tensor(checkpoint, name, tensor) if site else tensor).to(torch.float64).numpy()
+    rows = reader.get_rows(name, start, stop)
+    if site is None:
+        return bf16.to_float64(rows)
+    if start % group.ROTATION_DIM or stop % group.ROTATION_DIM:
+        raise ValueError(f"{name}: fold rows {start}:{stop} are not whole 8-row blocks")
+    site_, layer, _kind = site
+    blocks = checkpoint.site_rotation(layer, site_)[start // group.ROTATION_DIM : stop // group.ROTATION_DIM]
+    return fold_linear_blocks(rows, None, blocks)[0].numpy()
+
+
 def iter_folded_tensors(
     so8t_dir: str | Path | SO8TCheckpoint, part: str = "all"
 ) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,16 +1,14 @@
 """The one home of llama-cpp-python's private and low-level API in so8t.
 
-so8t uses llama-cpp-python (``llama-cpp-python>=0.3.36,<0.4``, pinned in pyproject.toml) in two ways: its
-public ``Llama`` class and chat handlers, and, where that API cannot do the job, private attributes of
-its Python wrappers and the raw ctypes bindings of llama.cpp and ggml. Every use of the second kind goes
-through this module; :data:`PRIVATE_SYMBOLS` and :data:`GGML_SYMBOLS` say, per symbol, what it is and why
-so8t needs it. The first call of :func:`api` (or :func:`ggml`) checks that the installed package has all
-of them and raises a one-line :class:`~so8t.errors.LlamaApiError` naming the missing symbol, instead of
-an ``AttributeError`` halfway through an export or a validation. Instance attributes (``Llama._ctx``,
-``Llama._batch``), which exist only on a loaded model, are checked at first use by :func:`_private`.
-
-The private parts are not covered by llama-cpp-python's compatibility promises, hence the upper bound of
-the pin: a new minor release is adopted by running the suites, then widening the range.
+so8t uses llama-cpp-python (``llama-cpp-python>=0.3.36,<0.4``, pinned in pyproject.toml) through its public
+``Llama`` class and chat handlers and, where those cannot do the job, through private attributes of its
+wrappers and the raw ctypes bindings of llama.cpp, libmtmd and ggml. Every use of the second kind is here;
+:data:`PRIVATE_SYMBOLS` and :data:`GGML_SYMBOLS` say per symbol what it is and why so8t needs it. The first
+:func:`api` / :func:`ggml` call checks the installed package has them all and raises a one-line
+:class:`~so8t.errors.LlamaApiError` naming a missing one (not an ``AttributeError`` mid-export); the
+instance attributes ``Llama._ctx`` / ``Llama._batch`` are checked at first use (:func:`_private`). The
+private parts have no compatibility promise, hence the pin's upper bound: adopt a new minor release by
+running the suites, then widening the range.
 """
 
 from __future__ import annotations
@@ -36,16 +34,12 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "Llama.eval keeps only the outputs that logits_all reserved at load time",
     "_internals.LlamaBatch.set_batch": "fills the batch (tokens, positions, output flags); logits_all=True "
     "marks every position as an output, which logits() and hidden_states() need",
-    "_utils.suppress_stdout_stderr": "redirects file descriptors 1 and 2 while llama.cpp prints its load "
-    "notes (they bypass Python's sys.stdout)",
-    "_ggml.libggml": "the ctypes handle of the ggml library llama-cpp-python itself loaded, through which "
-    "so8t calls ggml's quantizers (the same build that reads the files afterwards)",
-    "_logger.llama_log_callback": "llama-cpp-python's own log callback, put back after the quantizer's "
-    "log has been captured",
+    "_utils.suppress_stdout_stderr": "silences fd 1/2 while llama.cpp prints load notes past sys.stdout",
+    "_ggml.libggml": "ctypes handle of the ggml llama-cpp-python loaded: so8t's quantizers are its own",
+    "_logger.llama_log_callback": "llama-cpp-python's log callback, put back after capturing the quantizer",
     # -- raw ctypes bindings of llama.h ---------------------------------------------------------------
     "llama_get_logits_ith": "pointer to the logits of output i of the last decode",
-    "llama_get_embeddings_ith": "pointer to the final-norm hidden state of output i (embedding mode), "
-    "the input of the SO8T safety head",
+    "llama_get_embeddings_ith": "pointer to the final-norm hidden state of output i (safety head input)",
     "llama_perf_context": "llama.cpp's own prompt / generation token counts and timings",
     "llama_perf_context_reset": "zeroes those counters before a timed generation",
     "llama_model_get_vocab": "the vocabulary handle that the two calls below take",
@@ -58,8 +52,7 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "LLAMA_POOLING_TYPE_NONE": "embedding mode without pooling: one hidden state per position",
     "LLAMA_FLASH_ATTN_TYPE_DISABLED": "flash attention off for the image encoder (exact comparisons)",
     # -- raw ctypes bindings of libmtmd (llama.cpp's multimodal library) ------------------------------
-    "mtmd_cpp.mtmd_encode_chunk": "runs the vision encoder on one image chunk; with mtmd_get_output_embd "
-    "the only way to read llama.cpp's image embeddings (the chat handler feeds them on directly)",
+    "mtmd_cpp.mtmd_encode_chunk": "runs the vision encoder on an image chunk: how to read image embeddings",
 }
 
 #: ggml functions called through :func:`ggml` -> (restype, argtypes, why).
@@ -71,7 +64,22 @@ GGML_SYMBOLS: dict[str, tuple[object, list, str]] = {
     "ggml_quantize_requires_imatrix": (_B, [_I], "ggml aborts the process on such a type; so8t refuses first"),
     "ggml_row_size": (_SZ, [_I, _I64], "bytes per row, cross-checked against gguf-py"),
     "ggml_validate_row_data": (_B, [_I, _P, _SZ], "rejects non-finite block scales"),
+    "ggml_get_type_traits": (None, [_I], "a type's block size, bytes and to_float kernel: the validator "
+                             + "dequantizes with the values llama.cpp computes with"),
 }
+
+
+class GgmlTypeTraits(ctypes.Structure):
+    """``struct ggml_type_traits`` of ggml.h, the fields up to ``to_float`` in declaration order."""
+
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)),
+    ]
 
 
 def _resolve(root, dotted: str):
@@ -127,7 +135,13 @@ def ggml() -> ctypes.CDLL:
     for name, (restype, argtypes, _why) in GGML_SYMBOLS.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(GgmlTypeTraits)
     return lib
+
+
+def ggml_type_traits(ggml_type: int) -> GgmlTypeTraits:
+    """ggml's traits of one tensor type (block size, block bytes, ``to_float`` kernel)."""
+    return ggml().ggml_get_type_traits(int(ggml_type)).contents
 
 
 def _private(llm, name: str):
@@ -226,12 +240,7 @@ def _captured_log(pieces: list[str]):
 
 
 def quantize_file(
-    src: Path,
-    dst: Path,
-    file_type: int,
-    n_threads: int = 0,
-    max_buf_size: int | None = None,
-    capture_log: bool = True,
+    src: Path, dst: Path, file_type: int, n_threads: int = 0, max_buf_size: int | None = None, capture_log=True
 ) -> tuple[int, str]:
     """``llama_model_quantize(src, dst)`` to ``file_type`` (a ``LlamaFileType`` value): returns llama.cpp's
     return code and, with ``capture_log``, what it logged meanwhile. ``max_buf_size`` None keeps

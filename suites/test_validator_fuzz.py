@@ -76,7 +76,7 @@ def protected_mask(path: Path) -> np.ndarray:
 def original(request, tmp_path_factory):
     path = write_tiny_gguf(tmp_path_factory.mktemp("fuzz") / f"tiny-{request.param}.gguf", request.param)
     report = SO8TGGUFValidator(path, run_runtime=False).run()
-    assert report.overall == "PASS", report.table(verbose=True)
+    assert report.overall == "UNVERIFIED", report.table(verbose=True)  # every structural check passes
     return path.read_bytes(), protected_mask(path), path
 
 

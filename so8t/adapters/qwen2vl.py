@@ -65,6 +65,10 @@ FOLD_SITES: tuple[FoldSite, ...] = (
     ),
 )
 
+#: Canonical names of the text model's global tensors.
+EMBED_TOKENS, FINAL_NORM = "model.embed_tokens.weight", "model.norm.weight"  # rows of TENSORS below
+LM_HEAD = names.LM_HEAD
+
 #: Every gate of a decoder layer, in the order they are stored.
 GATE_NAMES: tuple[str, ...] = tuple(gate for site in FOLD_SITES for gate in site.gates)
 
@@ -103,7 +107,7 @@ def _block(suffix: str, shape: tuple[str, ...], kind: str) -> TensorFact:
 
 #: Every Qwen2-VL tensor, in module order (text tower, then vision tower).
 TENSORS: tuple[TensorFact, ...] = (
-    TensorFact("model.embed_tokens.weight", ("vocab", "hidden"), "matrix"),
+    TensorFact(EMBED_TOKENS, ("vocab", "hidden"), "matrix"),
     _layer("input_layernorm.weight", ("hidden",), "norm"),
     _layer("self_attn.q_proj.weight", ("q", "hidden"), "matrix"),
     _layer("self_attn.q_proj.bias", ("q",), "bias"),
@@ -116,8 +120,8 @@ TENSORS: tuple[TensorFact, ...] = (
     _layer("mlp.gate_proj.weight", ("ffn", "hidden"), "matrix"),
     _layer("mlp.up_proj.weight", ("ffn", "hidden"), "matrix"),
     _layer("mlp.down_proj.weight", ("hidden", "ffn"), "matrix", "mlp_output"),
-    TensorFact("model.norm.weight", ("hidden",), "norm"),
-    TensorFact("lm_head.weight", ("vocab", "hidden"), "matrix", untied_only=True),
+    TensorFact(FINAL_NORM, ("hidden",), "norm"),
+    TensorFact(LM_HEAD, ("vocab", "hidden"), "matrix", untied_only=True),
     TensorFact("visual.patch_embed.proj.weight", ("embed", "channels", "temporal", "patch", "patch"), "matrix"),
     _block("norm1.weight", ("embed",), "norm"),
     _block("norm1.bias", ("embed",), "norm"),
@@ -211,6 +215,17 @@ def gguf_text_name(hub_name: str, num_layers: int) -> str | None:
     """llama.cpp's ``qwen2vl`` name of a canonical text tensor name (gguf-py's ``TensorNameMap`` for a
     model of ``num_layers`` decoder layers), or None when the text GGUF has no such tensor."""
     return _gguf_name_map(num_layers).get_name(hub_name, try_suffixes=(".weight", ".bias"))
+
+
+def text_layer_tensor(layer: int, suffix: str) -> str:
+    """Canonical name of a decoder layer's tensor or module: ``suffix`` as after ``model.layers.{i}.`` in
+    :data:`TENSORS` (``"self_attn.q_proj.weight"``) or a module path inside the layer (``"mlp.down_proj"``)."""
+    return f"model.layers.{layer}.{suffix}"
+
+
+def site_named(name: str) -> FoldSite:
+    """The gate site called ``name`` (``"attention_output"`` or ``"mlp_output"``)."""
+    return next(site for site in FOLD_SITES if site.name == name)
 
 
 def to_memory_name(canonical: str) -> str:

@@ -247,18 +247,34 @@ class CheckpointReader:
         one tensor at a time.
         """
         entry = self.entry(name)
-        raw = torch.empty(entry.nbytes, dtype=torch.uint8)
+        return self._read(entry, entry.begin, entry.nbytes).view(getattr(torch, entry.dtype)).reshape(entry.shape)
+
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of a tensor (first axis), read from disk now in the stored dtype: a slice of
+        the embedding matrix without reading the rest of it."""
+        entry = self.entry(name)
+        rows = entry.shape[0] if entry.shape else 0
+        if not 0 <= start < stop <= rows:
+            raise CheckpointError(f"rows {start}:{stop} outside tensor {entry.name!r} of {rows} rows", path=entry.file)
+        row_bytes = entry.nbytes // rows
+        raw = self._read(entry, entry.begin + start * row_bytes, (stop - start) * row_bytes)
+        return raw.view(getattr(torch, entry.dtype)).reshape(stop - start, *entry.shape[1:])
+
+    @staticmethod
+    def _read(entry: TensorEntry, offset: int, nbytes: int) -> torch.Tensor:
+        """``nbytes`` bytes of ``entry``'s file from ``offset``, into memory the result owns."""
+        raw = torch.empty(nbytes, dtype=torch.uint8)
         try:
             with open(entry.file, "rb") as handle:
-                handle.seek(entry.begin)
+                handle.seek(offset)
                 got = handle.readinto(memoryview(raw.numpy()))
         except OSError as err:
             raise CheckpointError(
                 f"cannot read tensor {entry.name!r}: {err.strerror or err}", path=entry.file
             ) from err
-        if got != entry.nbytes:
+        if got != nbytes:
             raise CheckpointError(f"file shrank while reading tensor {entry.name!r}", path=entry.file)
-        return raw.view(getattr(torch, entry.dtype)).reshape(entry.shape)
+        return raw
 
     def items(self, prefix: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Stream ``(canonical_name, tensor)`` in natural name order, one tensor in memory at a time."""

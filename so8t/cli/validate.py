@@ -1,8 +1,10 @@
 """``so8t validate``: check an exported text GGUF (+ sidecar, mmproj, and the SO8T checkpoint if given).
 
 Prints one line per check and writes the JSON report (schema: ``so8t.validate.report``) atomically.
-Exit codes: 0 overall PASS; 1 the files failed a check (FAIL) or a check could not run (ERROR);
-2 a usage error (the report's directory does not exist, ``--so8t-model`` is not an SO8T checkpoint).
+Exit codes: 0 overall PASS (every check passed, logit parity against PyTorch included); 3 UNVERIFIED
+(every check that ran passed, but parity did not run: no ``--so8t-model``, or ``--no-runtime``); 1 the
+files failed a check (FAIL) or a check could not run (ERROR); 2 a usage error (the report's directory
+does not exist, ``--so8t-model`` is not an SO8T checkpoint).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 
 from so8t.cli.common import add_command
 
+#: Exit code of a run whose checks all passed but whose parity check did not run.
+UNVERIFIED_EXIT = 3
+
 
 def register(sub) -> None:
     p = add_command(
@@ -20,7 +25,9 @@ def register(sub) -> None:
         "validate",
         "validate an exported GGUF: metadata, tensors, SO(8) group laws, llama.cpp load, parity",
         description="Validate an exported SO8T text GGUF for stock llama.cpp. Sidecar and mmproj default to "
-        "the exporter's siblings (<stem>.so8t.gguf, mmproj-*.gguf). Exit 0 only when every check passes.",
+        "the exporter's siblings (<stem>.so8t.gguf, mmproj-*.gguf). Exit 0 only when every check passes, logit "
+        "parity against PyTorch (needs --so8t-model) included; 3 when every check that ran passed but parity "
+        "did not run; 1 on FAIL or ERROR; 2 on a usage error.",
     )
     p.add_argument("--gguf-model", required=True, type=Path, help="text GGUF to validate")
     p.add_argument("--so8t-model", type=Path, default=None,
@@ -56,6 +63,11 @@ def run(args) -> int:
     print(f"report: {args.output_report}")
     if report.passed:
         return 0
+    if report.overall == "UNVERIFIED":
+        print(f"so8t validate: UNVERIFIED: {args.gguf_model}: every check that ran passed, but logit parity "
+              "against PyTorch did not run; pass --so8t-model DIR (the SO8T checkpoint it was exported from) "
+              "to check it", file=sys.stderr)
+        return UNVERIFIED_EXIT
     first = next(c for c in report.checks if c.status in ("FAIL", "ERROR"))
     where = "" if str(args.gguf_model) in first.reason else f"{args.gguf_model}: "
     print(f"so8t validate: {report.overall}: {where}{first.name}: {first.reason}", file=sys.stderr)

@@ -98,3 +98,23 @@ def torch_single_threaded(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=32)
+def _to_float(ggml_type: GGMLQuantizationType):
+    traits = llama_api.ggml_type_traits(int(ggml_type))
+    if traits.blck_size != GGML_QUANT_SIZES[ggml_type][0] or traits.type_size != GGML_QUANT_SIZES[ggml_type][1]:
+        raise ExportError(f"ggml's type traits of {ggml_type.name} disagree with gguf-py's block size")
+    return traits.to_float
+
+
+def dequantize(data: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+    """Float32 values of encoded rows ``data`` (uint8 ``[rows, row_bytes]``, as ``GGUFReader`` gives a block
+    type) with ggml's own ``to_float`` kernel: the values llama.cpp computes with. Releases the GIL."""
+    raw = np.ascontiguousarray(data, dtype=np.uint8)
+    block, size = GGML_QUANT_SIZES[ggml_type]
+    rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw.reshape(1, -1)
+    n_per_row = rows.shape[1] // size * block
+    out = np.empty((rows.shape[0], n_per_row), dtype=np.float32)
+    _to_float(ggml_type)(raw.ctypes.data, out.ctypes.data, out.size)
+    return out

@@ -208,14 +208,34 @@ def error_bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarr
     Shared by the export round-trip suite (suites/test_gguf_text.py) and the validator's
     ``tensors.values_vs_source`` check.
     """
+    bound = _bound(ggml_type, values)
+    if bound is None or bound.shape == values.shape:
+        return bound
+    block = GGML_QUANT_SIZES[ggml_type][0]
+    return np.broadcast_to(bound, (*values.shape[:-1], values.shape[-1] // block, block)).reshape(values.shape)
+
+
+def block_error_ratio(ggml_type: GGMLQuantizationType, values: np.ndarray, decoded: np.ndarray):
+    """``(max |decoded - values| / error_bound, max |decoded - values|)`` over all elements, computed block
+    by block without materialising the elementwise bound; ``(None, None)`` where ``error_bound`` is None."""
+    bound = _bound(ggml_type, values)
+    if bound is None:
+        return None, None
+    err = np.abs(decoded.astype(np.float64) - values)
+    if bound.shape != values.shape:  # one bound per block
+        err = err.reshape(bound.shape[:-1] + (-1,))
+    return float((err / bound).max()), float(err.max())
+
+
+def _bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarray | None:
+    """:func:`error_bound` elementwise for float types, ``[..., n_blocks, 1]`` per block for block types."""
     x = values
-    ax = np.abs(x)
     if ggml_type == _T.F32:
-        return ax * _U_F32 + 2.0**-149
+        return np.abs(x) * _U_F32 + 2.0**-149
     if ggml_type == _T.F16:
-        return np.maximum(ax * _U_F16, 2.0**-25)
+        return np.maximum(np.abs(x) * _U_F16, 2.0**-25)
     if ggml_type == _T.BF16:
-        return ax * _U_BF16 + 2.0**-133
+        return np.abs(x) * _U_BF16 + 2.0**-133
     block = GGML_QUANT_SIZES[ggml_type][0]
     if x.shape[-1] % block:
         return None
@@ -236,4 +256,4 @@ def error_bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarr
         bound = 2 * amax / (2 ** _K_BITS[ggml_type] - 1) + amax * f32_input
     else:
         return None
-    return np.broadcast_to(bound, blocks.shape).reshape(x.shape)
+    return bound

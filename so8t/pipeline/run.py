@@ -70,11 +70,13 @@ class PipelineResult:
     steps: list[Step] = field(default_factory=list)
     files: list[FileRow] = field(default_factory=list)
     ok: bool = True
+    validated: bool = False
 
     def to_json(self) -> dict:
         return {
             "output_dir": str(self.output_dir),
             "ok": self.ok,
+            "validated": self.validated,
             "environment": self.environment,
             "steps": [asdict(s) for s in self.steps],
             "files": [asdict(f) for f in self.files],
@@ -175,6 +177,7 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
 
     if options.validate:
         timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
+        result.validated = True
     with atomic_path(out / SUMMARY_FILE) as tmp_summary:
         tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -182,8 +185,10 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
     from so8t.pipeline.validation import validate_text_file
+    from so8t.validate.parity_reference import ParityReference
 
     reports_dir.mkdir(exist_ok=True)
+    reference = ParityReference(so8t_dir)
     failed = []
     mmproj = next((Path(f.path) for f in result.files if f.kind == "mmproj"), None)
     for row in result.files:
@@ -191,7 +196,8 @@ def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
             continue
         sidecar = next((Path(f.path) for f in result.files if f.kind == "sidecar" and f.quant == row.quant), None)
         report_path = reports_dir / f"validate-{row.quant}.json"
-        row.validation, row.parity = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, report_path)
+        row.validation, row.parity = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, report_path,
+                                                        reference)
         if row.validation != "PASS":
             failed.append(row.quant)
     result.ok = not failed

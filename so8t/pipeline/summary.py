@@ -29,5 +29,11 @@ def format_summary(result) -> str:
     files = format_table(
         ("file", "type", "name", "size", "export s", "validation", "parity vs PyTorch"), rows
     )
-    verdict = "PIPELINE OK" if result.ok else "PIPELINE FAILED VALIDATION (see reports/)"
+    if not result.ok:
+        verdict = "PIPELINE FAILED VALIDATION (see reports/)"
+    elif not result.validated:
+        verdict = ("PIPELINE DONE, NOT VALIDATED (--no-validate): parity against PyTorch did not run; "
+                   "check each file with 'so8t validate --gguf-model F --so8t-model SO8T_DIR'")
+    else:
+        verdict = "PIPELINE OK"
     return f"{steps}\n\n{files}\n\noutput: {result.output_dir}\n{verdict}"

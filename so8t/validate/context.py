@@ -85,6 +85,8 @@ class Context:
     reader: Any = None  # gguf.GGUFReader of the text file, once file.readable passed
     sidecar: Any = None  # so8t.gguf.sidecar_reader.Sidecar, once file.sidecar_readable passed
     mmproj_reader: Any = None
+    reference: Any = None  # so8t.validate.parity_reference.ParityReference, shared across a run's files
+    details: dict[str, Any] | None = None  # structured figures of the running check, for its report entry
     cache: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
 
@@ -125,6 +127,7 @@ def run_check(ctx: Context, chk: Check) -> CheckResult:
     """Run one check with its prerequisites, timing it; never raises (except KeyboardInterrupt)."""
     start = time.perf_counter()
     blockers = [b for b in (ctx.blocking(r) for r in chk.requires) if b]
+    ctx.details = None
     if blockers:
         outcome = skipped("; ".join(blockers))
     else:
@@ -144,6 +147,7 @@ def run_check(ctx: Context, chk: Check) -> CheckResult:
         measured=outcome.measured,
         bound=outcome.bound,
         duration_s=time.perf_counter() - start,
+        details=ctx.details,
     )
     ctx.results.append(result)
     return result

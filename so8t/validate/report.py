@@ -5,7 +5,7 @@ JSON schema (``REPORT_SCHEMA`` below, JSON Schema draft 2020-12; ``schema_versio
     {
       "schema_version": 1,
       "tool": "so8t validate",
-      "overall": "PASS" | "FAIL" | "ERROR",
+      "overall": "PASS" | "UNVERIFIED" | "FAIL" | "ERROR",
       "summary": {"PASS": int, "FAIL": int, "SKIP": int, "ERROR": int, "total": int},
       "files": {ROLE: {"path": str, "size_bytes": int | null}},   # ROLE: gguf_model, so8t_model,
                                                                   # sidecar, mmproj
@@ -20,6 +20,8 @@ JSON schema (``REPORT_SCHEMA`` below, JSON Schema draft 2020-12; ``schema_versio
          "reason": str,                             # why (always set; for PASS a one-line summary)
          "measured": number | string | bool | null, # what was measured (an error, a hash, a count)
          "bound": number | string | bool | null,    # what it was compared against
+         "details": object | null,                  # optional structured figures (parity: both sides'
+                                                    # KL statistics, the ratio, the top-1 margin)
          "duration_s": float}
       ]
     }
@@ -28,8 +30,11 @@ Status meanings: ``PASS`` the property holds; ``FAIL`` the file violates it (the
 ``SKIP`` the check did not apply or its prerequisite failed (the reason names which); ``ERROR`` the check
 itself could not run (an environment problem or a validator bug, never the file's fault by design).
 
-Overall: ``FAIL`` if any check failed, else ``ERROR`` if any check errored, else ``PASS``. Only ``PASS``
-means the files are good (``so8t validate`` exits 0 only then).
+Overall: ``FAIL`` if any check failed, else ``ERROR`` if any check errored, else ``UNVERIFIED`` when
+the logit parity check (``PARITY_CHECK``) did not pass (it was skipped: no ``--so8t-model``, or the
+runtime stage did not run), else ``PASS``. Only ``PASS`` means the files are good *and* llama.cpp computes
+what the SO8T model computes; ``UNVERIFIED`` means every check that ran passed but parity was not
+checked. ``so8t validate`` exits 0 on PASS, 3 on UNVERIFIED, 1 on FAIL or ERROR.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 STATUSES = ("PASS", "FAIL", "SKIP", "ERROR")
+OVERALL = ("PASS", "UNVERIFIED", "FAIL", "ERROR")
+#: The check whose PASS turns an all-passing run from UNVERIFIED into PASS.
+PARITY_CHECK = "parity.logits"
 CATEGORIES = ("file", "metadata", "tensors", "group", "runtime", "parity")
 FILE_ROLES = ("gguf_model", "so8t_model", "sidecar", "mmproj")
 
@@ -55,7 +63,7 @@ REPORT_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "tool": {"type": "string"},
-        "overall": {"enum": ["PASS", "FAIL", "ERROR"]},
+        "overall": {"enum": list(OVERALL)},
         "summary": {
             "type": "object",
             "required": [*STATUSES, "total"],
@@ -84,6 +92,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "reason": {"type": "string"},
                     "measured": _SCALAR,
                     "bound": _SCALAR,
+                    "details": {"type": ["object", "null"]},
                     "duration_s": {"type": "number", "minimum": 0},
                 },
             },
@@ -107,6 +116,15 @@ def _json_scalar(value: Any) -> Any:
     return str(number)
 
 
+def _json_tree(value: Any) -> Any:
+    """:func:`_json_scalar` applied through dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _json_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_tree(v) for v in value]
+    return _json_scalar(value)
+
+
 @dataclass
 class CheckResult:
     """The outcome of one check (see the module docstring for the meaning of each field)."""
@@ -118,6 +136,7 @@ class CheckResult:
     measured: Any = None
     bound: Any = None
     duration_s: float = 0.0
+    details: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -126,6 +145,7 @@ class CheckResult:
             raise ValueError(f"category must be one of {CATEGORIES}, got {self.category!r}")
         self.measured = _json_scalar(self.measured)
         self.bound = _json_scalar(self.bound)
+        self.details = _json_tree(self.details)
 
 
 @dataclass
@@ -155,7 +175,10 @@ class Report:
             return "FAIL"
         if "ERROR" in statuses:
             return "ERROR"
-        return "PASS" if self.checks else "ERROR"
+        if not self.checks:
+            return "ERROR"
+        parity = next((c for c in self.checks if c.name == PARITY_CHECK), None)
+        return "PASS" if parity is not None and parity.status == "PASS" else "UNVERIFIED"
 
     @property
     def passed(self) -> bool:
@@ -199,6 +222,9 @@ class Report:
             f"overall {self.overall}: {s['PASS']} passed, {s['FAIL']} failed, {s['SKIP']} skipped, "
             f"{s['ERROR']} errors ({self.duration_s:.1f} s)"
         )
+        if self.overall == "UNVERIFIED":
+            lines.append("UNVERIFIED: logit parity against PyTorch did not run; validate with --so8t-model DIR "
+                         "(the SO8T checkpoint the file was exported from) to check it")
         return "\n".join(lines)
 
 

@@ -8,8 +8,9 @@ Order (each later stage needs the earlier ones to pass, see ``context.run_check`
 3. tensors: inventory, shapes, types, finite values, content hash, values vs the folded checkpoint; mmproj
    inventory (H4's name table) and finite values;
 4. group: the sidecar's rotations in SO(8), equal to the map of its generators, equal to the checkpoint;
-5. runtime: llama.cpp loads the file and runs a short inference (child process), answers an image prompt
-   with the mmproj; parity vs PyTorch.
+5. runtime: llama.cpp loads the file and runs the probe prompts (child process), answers an image prompt
+   with the mmproj;
+6. parity: llama.cpp's logits vs the streamed float64 PyTorch reference (so8t/validate/checks_parity.py).
 
 ``run()`` never raises on a bad file: a parse error, a corrupt value or a crashing llama.cpp is a FAIL
 entry; an exception inside a check is an ERROR entry. Sibling files follow the exporter's naming
@@ -27,6 +28,7 @@ from so8t.validate import (
     checks_group,
     checks_metadata,
     checks_mmproj,
+    checks_parity,
     checks_runtime,
     checks_tensors,
     checks_tokenizer,
@@ -64,7 +66,7 @@ CHECKS: tuple[Check, ...] = (
     checks_group.safety_head_finite,
     checks_runtime.llama_load,
     checks_runtime.mmproj_image,
-    checks_runtime.logits_parity,
+    checks_parity.logits_parity,
 )
 
 
@@ -107,6 +109,8 @@ class SO8TGGUFValidator:
         sidecar: the ``.so8t.gguf`` sidecar; default: the sibling ``<stem>.so8t.gguf`` if present.
         mmproj: the vision GGUF; default: the single ``mmproj-*.gguf`` next to the model, if any.
         run_runtime: False skips the llama.cpp stage (used by fuzzing: structure must fail first).
+        reference: a :class:`~so8t.validate.parity_reference.ParityReference` of ``so8t_model`` shared with
+            other validations of the same run (the pipeline passes one); default: one of this run's own.
 
     Example:
         >>> report = SO8TGGUFValidator("out/model-F16.gguf", so8t_model="qwen2vl-so8t").run()
@@ -115,18 +119,20 @@ class SO8TGGUFValidator:
 
     def __init__(self, gguf_model: str | Path, so8t_model: str | Path | None = None,
                  sidecar: str | Path | None = None, mmproj: str | Path | None = None,
-                 run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS):
+                 run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS, reference=None):
         self.gguf_model = Path(gguf_model)
         self.so8t_model = Path(so8t_model) if so8t_model is not None else None
         self.sidecar = Path(sidecar) if sidecar is not None else sidecar_for(self.gguf_model)
         self.mmproj = Path(mmproj) if mmproj is not None else mmproj_for(self.gguf_model)
         self.run_runtime = run_runtime
         self.checks = checks
+        self.reference = reference
 
     def run(self, progress=None) -> Report:
         """Run every check; ``progress(result)`` is called after each one (for a CLI bar)."""
         start = time.perf_counter()
-        ctx = Context(self.gguf_model, self.so8t_model, self.sidecar, self.mmproj, self.run_runtime)
+        ctx = Context(self.gguf_model, self.so8t_model, self.sidecar, self.mmproj, self.run_runtime,
+                      reference=self.reference)
         try:
             for chk in self.checks:
                 result = run_check(ctx, chk)

@@ -1,0 +1,112 @@
+"""Parity: llama.cpp's logits on the probe prompts against the streamed float64 PyTorch reference.
+
+``parity.logits`` (needs ``--so8t-model``) scores every position of every probe prompt
+(so8t/validate/probes.py; at least ``MIN_POSITIONS`` in all) in the terms of ``llama-perplexity
+--kl-divergence``: mean KL with its standard error, median, p99 and max KL, and "same top p" (top-1
+agreement). The reference is :class:`so8t.validate.parity_reference.ParityReference` (one per run; eps
+chosen once, see its Note [eps]). Bounds live in ``so8t.gguf.parity``, shared with the parity suite:
+
+* float types (F32, F16, BF16): max |logit error| within the derived rounding bound ``float_bound``, and
+  llama.cpp's argmax equal wherever the reference's top-1 margin exceeds twice that bound;
+* block types: relative to llama.cpp's quantization of the plain source model on the same token ids
+  (``relative_verdict``: mean-KL ratio <= ``KL_RATIO_MAX``, top-1 no lower than the baseline's by more
+  than ``top1_margin``). The baseline file comes from so8t/validate/baseline.py and is scored by the same
+  llama.cpp probe; with identity gates the baseline *is* the file, and the check says so.
+
+The check's ``details`` hold both sides' statistics and the ratio, for the report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from gguf import LlamaFileType
+
+from so8t.gguf.parity import (
+    FLOAT_UNIT_ROUNDOFF,
+    KL_RATIO_MAX,
+    compare_logits,
+    decided,
+    float_bound,
+    kl_ratio,
+    parity_name,
+    relative_verdict,
+    top1_margin,
+)
+from so8t.validate.context import Context, check, expect, passed, skipped
+from so8t.validate.probes import MIN_POSITIONS
+
+NO_MODEL = "no --so8t-model given: logit parity against PyTorch did not run"
+
+
+def _stats_line(st: dict) -> str:
+    return (f"mean KL {st['mean_kl']:.3e} +- {st['mean_kl_se']:.1e} (median {st['median_kl']:.2e}, p99 "
+            f"{st['p99_kl']:.2e}), same top p {st['top1']:.3f}")
+
+
+def _reference(ctx: Context):
+    if ctx.reference is None:
+        from so8t.validate.parity_reference import ParityReference
+
+        ctx.reference = ParityReference(ctx.so8t_model)
+    return ctx.reference
+
+
+@check("parity.logits", "parity", requires=("runtime.llama_load",))
+def logits_parity(ctx: Context):
+    if ctx.so8t_model is None:
+        return skipped(NO_MODEL)
+    probe = ctx.cache["probe"]
+    file_type = LlamaFileType(ctx.value("general.file_type"))
+    quant = parity_name(file_type)
+    if quant is None:
+        return skipped(f"no parity bound for file type {file_type.name}")
+    logits, seqs = probe["logits"], probe["ids"]
+    if logits.shape[0] < MIN_POSITIONS:
+        raise RuntimeError(f"the probe prompts gave {logits.shape[0]} positions, fewer than the {MIN_POSITIONS} "
+                           "a verdict needs (a tokenizer other than Qwen2's?)")
+    ref = _reference(ctx)
+    ours = compare_logits(logits, ref.so8t(seqs, logits).logits)
+    head = f"{quant} vs PyTorch ({ref.eps_label}), {len(seqs)} prompts, {ours['n']} positions"
+    ctx.details = {"quant": quant, "eps": ref.eps, "ours": ours}
+    if quant in FLOAT_UNIT_ROUNDOFF:
+        return _float_verdict(ctx, quant, head, ours, ref.so8t(seqs, logits).logits, logits)
+    return _block_verdict(ctx, quant, head, ours, ref, seqs)
+
+
+def _float_verdict(ctx: Context, quant: str, head: str, ours: dict, ref_logits, logits):
+    bound = float_bound(quant, ref_logits, int(ctx.value("qwen2vl.block_count")),
+                        max(int(ctx.value("qwen2vl.embedding_length")), int(ctx.value("qwen2vl.feed_forward_length"))))
+    summary = f"{head}: max|dlogit| {ours['max_abs']:.2e}, {_stats_line(ours)}"
+    expect(ours["max_abs"] <= bound, f"{summary}: max|dlogit| above the rounding bound {bound:.2e}",
+           measured=ours["max_abs"], bound=bound)
+    sure = decided(ref_logits, bound)
+    agree = logits.argmax(-1)[sure] == ref_logits.argmax(-1)[sure]
+    expect(bool(agree.all()), f"{summary}: argmax differs at {int((~agree).sum())} positions whose top-1 "
+           f"margin exceeds twice the bound", measured=int((~agree).sum()), bound=0)
+    return passed(summary + f" (bound {bound:.2e}; argmax equal at all {int(sure.sum())} decided positions)",
+                  measured=ours["max_abs"], bound=bound)
+
+
+def _block_verdict(ctx: Context, quant: str, head: str, ours: dict, ref, seqs):
+    if ref.identity_gates:
+        base, what = ours, "identity gates: the file is llama.cpp's own quantization of the source, its own baseline"
+    else:
+        from so8t.validate.baseline import build_baseline
+        from so8t.validate.checks_runtime import run_text_probe
+
+        with tempfile.TemporaryDirectory(prefix="so8t-baseline-") as tmp:
+            plain_file = Path(tmp, "baseline.gguf")
+            build_baseline(ctx.gguf_path, ref.reference.checkpoint, plain_file)
+            probe = run_text_probe(plain_file, tmp, ids=seqs)
+        base = compare_logits(probe["logits"], ref.plain(seqs).logits)
+        what = f"baseline: llama.cpp's {quant} of the plain source model"
+    ratio = kl_ratio(ours, base)
+    margin = top1_margin(ours["top1"], base["top1"], ours["n"])
+    ctx.details.update(baseline=base, kl_ratio=ratio, kl_ratio_max=KL_RATIO_MAX, top1_margin=margin)
+    summary = (f"{head}: ours {_stats_line(ours)}; {what}: {_stats_line(base)}; KL ratio {ratio:.3f} "
+               f"(<= {KL_RATIO_MAX}), top-1 margin {margin:.3f}")
+    problems = relative_verdict(ours, base)
+    expect(not problems, f"{summary}: " + "; ".join(problems), measured=ratio, bound=KL_RATIO_MAX)
+    return passed(summary, measured=ratio, bound=KL_RATIO_MAX)

@@ -1,0 +1,48 @@
+"""The gate runs on a user's checkpoint exactly as README.md documents it.
+
+``--so8t-model PATH`` is registered by the package's pytest plugin (``so8t.testing.pytest_plugin``, a
+``pytest11`` entry point), so a space-separated path parses as the option's value with ``make test
+PYTEST_ARGS=...`` and with plain ``pytest`` from the repository root. The subprocess tests run both
+commands on a copy of the embedded model placed outside the repository and select the one test below,
+which names the checkpoint it gates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from so8t.testing import default_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_source_checkpoint_is_the_given_one(request, source_checkpoint, source_reader):
+    option = request.config.getoption("--so8t-model")
+    expected = Path(option).expanduser() if option else default_checkpoint("tied")
+    assert source_checkpoint == expected
+    assert source_reader.path == expected
+    print(f"so8t gate checkpoint: {source_checkpoint}")
+
+
+@pytest.mark.parametrize("how", ["make", "pytest"])
+def test_documented_command_gates_a_checkpoint_outside_the_repository(how, tmp_path):
+    model = Path(shutil.copytree(default_checkpoint("tied"), tmp_path / "user-model"))
+    assert REPO not in model.parents
+    select = f"-k test_source_checkpoint_is_the_given_one -s -q -p no:cacheprovider --basetemp={tmp_path / 'bt'}"
+    if how == "make":
+        if shutil.which("make") is None:
+            pytest.skip("make is not installed")
+        cmd = ["make", "--no-print-directory", "test", f"PYTEST_ARGS=--so8t-model {model} {select}"]
+    else:
+        cmd = [sys.executable, "-m", "pytest", "--so8t-model", str(model), *select.split()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"so8t gate checkpoint: {model}" in done.stdout
+    assert "1 passed" in done.stdout
