@@ -46,7 +46,7 @@ VERSIONED = (
     "pytest-benchmark",
 )
 
-#: Inference workload (REFERENCE section 7 uses the same figures): prompt tokens, generated tokens.
+#: Inference workload (docs/reference.md section 7 uses the same figures): prompt tokens, generated tokens.
 N_PROMPT, N_GEN = 128, 32
 
 
@@ -212,15 +212,11 @@ def median(values: list[float]) -> float:
 
 def llama_quantize_alone(src: Path, dst: Path, quant: str, threads: int) -> None:
     """llama.cpp's quantizer called directly (the K-quant baseline): ``src`` GGUF -> ``dst`` of ``quant``."""
-    import ctypes
-
-    import llama_cpp
     from gguf import LlamaFileType
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(LlamaFileType[f"MOSTLY_{quant}"])
-    params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    from so8t import llama_api
+
+    rc, _ = llama_api.quantize_file(src, dst, int(LlamaFileType[f"MOSTLY_{quant}"]), threads, capture_log=False)
     assert rc == 0, f"llama_model_quantize {src} -> {quant} returned {rc}"
 
 

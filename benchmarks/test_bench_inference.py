@@ -1,6 +1,6 @@
 """llama.cpp inference per quant type: prompt and generation tokens/s of our folded files.
 
-Workload (REFERENCE section 7): a fixed 128-token prompt, then 32 greedily generated tokens, KV cache
+Workload (docs/reference.md section 7): a fixed 128-token prompt, then 32 greedily generated tokens, KV cache
 cleared before each round. Tokens/s come from llama.cpp's own perf counters (``llama_perf_context``:
 ``n_p_eval / t_p_eval`` and ``n_eval / t_eval``); the benchmark's own time is the whole round.
 

@@ -104,8 +104,8 @@ class Qwen2VLToSO8TConverter:
             raise ConfigError(
                 "already an SO8T checkpoint (config.json has an 'so8t' section)", path=config_path
             )
-        self.hidden_size = int(self.reader.text_config["hidden_size"])
-        self.num_layers = int(self.reader.text_config["num_hidden_layers"])
+        self.hidden_size = self.reader.text_config.hidden_size
+        self.num_layers = self.reader.text_config.num_hidden_layers
         if hidden_size is not None and int(hidden_size) != self.hidden_size:
             raise HiddenSizeError(
                 f"--hidden-size {hidden_size} does not match hidden_size {self.hidden_size} in config.json",

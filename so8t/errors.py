@@ -62,3 +62,7 @@ class ExportError(So8tError):
 
 class RuntimeLoadError(So8tError):
     """llama.cpp could not load or run a file."""
+
+
+class LlamaApiError(RuntimeLoadError):
+    """The installed llama-cpp-python lacks a private or low-level symbol so8t uses (``so8t.llama_api``)."""

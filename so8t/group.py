@@ -95,8 +95,10 @@ def _expm(a: torch.Tensor) -> torch.Tensor:
 
     Note [own expm]: ``torch.linalg.matrix_exp`` picks a low Taylor degree for small norms and leaves
     orthogonality errors of ~500 eps in float64 on some small skew matrices (seen with two generators of
-    0.0156), which fails the dtype-scaled SO(8) oracle. For 8x8 blocks a fixed high degree costs nothing,
-    stays differentiable through autograd, and keeps the defect at a few eps.
+    0.0156; ~6000 eps with two of 0.03), which fails the dtype-scaled SO(8) oracle: pinned by
+    ``suites/test_group_laws.py::test_own_expm_is_needed_torch_matrix_exp_fails_the_so8_oracle`` (torch
+    2.13). For 8x8 blocks a fixed high degree costs nothing, stays differentiable through autograd, and
+    keeps the defect at a few eps.
     """
     norm = a.detach().abs().sum(-2).amax().item() if a.numel() else 0.0
     squarings = max(0, math.ceil(math.log2(norm / 0.5))) if norm > 0.5 else 0
@@ -131,6 +133,17 @@ def block_diag(r: torch.Tensor) -> torch.Tensor:
 def compose(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     """Rotation applying ``r1`` then ``r2`` to a row vector: ``x @ r1 @ r2 = x @ compose(r1, r2)``."""
     return r1 @ r2
+
+
+def compose_chain(rotations):
+    """The rotation applying ``rotations`` in order (``x @ r1 @ r2 @ ...``): a gate site's effective
+    rotation. Works on torch tensors and numpy arrays alike (``@``)."""
+    result = None
+    for r in rotations:
+        result = r if result is None else compose(result, r)
+    if result is None:
+        raise ValueError("compose_chain needs at least one rotation")
+    return result
 
 
 def inverse(r: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The SO8T model: transformers' Qwen2-VL with trainable SO(8) gates on every residual write.
 
 Gates sit on the output of ``self_attn.o_proj`` (``y = o @ R_rot @ R_safe @ R_cmd``) and of
-``mlp.down_proj`` (``y = d @ R_mlp``), before the residual add (REFERENCE section 1; row vectors; the
+``mlp.down_proj`` (``y = d @ R_mlp``), before the residual add (docs/reference.md section 1; row vectors; the
 sites are named in :mod:`so8t.adapters.qwen2vl`). They are applied by forward hooks, so the wrapped
 transformers model keeps its own module names and weights; the gate generators are the parameters of
 ``SO8TModel.gates`` (trainable), the transformers weights too unless frozen by the caller.
@@ -119,7 +119,7 @@ def load_plain_qwen2vl(
             tensor)`` pairs (e.g. :func:`so8t.fold.iter_folded_tensors`), which need ``config``.
         config: the config.json dict when ``source`` is a tensor stream.
         dtype: parameter dtype; tensors are cast once (float64 folds go straight to it).
-        rms_norm_eps: override of the text RMSNorm epsilon (0.0 mirrors llama.cpp, REFERENCE section 5).
+        rms_norm_eps: override of the text RMSNorm epsilon (0.0 mirrors llama.cpp, docs/reference.md section 5).
     """
     if isinstance(source, (str, Path)):
         from so8t.checkpoint import CheckpointReader

@@ -1,6 +1,6 @@
 """PET regulariser: penalise curvature of the hidden-state trajectory over sequence positions.
 
-For hidden states ``h[b, t, :]`` and a 0/1 mask ``m[b, t]`` (REFERENCE section 1):
+For hidden states ``h[b, t, :]`` and a 0/1 mask ``m[b, t]`` (docs/reference.md section 1):
 
     d2[b, t] = h[b, t] - 2 h[b, t+1] + h[b, t+2]
     loss     = sum_{b,t} w[b,t] ||d2[b,t]||^2 / sum_{b,t} w[b,t],   w[b,t] = m[b,t] m[b,t+1] m[b,t+2]

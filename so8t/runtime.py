@@ -7,14 +7,14 @@ input of the SO8T safety head), ``generate`` (greedy) with prompt and generation
 llama.cpp's own perf counters, ``safety`` (the sidecar's safety head on the last hidden state) and
 ``describe_image`` (the multimodal chat handler).
 
-Decoding goes through llama-cpp-python's ``Llama`` object: its batch/context wrappers (``_batch``,
-``_ctx``) are used for all-position outputs, since its public ``eval`` keeps only what ``logits_all``
-allocated at load time. KV cache: F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v
-= 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
+Decoding goes through llama-cpp-python's ``Llama`` object; the private batch/context wrappers needed
+for all-position outputs (its public ``eval`` keeps only what ``logits_all`` allocated at load time) are
+reached through ``so8t.llama_api``, the one module that touches llama-cpp-python's internals. KV cache:
+F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v = 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
 
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
-and runs RMSNorm with eps = 0 (REFERENCE section 5); logits differ from PyTorch by ~1e-3 on tiny random
-models for that reason alone.
+and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny
+random models for that reason alone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from so8t import llama_api
 from so8t.errors import RuntimeLoadError
 
 CHATML_SYSTEM = "You are a helpful assistant."
@@ -48,10 +49,13 @@ class Generation:
 
 
 def default_sidecar(model_path: str | Path) -> Path | None:
-    """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the export's naming)."""
+    """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the exporter's naming); None for a sidecar itself.
+    The one home of this rule (the validator's ``sidecar_for`` is the same)."""
     path = Path(model_path)
-    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf") if path.suffix == ".gguf" else None
-    return candidate if candidate and candidate.is_file() else None
+    if path.suffix != ".gguf" or path.name.endswith(".so8t.gguf"):
+        return None
+    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf")
+    return candidate if candidate.is_file() else None
 
 
 class LlamaRuntime:
@@ -83,25 +87,15 @@ class LlamaRuntime:
         self._sidecar = None
 
     def _load(self, embedding: bool, chat_handler=None):
-        import llama_cpp
-
-        kwargs = {
-            "n_ctx": self.n_ctx,
-            "n_threads": self.n_threads,
-            "verbose": self.verbose,
-            "n_gpu_layers": 0,
-        }
+        kwargs = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": 0}
         if self.f32_kv:
             kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32 keys and values
         if embedding:
-            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)
+            kwargs.update(embedding=True, pooling_type=llama_api.pooling_none())
         if chat_handler is not None:
             kwargs["chat_handler"] = chat_handler
-        from llama_cpp._utils import suppress_stdout_stderr
-
         try:
-            with suppress_stdout_stderr(disable=self.verbose):  # llama.cpp prints load notes to fd 2
-                return llama_cpp.Llama(str(self.model_path), **kwargs)
+            return llama_api.load(self.model_path, verbose=self.verbose, **kwargs)
         except (ValueError, RuntimeError) as err:
             raise RuntimeLoadError(
                 f"llama.cpp could not load the model: {err}", path=self.model_path
@@ -144,58 +138,40 @@ class LlamaRuntime:
 
     # -- forward passes ------------------------------------------------------------------------
 
-    def _decode_all(self, llm, ids: list[int], getter) -> np.ndarray:
-        """Decode ``ids`` from position 0 with every position as an output; stack ``getter(ctx, i)``."""
+    def _decode_all(self, llm, ids: list[int], row) -> np.ndarray:
+        """Decode ``ids`` from position 0 with every position as an output; stack ``row(llm, i)``."""
         if not ids:
             raise ValueError("no tokens")
         if len(ids) > self.n_ctx:
             raise RuntimeLoadError(
                 f"{len(ids)} tokens exceed the context of {self.n_ctx}", path=self.model_path
             )
-        llm.reset()
-        llm._ctx.kv_cache_clear()
+        llama_api.restart(llm)
         rows = []
         for start in range(0, len(ids), llm.n_batch):
             chunk = ids[start : start + llm.n_batch]
-            llm._batch.set_batch(chunk, n_past=start, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            rows += [getter(llm._ctx.ctx, i) for i in range(len(chunk))]
+            llama_api.decode(llm, chunk, n_past=start, all_outputs=True)
+            rows += [row(llm, i) for i in range(len(chunk))]
         return np.stack(rows)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """Logits ``[len(ids), n_vocab]`` (float32) at every position."""
-        import llama_cpp
-
         n = self.n_vocab
-        return self._decode_all(
-            self.llm,
-            ids,
-            lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), (n,)).copy(),
-        )
+        return self._decode_all(self.llm, ids, lambda llm, i: llama_api.logits_row(llm, i, n))
 
     def hidden_states(self, ids: list[int]) -> np.ndarray:
         """Final-norm hidden states ``[len(ids), n_embd]`` (llama.cpp's embedding mode, no pooling)."""
-        import llama_cpp
-
         if self._embedder is None:
             self._embedder = self._load(embedding=True)
         n = self.n_embd
-        return self._decode_all(
-            self._embedder,
-            ids,
-            lambda ctx, i: np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(ctx, i), (n,)).copy(),
-        )
+        return self._decode_all(self._embedder, ids, lambda llm, i: llama_api.embedding_row(llm, i, n))
 
     def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True) -> Generation:
         """Greedy generation (argmax at every step); tokens/s from llama.cpp's perf counters."""
-        import llama_cpp
-
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         llm = self.llm
-        llm.reset()
-        llm._ctx.kv_cache_clear()
-        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
-        eos = {llama_cpp.llama_vocab_eos(llama_cpp.llama_model_get_vocab(llm.model))}
+        llama_api.restart(llm)
+        llama_api.perf_reset(llm)
         out: list[int] = []
         stopped = False
         pos = 0
@@ -203,28 +179,23 @@ class LlamaRuntime:
         for _ in range(max_tokens):
             for start in range(0, len(pending), llm.n_batch):
                 chunk = pending[start : start + llm.n_batch]
-                llm._batch.set_batch(chunk, n_past=pos, logits_all=False)
-                llm._ctx.decode(llm._batch)
+                llama_api.decode(llm, chunk, n_past=pos, all_outputs=False)
                 pos += len(chunk)
-            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), (self.n_vocab,))
-            token = int(np.argmax(row))
-            if stop_at_eos and (
-                token in eos
-                or llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token)
-            ):
+            token = int(np.argmax(llama_api.logits_row(llm, -1, self.n_vocab)))
+            if stop_at_eos and llama_api.ends_generation(llm, token):
                 stopped = True
                 break
             out.append(token)
             pending = [token]
             if pos + 1 > self.n_ctx:
                 break
-        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        perf = llama_api.perf(llm)
         return Generation(
             text=self.detokenize(out),
             tokens=out,
             prompt_tokens=len(ids),
-            prompt_tokens_per_s=_rate(perf.n_p_eval, perf.t_p_eval_ms),
-            gen_tokens_per_s=_rate(perf.n_eval, perf.t_eval_ms),
+            prompt_tokens_per_s=_rate(perf.prompt_tokens, perf.prompt_ms),
+            gen_tokens_per_s=_rate(perf.gen_tokens, perf.gen_ms),
             stopped_at_eos=stopped,
         )
 

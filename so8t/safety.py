@@ -70,7 +70,15 @@ class SafetyHead(nn.Sequential):
     @classmethod
     def from_file_state(cls, tensors: dict[str, torch.Tensor]) -> SafetyHead:
         """Rebuild from the ``safety_head.*`` tensors of a gates file."""
-        state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
-        head = cls(int(state["0.weight"].shape[1]))
-        head.load_state_dict(state)
+        return cls.from_state(
+            {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
+        )
+
+    @classmethod
+    def from_state(cls, state: dict) -> SafetyHead:
+        """Rebuild from unprefixed tensors (``0.weight`` ...: torch tensors or numpy arrays), keeping their
+        dtype (a float64 state gives a float64 head)."""
+        tensors = {k: torch.as_tensor(v) for k, v in state.items()}
+        head = cls(int(tensors["0.weight"].shape[1])).to(tensors["0.weight"].dtype)
+        head.load_state_dict(tensors)
         return head

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -31,7 +32,7 @@ def expected_vision_params(vc: dict, text_hidden: int) -> int:
 
 def test_analysis_matches_the_architecture(source_reader):
     result = analyze_checkpoint(source_reader.path)
-    text = dict(source_reader.text_config, tie_word_embeddings=source_reader.tied)
+    text = {**dataclasses.asdict(source_reader.text_config), "tie_word_embeddings": source_reader.tied}
     assert result["architecture"] == "Qwen2VLForConditionalGeneration"
     assert result["hidden_size"] == text["hidden_size"]
     assert result["params_text"] == expected_text_params(text)

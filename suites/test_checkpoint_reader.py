@@ -105,7 +105,7 @@ def test_text_config_is_the_same_for_both_config_spellings(checkpoint_variant):
     assert {k: hub.text_config[k] for k in keys} == {k: tf5.text_config[k] for k in keys}
     # values as config.json of the hub file states them
     raw = hub.config
-    assert hub.text_config["mrope_section"] == raw["rope_scaling"]["mrope_section"]
+    assert list(hub.text_config.mrope_section) == raw["rope_scaling"]["mrope_section"]
     assert hub.text_config["rope_theta"] == raw["rope_theta"]
     assert hub.text_config["rms_norm_eps"] == raw["rms_norm_eps"]
     for key in ("depth", "embed_dim", "num_heads", "patch_size", "spatial_merge_size", "temporal_patch_size"):

@@ -1,7 +1,7 @@
 """The embedded default checkpoint: deterministic, hub layout, real Qwen2 tokenizer, loadable by transformers.
 
 Expected values come from outside the builder: the on-disk layout and ids of Qwen2-VL-2B-Instruct
-(REFERENCE section 2), llama.cpp's pre-tokenizer fingerprints, hand-counted tensor numbers.
+(docs/reference.md section 2), llama.cpp's pre-tokenizer fingerprints, hand-counted tensor numbers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ SPECIAL = [
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 ]  # fmt: skip
-#: Hub tensor-name patterns of Qwen2-VL (REFERENCE section 2).
+#: Hub tensor-name patterns of Qwen2-VL (docs/reference.md section 2).
 HUB_NAME = re.compile(
     r"model\.embed_tokens\.weight|model\.norm\.weight|lm_head\.weight"
     r"|model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight"

@@ -2,7 +2,7 @@
 rounding bound of each quant type's block format.
 
 Expected values come from the source checkpoint's own files (config.json, tokenizer files) and from the
-GGUF format (REFERENCE section 3), never from the exporter's output. The round-trip tolerance is
+GGUF format (docs/reference.md section 3), never from the exporter's output. The round-trip tolerance is
 ``so8t.gguf.quant.error_bound`` (derived from each block format, shared with the validator).
 """
 
@@ -25,7 +25,7 @@ from gguf.quants import dequantize
 from so8t.gguf.quant import error_bound
 from suites.fixtures.gguf_files import ALL_TYPES
 
-BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (REFERENCE section 3), written out here independently
+BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (docs/reference.md section 3), written out here independently
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
     "self_attn.q_proj.bias": "attn_q.bias",
@@ -40,7 +40,7 @@ BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (REFERENCE section 3), written o
     "mlp.down_proj.weight": "ffn_down.weight",
 }
 UNIFORM_2D_TYPE = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0}
-#: llama.cpp's Q4_0 (REFERENCE section 4): the output matrix (the embedding, when tied) stays at Q6_K
+#: llama.cpp's Q4_0 (docs/reference.md section 4): the output matrix (the embedding, when tied) stays at Q6_K
 Q4_0_OUTPUT_TYPE = T.Q6_K
 K_TYPES = {T.Q4_K: 4, T.Q5_K: 5, T.Q6_K: 6}  # bits per weight of the K-quant grids
 

@@ -228,3 +228,22 @@ def test_rotation_dim_other_than_8_is_a_typed_error(dim):
 def test_apply_blocks_rejects_mismatched_rotations():
     with pytest.raises(HiddenSizeError):
         group.apply_blocks(torch.zeros(2, 16), group.haar(3))
+
+
+@pytest.mark.parametrize(
+    ("indices", "value"),
+    [((0, 1), 0.0156), ((0, 13), 0.03)],
+    ids=["the note's case", "worst pair found"],
+)
+def test_own_expm_is_needed_torch_matrix_exp_fails_the_so8_oracle(indices, value):
+    """Note [own expm] in so8t.group: on these small skew matrices (two generators set) torch's
+    ``linalg.matrix_exp`` leaves an orthogonality defect of ~500 and ~6000 float64 eps, above the
+    dtype-scaled oracle (80 eps); the degree-18 Taylor exponential stays at a few eps. The day torch passes
+    here, ``group.rotation`` can use torch's exponential (and this test says so by failing)."""
+    g = torch.zeros(N_GENERATORS, dtype=torch.float64)
+    g[list(indices)] = value
+    theirs = torch.linalg.matrix_exp(group.skew(g))
+    assert not group.in_so8(theirs), group.so8_defect(theirs)
+    ours = group.rotation(g, RotationMap.EXP)
+    assert group.in_so8(ours), group.so8_defect(ours)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)  # the same rotation, up to torch's error

@@ -48,7 +48,7 @@ def llama_rt(gguf_text):
 
 
 def test_reference_pair(llama_rt, hf_tokenizer):
-    """REFERENCE section 2: with the real Qwen2 ranks "Hello world" is [9707, 1879]."""
+    """docs/reference.md section 2: with the real Qwen2 ranks "Hello world" is [9707, 1879]."""
     assert hf_tokenizer.encode("Hello world", add_special_tokens=False) == [9707, 1879]
     assert llama_rt.tokenize("Hello world") == [9707, 1879]
 

@@ -253,7 +253,7 @@ BASE_VISION = {"depth": 3, "embed_dim": 256, "num_heads": 4, "mlp_ratio": 4, "hi
     "change, message",
     [
         ({"temporal_patch_size": 3}, "temporal_patch_size"),
-        ({"num_heads": 3}, "head size"),  # 256 / 3 is not whole
+        ({"num_heads": 3}, "not divisible by num_heads 3"),  # 256 / 3 is not whole
         ({"embed_dim": 8 * 6, "num_heads": 8}, "head size"),  # head size 6 is not a multiple of 4
         ({"hidden_size": 512}, "differs from the text hidden size"),
         ({"hidden_act": "relu"}, "no llama.cpp equivalent"),

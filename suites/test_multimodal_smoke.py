@@ -17,7 +17,6 @@ of the order of the output itself, far above it.
 from __future__ import annotations
 
 import base64
-import ctypes
 import io
 
 import numpy as np
@@ -64,46 +63,6 @@ def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_ggu
     assert with_image["usage"]["prompt_tokens"] > text_only["usage"]["prompt_tokens"]
 
 
-def _mtmd_image_embeddings(text_file, mmproj, pixels: np.ndarray) -> np.ndarray:
-    """llama.cpp's embeddings ``[n_tokens, n_embd]`` of one RGB image (flash attention off, no warm-up)."""
-    import llama_cpp
-    import llama_cpp.mtmd_cpp as mtmd
-    from llama_cpp import Llama
-
-    llm = Llama(str(text_file), n_ctx=256, n_threads=2, verbose=False)
-    params = mtmd.mtmd_context_params_default()
-    params.use_gpu, params.n_threads, params.print_timings, params.warmup = False, 2, False, False
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    ctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), llm.model, params)
-    assert ctx, "llama.cpp could not load the mmproj next to the text model"
-    height, width, _ = pixels.shape
-    data = (ctypes.c_uint8 * pixels.size).from_buffer_copy(np.ascontiguousarray(pixels).tobytes())
-    bitmap = mtmd.mtmd_bitmap_init(width, height, data)
-    chunks = mtmd.mtmd_input_chunks_init()
-    try:
-        prompt = b"<" + mtmd.mtmd_default_marker() + b">"
-        text = mtmd.mtmd_input_text(text=prompt, text_len=len(prompt), add_special=False, parse_special=True)
-        assert (
-            mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1)
-            == 0
-        )
-        for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-            chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-            if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                continue
-            n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-            assert mtmd.mtmd_encode_chunk(ctx, chunk) == 0
-            n_embd = llm.n_embd()
-            out = mtmd.mtmd_get_output_embd(ctx)
-            return np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
-        raise AssertionError("mtmd produced no image chunk")
-    finally:
-        mtmd.mtmd_input_chunks_free(chunks)
-        mtmd.mtmd_bitmap_free(bitmap)
-        mtmd.mtmd_free(ctx)
-        llm.close()
-
-
 def _rounding_stages(depth: int, dtype: str) -> int:
     """Note [vision tolerance]: F16 rounding stages between the pixels and the image embeddings."""
     stages = 1 + depth + 1  # patch input, one activation per block, the merger activation
@@ -119,7 +78,9 @@ def test_image_embeddings_match_the_pytorch_vision_tower(
     pixels, pixel_values, grid_thw = parity_image
     with torch.no_grad():
         want = vision_tower_ref(pixel_values.to(torch.float32), grid_thw=grid_thw).pooler_output.numpy()
-    got = _mtmd_image_embeddings(gguf_text[TEXT_TYPE].path, mmproj_gguf[dtype], pixels)
+    from so8t import llama_api
+
+    got = llama_api.image_embeddings(gguf_text[TEXT_TYPE].path, mmproj_gguf[dtype], pixels)
     merge = source_reader.vision_config["spatial_merge_size"]
     assert (
         got.shape

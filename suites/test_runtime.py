@@ -67,6 +67,8 @@ def test_default_sidecar_is_found_next_to_the_model(gguf_text):
     from so8t.runtime import default_sidecar
 
     assert default_sidecar(gguf_text["Q4_K_M"].path) == gguf_text["Q4_K_M"].sidecar
+    assert default_sidecar(gguf_text["Q4_K_M"].sidecar) is None  # a sidecar has no sidecar
+    assert default_sidecar(gguf_text["Q4_K_M"].path.with_name("absent.gguf")) is None
 
 
 def test_missing_and_corrupt_files_are_load_errors(tmp_path):

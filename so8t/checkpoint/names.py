@@ -57,57 +57,20 @@ def is_vision(name: str) -> bool:
     return name.startswith("visual.")
 
 
-#: Per-layer tensors of the language model (suffixes after ``model.layers.N.``).
-TEXT_LAYER_SUFFIXES: tuple[str, ...] = (
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.q_proj.bias",
-    "self_attn.k_proj.weight",
-    "self_attn.k_proj.bias",
-    "self_attn.v_proj.weight",
-    "self_attn.v_proj.bias",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-)
-#: Per-block tensors of the vision tower (suffixes after ``visual.blocks.N.``).
-VISION_BLOCK_SUFFIXES: tuple[str, ...] = (
-    "norm1.weight",
-    "norm1.bias",
-    "norm2.weight",
-    "norm2.bias",
-    "attn.qkv.weight",
-    "attn.qkv.bias",
-    "attn.proj.weight",
-    "attn.proj.bias",
-    "mlp.fc1.weight",
-    "mlp.fc1.bias",
-    "mlp.fc2.weight",
-    "mlp.fc2.bias",
-)
-TEXT_GLOBAL: tuple[str, ...] = ("model.embed_tokens.weight", "model.norm.weight")
-VISION_GLOBAL: tuple[str, ...] = (
-    "visual.patch_embed.proj.weight",
-    "visual.merger.ln_q.weight",
-    "visual.merger.ln_q.bias",
-    "visual.merger.mlp.0.weight",
-    "visual.merger.mlp.0.bias",
-    "visual.merger.mlp.2.weight",
-    "visual.merger.mlp.2.bias",
-)
 LM_HEAD = "lm_head.weight"
 
 
 def expected_names(num_layers: int, vision_depth: int, tied: bool) -> list[str]:
-    """Every canonical tensor name a complete Qwen2-VL checkpoint has (``lm_head.weight`` only if untied)."""
-    names = list(TEXT_GLOBAL)
-    names += [f"model.layers.{i}.{s}" for i in range(num_layers) for s in TEXT_LAYER_SUFFIXES]
-    if not tied:
-        names.append(LM_HEAD)
-    names += list(VISION_GLOBAL)
-    names += [f"visual.blocks.{i}.{s}" for i in range(vision_depth) for s in VISION_BLOCK_SUFFIXES]
+    """Every canonical tensor name a complete Qwen2-VL checkpoint has (``lm_head.weight`` only if untied),
+    from the tensor table ``so8t.adapters.qwen2vl.TENSORS``."""
+    from so8t.adapters.qwen2vl import TENSORS
+
+    names: list[str] = []
+    for tower, count in (("text", num_layers), ("vision", vision_depth)):
+        facts = [f for f in TENSORS if f.part == tower]
+        names += [f.hub for f in facts if not f.per_layer and not f.untied_only]  # globals first
+        names += [f.hub.format(i=i) for i in range(count) for f in facts if f.per_layer]
+        names += [f.hub for f in facts if f.untied_only and not tied]
     return names
 
 

@@ -20,7 +20,7 @@ stored on disk (bf16, f16 or f32); the consumer casts.
 
 Example:
     >>> reader = CheckpointReader("Qwen2-VL-2B-Instruct")
-    >>> reader.text_config["hidden_size"], reader.dtype
+    >>> reader.text_config.hidden_size, reader.dtype
     (1536, torch.bfloat16)
     >>> for name, tensor in reader.items(prefix="visual."):
     ...     ...
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from so8t.checkpoint import config as cfg
+from so8t.checkpoint import config_rules
 from so8t.checkpoint import names as nm
 from so8t.checkpoint.safetensors_header import TensorEntry, read_header
 from so8t.errors import CheckpointError, UnsafeCheckpointError
@@ -90,8 +91,9 @@ class CheckpointReader:
 
     Attributes:
         path: the checkpoint directory.
+        model_config: the typed, validated config (``so8t.checkpoint.config.ModelConfig``).
         config: config.json as a dict (unmodified).
-        text_config / vision_config: flat, normalised hyper-parameters (``so8t.checkpoint.config``).
+        text_config / vision_config: ``model_config.text`` / ``model_config.vision``.
         layout: ``"hub"`` or ``"transformers5"`` (how the tensor names are spelled on disk).
         shard_files: the safetensors files, then the index if there is one.
         aux_files: tokenizer / processor / generation files present in the directory.
@@ -101,11 +103,10 @@ class CheckpointReader:
         self.path = Path(path)
         if not self.path.is_dir():
             raise CheckpointError("checkpoint directory not found", path=self.path)
-        self.config = cfg.load_config(self.path)
-        config_path = self.path / cfg.CONFIG_NAME
-        cfg.check_supported(self.config, config_path)
-        self.text_config = cfg.text_config(self.config, config_path)
-        self.vision_config = cfg.vision_config(self.config, config_path, self.text_config["hidden_size"])
+        self.model_config = cfg.read_config(self.path)
+        self.config = self.model_config.raw
+        self.text_config = self.model_config.text
+        self.vision_config = self.model_config.vision
         self._weight_map: dict[str, str] | None = None  # disk name -> file name, from the index
         self._index_path, files = self._weight_files()
         self._entries = self._read_entries(files)
@@ -189,21 +190,9 @@ class CheckpointReader:
         return entries
 
     def _check_complete(self) -> None:
-        text, vision = self.text_config, self.vision_config
-        tied = text["tie_word_embeddings"]
-        expected = nm.expected_names(text["num_hidden_layers"], vision["depth"], tied)
-        missing = [n for n in expected if n not in self._entries]
-        if missing:
-            where = self._index_path or self.path / SINGLE_NAME
-            raise CheckpointError(
-                f"{len(missing)} tensors of the Qwen2-VL model are missing, e.g. {missing[:3]}"
-                + (
-                    " (tie_word_embeddings is false, so lm_head.weight is needed)"
-                    if nm.LM_HEAD in missing
-                    else ""
-                ),
-                path=where,
-            )
+        """The config against the tensors (``so8t.checkpoint.config_rules``): nothing missing, nothing
+        extra, every shape and dtype as the config implies."""
+        config_rules.check_tensors(self.model_config, self._entries, self._index_path or self.path / SINGLE_NAME)
 
     # -- access -----------------------------------------------------------------------------------------
 
@@ -218,7 +207,7 @@ class CheckpointReader:
     @property
     def tied(self) -> bool:
         """True when the output projection is the embedding (no separate ``lm_head.weight`` is used)."""
-        return bool(self.text_config["tie_word_embeddings"])
+        return self.text_config.tie_word_embeddings
 
     @property
     def preprocessor_config(self) -> dict | None:

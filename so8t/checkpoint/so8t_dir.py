@@ -116,11 +116,11 @@ class SO8TCheckpoint:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.reader.text_config["hidden_size"])
+        return self.reader.text_config.hidden_size
 
     @property
     def num_layers(self) -> int:
-        return int(self.reader.text_config["num_hidden_layers"])
+        return self.reader.text_config.num_hidden_layers
 
     @property
     def rotation_map(self) -> group.RotationMap:
@@ -180,11 +180,7 @@ class SO8TCheckpoint:
 
     def site_rotation(self, layer: int, site: qwen2vl.FoldSite) -> torch.Tensor:
         """Effective per-block rotation of a fold site (its gates composed in order), float64."""
-        result = None
-        for gate in site.gates:
-            r = self.rotation(layer, gate)
-            result = r if result is None else group.compose(result, r)
-        return result
+        return group.compose_chain(self.rotation(layer, gate) for gate in site.gates)
 
     def safety_head_state(self) -> dict[str, torch.Tensor] | None:
         """The ``safety_head.*`` tensors of the gates file, or None when there is no safety head."""

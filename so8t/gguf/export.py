@@ -17,12 +17,11 @@ Outputs (all written atomically: an exception or Ctrl-C leaves none of them behi
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from so8t.errors import ExportError, So8tError
+from so8t.errors import ExportError
 from so8t.gguf import metadata, quant, text
 from so8t.gguf.tokenizer import read_tokenizer
 from so8t.io import atomic_path
@@ -67,13 +66,13 @@ class SO8TToGGUFConverter:
     """
 
     def __init__(self, so8t_dir: str | Path, progress: bool = True):
+        from so8t.checkpoint.config import read_config
+
         self.path = Path(so8t_dir)
-        config_path = self.path / "config.json"
-        if not config_path.is_file():
-            raise So8tError("not a checkpoint directory: config.json missing", path=self.path)
-        self.config = json.loads(config_path.read_text(encoding="utf-8"))
+        self.model_config = read_config(self.path)  # typed and validated once; the tensors when read
+        self.config = self.model_config.raw
         self.is_so8t = "so8t" in self.config
-        self.hparams = text.TextHParams.from_config(self.config)
+        self.hparams = text.TextHParams.from_text(self.model_config.text, self.model_config.path)
         self.progress = progress
 
     def _tensors(self):

@@ -20,7 +20,6 @@ are checked here first and raised as ``ExportError``. Every output is also passe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 from collections.abc import Iterator
@@ -29,33 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from so8t import llama_api
 from so8t.errors import ExportError
 
 
-@functools.lru_cache(maxsize=1)
-def _lib() -> ctypes.CDLL:
-    try:
-        from llama_cpp._ggml import libggml  # the ggml library that llama-cpp-python itself loads
-    except Exception as err:
-        raise ExportError(f"cannot load ggml from llama-cpp-python: {err}") from err
-    lib = libggml
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [
-        ctypes.c_int,  # enum ggml_type
-        ctypes.c_void_p,  # const float * src
-        ctypes.c_void_p,  # void * dst
-        ctypes.c_int64,  # start (element index)
-        ctypes.c_int64,  # nrows
-        ctypes.c_int64,  # n_per_row
-        ctypes.c_void_p,  # const float * imatrix (NULL)
-    ]
-    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
-    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
-    lib.ggml_row_size.restype = ctypes.c_size_t
-    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
-    lib.ggml_validate_row_data.restype = ctypes.c_bool
-    lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-    return lib
+def _lib():
+    """ggml as llama-cpp-python loaded it, prototypes declared (``so8t.llama_api.ggml``)."""
+    return llama_api.ggml()
 
 
 @functools.lru_cache(maxsize=8)
@@ -121,25 +100,9 @@ def torch_single_threaded(enabled: bool = True) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _TypeTraits(ctypes.Structure):
-    """``struct ggml_type_traits`` of ggml.h (the fields up to ``to_float``, in declaration order)."""
-
-    _fields_ = [
-        ("type_name", ctypes.c_char_p),
-        ("blck_size", ctypes.c_int64),
-        ("blck_size_interleave", ctypes.c_int64),
-        ("type_size", ctypes.c_size_t),
-        ("is_quantized", ctypes.c_bool),
-        ("to_float", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)),
-    ]
-
-
 @functools.lru_cache(maxsize=32)
 def _to_float(ggml_type: GGMLQuantizationType):
-    lib = _lib()
-    lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
-    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
-    traits = lib.ggml_get_type_traits(int(ggml_type)).contents
+    traits = llama_api.ggml_type_traits(int(ggml_type))
     if traits.blck_size != GGML_QUANT_SIZES[ggml_type][0] or traits.type_size != GGML_QUANT_SIZES[ggml_type][1]:
         raise ExportError(f"ggml's type traits of {ggml_type.name} disagree with gguf-py's block size")
     return traits.to_float

@@ -16,7 +16,6 @@ The export then encodes every tensor with ggml's own kernels (``ggml_kernels``) 
 
 from __future__ import annotations
 
-import ctypes
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,25 +67,10 @@ def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl
 def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: int = 0) -> list[str]:
     """Quantize GGUF ``src`` into ``dst`` with ``llama_model_quantize``; returns llama.cpp's fallback
     messages. Raises ``ExportError`` if llama.cpp reports a failure."""
-    import llama_cpp
-    from llama_cpp import _logger
+    from so8t import llama_api
 
-    pieces: list[str] = []  # llama.cpp logs one line in several calls
-
-    @llama_cpp.llama_log_callback
-    def capture(level, text, user_data):  # pragma: no cover - called from C
-        pieces.append(text.decode("utf-8", "replace"))
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.nthread = n_threads
-    params.max_buf_size = QUANTIZE_BUFFER_BYTES
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-    try:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    rc, log = llama_api.quantize_file(src, dst, int(file_type), n_threads, QUANTIZE_BUFFER_BYTES)
     if rc != 0:
         raise ExportError(f"llama.cpp could not quantize to {file_type.name} (code {rc})", path=src)
-    lines = "".join(pieces).splitlines()
+    lines = log.splitlines()
     return [" ".join(line.split()) for line in lines if "fallback" in line or "falling back" in line]

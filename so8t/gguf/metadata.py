@@ -25,13 +25,16 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFValueType
 
+from so8t.adapters.qwen2vl import GATE_NAMES
 from so8t.errors import GGUFError
+from so8t.group import ROTATION_DIM
+from so8t.safety import SAFETY_CLASSES
 
 FORMAT_VERSION = 1
 CONTENT_HASH_KEY = "so8t.content_hash"
 PLACEHOLDER = "0" * 64  # same length as a sha256 hex digest
-DEFAULT_GATE_SITES = ("attn_rot", "attn_safe", "attn_cmd", "mlp_rot")
-DEFAULT_SAFETY_CLASSES = ("ALLOW", "ESCALATE", "REFUSE")
+DEFAULT_GATE_SITES = GATE_NAMES  # a plain checkpoint: every gate, as identity
+DEFAULT_SAFETY_CLASSES = SAFETY_CLASSES
 
 
 def tensor_record(name: str, ggml_type: int, gguf_dims: Iterable[int], data_digest: bytes) -> bytes:
@@ -46,6 +49,12 @@ def combine(records: Iterable[bytes]) -> str:
     for record in records:
         digest.update(record)
     return digest.hexdigest()
+
+
+def content_hash_of(tensors: Iterable[tuple[str, int, Iterable[int], bytes]]) -> str:
+    """The content hash of ``(name, GGML type, GGUF dims, sha256 digest of the stored bytes)`` in file
+    order: the one computation behind the writer, ``content_hash_of_file`` and the validator."""
+    return combine(tensor_record(name, ggml_type, dims, digest) for name, ggml_type, dims, digest in tensors)
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,10 @@ class GGUFTable:
 def read_gguf(path: str | Path) -> GGUFTable:
     """Metadata and tensor table of a little-endian GGUF file.
 
-    A fast single-pass parser (``gguf.GGUFReader`` builds one numpy view per array element, which takes
-    seconds on a 151k-token vocabulary); the suites check it against ``GGUFReader``."""
+    A fast single-pass parser kept next to gguf-py's ``GGUFReader`` because of
+    ``benchmarks/test_bench_gguf_read.py``: ``GGUFReader`` builds one numpy view per array element, which
+    takes tens of seconds on a 151k-token vocabulary; the suites and that benchmark check it against
+    ``GGUFReader``."""
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
         return _parse(view, path)
 
@@ -189,8 +200,8 @@ def tensor_digests(path: str | Path) -> dict[str, tuple[int, tuple[int, ...], st
 
 def content_hash_of_file(path: str | Path) -> str:
     """Recompute the content hash of a GGUF file from its tensors."""
-    return combine(
-        tensor_record(name, ggml_type, dims, bytes.fromhex(digest))
+    return content_hash_of(
+        (name, ggml_type, dims, bytes.fromhex(digest))
         for name, (ggml_type, dims, digest) in tensor_digests(path).items()
     )
 
@@ -215,6 +226,18 @@ def patch_content_hash(path: str | Path, digest: str) -> None:
         view.flush()
 
 
+def source_model_name(config: dict) -> str:
+    """``so8t.source_model`` of a checkpoint ``config``: the *name* of the source model (the base name of
+    the directory it was converted from, or of an absolute ``_name_or_path``), never a path of the
+    machine that exported it. Empty when the config names no source."""
+    section = config.get("so8t") or {}
+    src = section.get("source") if isinstance(section, dict) else None
+    if isinstance(src, dict) and src.get("path"):
+        return Path(str(src["path"])).name
+    raw = str(config.get("_name_or_path") or "")
+    return Path(raw).name if Path(raw).is_absolute() else raw  # a hub id such as "Qwen/..." stays
+
+
 def so8t_keys(config: dict, source: str | None = None) -> dict[str, object]:
     """The ``so8t.*`` key/value pairs for a checkpoint ``config`` (its ``so8t`` section if it has one;
     a plain Qwen2-VL checkpoint is described as identity gates)."""
@@ -224,12 +247,10 @@ def so8t_keys(config: dict, source: str | None = None) -> dict[str, object]:
         sites = [f"{site}=" + ",".join(gates) for site, gates in sites.items()]
     classes = section.get("safety_classes") or list(DEFAULT_SAFETY_CLASSES)
     src = section.get("source") or {}
-    if source is None and isinstance(src, dict) and src.get("path"):
-        source = Path(src["path"]).name
-    source_name = source or config.get("_name_or_path")
+    source_name = source or source_model_name(config)
     keys: dict[str, object] = {
         "so8t.format_version": FORMAT_VERSION,
-        "so8t.rotation_dim": int(section.get("rotation_dim", 8)),
+        "so8t.rotation_dim": int(section.get("rotation_dim", ROTATION_DIM)),
         "so8t.group": str(section.get("group", "SO(8)")),
         "so8t.gate_sites": [str(s) for s in sites],
         "so8t.map": str(section.get("map", "exp")),

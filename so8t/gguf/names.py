@@ -1,9 +1,9 @@
-"""Hugging Face -> GGUF names of the Qwen2-VL text model, as data.
+"""The text GGUF's tensor inventory: the Qwen2-VL text tensors under llama.cpp's ``qwen2vl`` names.
 
-Each row maps a canonical hub name (``model.layers.{i}....``) to the name llama.cpp's ``qwen2vl``
-architecture looks up, with the tensor's shape in numpy order (``[out, in]`` for a Linear weight,
-GGUF stores the reverse) written in terms of the hyper-parameters below. The table is the whole
-inventory: llama.cpp refuses a file with any extra tensor, so nothing outside it is ever written.
+Derived from the one table of Qwen2-VL tensor facts (``so8t.adapters.qwen2vl.TENSORS``: hub name, shape in
+config symbols) and gguf-py's ``TensorNameMap`` (the GGUF name). Shapes are in numpy order (``[out, in]``
+for a Linear weight; GGUF stores the reverse). The inventory is the whole file: llama.cpp refuses a file
+with any extra tensor, so nothing outside it is ever written.
 
 Dimension symbols: ``vocab`` (vocab_size), ``hidden`` (hidden_size), ``ffn`` (intermediate_size),
 ``q`` (num_attention_heads * head_dim), ``kv`` (num_key_value_heads * head_dim).
@@ -14,34 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: Tensors outside the decoder blocks: hub name -> (gguf name, shape symbols).
-GLOBAL_TENSORS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "model.embed_tokens.weight": ("token_embd.weight", ("vocab", "hidden")),
-    "model.norm.weight": ("output_norm.weight", ("hidden",)),
-    # Absent when the embeddings are tied: llama.cpp then reuses token_embd for the output.
-    "lm_head.weight": ("output.weight", ("vocab", "hidden")),
-}
+from so8t.adapters import qwen2vl
+from so8t.checkpoint.names import to_hub
 
-#: Tensors of decoder block ``{i}``: hub suffix after ``model.layers.{i}.`` -> (gguf suffix after
-#: ``blk.{i}.``, shape symbols).
-BLOCK_TENSORS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "input_layernorm.weight": ("attn_norm.weight", ("hidden",)),
-    "self_attn.q_proj.weight": ("attn_q.weight", ("q", "hidden")),
-    "self_attn.q_proj.bias": ("attn_q.bias", ("q",)),
-    "self_attn.k_proj.weight": ("attn_k.weight", ("kv", "hidden")),
-    "self_attn.k_proj.bias": ("attn_k.bias", ("kv",)),
-    "self_attn.v_proj.weight": ("attn_v.weight", ("kv", "hidden")),
-    "self_attn.v_proj.bias": ("attn_v.bias", ("kv",)),
-    "self_attn.o_proj.weight": ("attn_output.weight", ("hidden", "q")),
-    "post_attention_layernorm.weight": ("ffn_norm.weight", ("hidden",)),
-    "mlp.gate_proj.weight": ("ffn_gate.weight", ("ffn", "hidden")),
-    "mlp.up_proj.weight": ("ffn_up.weight", ("ffn", "hidden")),
-    "mlp.down_proj.weight": ("ffn_down.weight", ("hidden", "ffn")),
-}
-
-#: In-memory spellings of transformers 5.x -> the canonical hub prefix.
-_ALIASES = (("model.language_model.", "model."),)
-_BLOCK = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_TEXT_HUB_NAMES = frozenset(f.hub for f in qwen2vl.TENSORS if f.part == "text")
 
 
 @dataclass(frozen=True)
@@ -59,41 +36,22 @@ class TextTensor:
 
 
 def canonical_name(name: str) -> str:
-    """Hub spelling of a text tensor name (accepts transformers 5 ``model.language_model.*``)."""
-    for alias, canonical in _ALIASES:
-        if name.startswith(alias):
-            return canonical + name[len(alias) :]
-    return name
+    """Hub spelling of a tensor name (accepts transformers 5 ``model.language_model.*``)."""
+    return to_hub(name)
 
 
 def gguf_name(hf_name: str) -> str | None:
-    """GGUF name of a hub text tensor name, or None when it is not part of the text file."""
+    """GGUF name of a hub (or transformers-5) text tensor name, or None when it is not in the text file."""
     name = canonical_name(hf_name)
-    if name in GLOBAL_TENSORS:
-        return GLOBAL_TENSORS[name][0]
-    match = _BLOCK.match(name)
-    if match and match.group(2) in BLOCK_TENSORS:
-        return f"blk.{match.group(1)}.{BLOCK_TENSORS[match.group(2)][0]}"
-    return None
+    match = _LAYER.match(name)
+    if _LAYER.sub("model.layers.{i}.", name) not in _TEXT_HUB_NAMES:
+        return None
+    return qwen2vl.gguf_text_name(name, int(match.group(1)) + 1 if match else 1)
 
 
 def text_inventory(dims: dict[str, int], n_layers: int, tied: bool) -> list[TextTensor]:
-    """Every tensor of the text file, in file order (globals first, then block by block)."""
-
-    def shape(symbols: tuple[str, ...]) -> tuple[int, ...]:
-        return tuple(dims[s] for s in symbols)
-
-    out = [
-        TextTensor("model.embed_tokens.weight", *_spec(GLOBAL_TENSORS["model.embed_tokens.weight"], shape))
+    """Every tensor of the text file, in file order (embedding, block by block, final norm, output)."""
+    return [
+        TextTensor(hub, qwen2vl.gguf_text_name(hub, n_layers), shape)
+        for hub, shape, _fact in qwen2vl.expand(dims, n_layers, 0, tied, part="text")
     ]
-    for i in range(n_layers):
-        for suffix, (gsuffix, symbols) in BLOCK_TENSORS.items():
-            out.append(TextTensor(f"model.layers.{i}.{suffix}", f"blk.{i}.{gsuffix}", shape(symbols)))
-    out.append(TextTensor("model.norm.weight", *_spec(GLOBAL_TENSORS["model.norm.weight"], shape)))
-    if not tied:
-        out.append(TextTensor("lm_head.weight", *_spec(GLOBAL_TENSORS["lm_head.weight"], shape)))
-    return out
-
-
-def _spec(entry: tuple[str, tuple[str, ...]], shape) -> tuple[str, tuple[int, ...]]:
-    return entry[0], shape(entry[1])

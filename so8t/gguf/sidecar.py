@@ -31,19 +31,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from so8t.checkpoint.so8t_dir import gate_key
 from so8t.errors import So8tError
+from so8t.gguf.metadata import source_model_name
 from so8t.io import atomic_path
+from so8t.safety import STATE_PREFIX
 
 ARCHITECTURE = "so8t"
 GGUF_TYPE = "so8t-sidecar"
 SIDECAR_VERSION = 1
 SAFETY_ACTIVATION = "gelu_erf"  # torch.nn.GELU() default: x * Phi(x), exact erf form
 SAFETY_TENSORS = ("0.weight", "0.bias", "2.weight", "2.bias")
-SAFETY_PREFIX = "safety_head."
-
-
-def generators_name(layer: int, gate: str) -> str:
-    return f"layers.{layer}.{gate}.generators"
+SAFETY_PREFIX = STATE_PREFIX  # the gates file's prefix (so8t.safety), one spelling for both files
+generators_name = gate_key  # the gates file's tensor name (so8t.checkpoint.so8t_dir.gate_key)
 
 
 def rotation_name(layer: int, gate: str) -> str:
@@ -90,7 +90,7 @@ def write_sidecar(
     writer.add_string("so8t.safety_head.activation", SAFETY_ACTIVATION)
     writer.add_string("so8t.text_content_hash", text_content_hash)
     source = cfg.get("source", {}) or {}
-    writer.add_string("so8t.source_model", str(source.get("path", "")))
+    writer.add_string("so8t.source_model", source_model_name(ckpt.reader.config))  # a name, not a path
     writer.add_string("so8t.source_sha256", str(source.get("sha256", "")))
 
     for layer in range(ckpt.num_layers):

@@ -17,6 +17,7 @@ from so8t.gguf.sidecar import (
     generators_name,
     rotation_name,
 )
+from so8t.group import N_GENERATORS, ROTATION_DIM
 
 
 @dataclass
@@ -40,17 +41,18 @@ class SidecarSafetyHead:
     classes: tuple[str, ...]
 
     def logits(self, hidden) -> np.ndarray:
+        """The forward pass of ``so8t.safety.SafetyHead`` (the one implementation), in float64."""
         import torch
 
+        from so8t.safety import SafetyHead
+
         h = torch.as_tensor(np.asarray(hidden.detach().cpu() if hasattr(hidden, "detach") else hidden))
-        h = h.to(torch.float64)
-        w = {k: torch.from_numpy(v).to(torch.float64) for k, v in self.weights.items()}
-        if h.shape[-1] != w["0.weight"].shape[1]:
-            raise So8tError(
-                f"hidden state has size {h.shape[-1]}, the safety head expects {w['0.weight'].shape[1]}"
-            )
-        z = torch.nn.functional.gelu(h @ w["0.weight"].T + w["0.bias"])
-        return (z @ w["2.weight"].T + w["2.bias"]).numpy()
+        width = self.weights["0.weight"].shape[1]
+        if h.shape[-1] != width:
+            raise So8tError(f"hidden state has size {h.shape[-1]}, the safety head expects {width}")
+        head = SafetyHead.from_state({k: np.asarray(v, dtype=np.float64) for k, v in self.weights.items()})
+        with torch.no_grad():
+            return head(h.to(torch.float64)).numpy()
 
     def verdict(self, hidden) -> SafetyVerdict:
         """Verdict for one hidden state ``[hidden]``."""
@@ -101,11 +103,9 @@ class Sidecar:
 
     def site_rotation(self, layer: int, site: str) -> np.ndarray:
         """Effective per-block rotation of a site: its gates multiplied in order (row vectors)."""
-        result = None
-        for gate in self.gate_sites[site]:
-            r = self.rotations[(layer, gate)]
-            result = r if result is None else result @ r
-        return result
+        from so8t import group
+
+        return group.compose_chain(self.rotations[(layer, gate)] for gate in self.gate_sites[site])
 
     def non_rotations(self, tol: float | None = None) -> list[tuple[int, str, float, float]]:
         """``(layer, gate, max|R^T R - I|, max|det R - 1|)`` for every stored rotation not in SO(8)."""
@@ -152,7 +152,7 @@ _REQUIRED_KEYS = (
 
 def read_sidecar(path: str | Path) -> Sidecar:
     """Load and check a sidecar GGUF; ``GGUFError`` names the problem when the file is malformed."""
-    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf import GGUFReader
 
     path = Path(path)
     if not path.is_file():
@@ -161,47 +161,12 @@ def read_sidecar(path: str | Path) -> Sidecar:
         reader = GGUFReader(path)
     except Exception as err:  # gguf-py raises ValueError/struct.error/IndexError on bad or truncated files
         raise GGUFError(f"not a readable GGUF file: {err}", path=path) from err
-    meta = {key: _field_value(reader, key, path) for key in _REQUIRED_KEYS}
-    for key in reader.fields:
-        if key.startswith(("so8t.", "general.")) and key not in meta:
-            meta[key] = _field_value(reader, key, path)
-    if meta["general.architecture"] != ARCHITECTURE:
-        raise GGUFError(
-            f"general.architecture is {meta['general.architecture']!r}, expected 'so8t'", path=path
-        )
-    if int(meta["so8t.format_version"]) != SIDECAR_VERSION:
-        raise GGUFError(f"unsupported sidecar format version {meta['so8t.format_version']}", path=path)
-    if int(meta["so8t.rotation_dim"]) != 8:
-        raise GGUFError(f"so8t.rotation_dim is {meta['so8t.rotation_dim']}, SO8T means 8", path=path)
+    meta, sites = _read_metadata(reader, path)
     hidden, layers = int(meta["so8t.embedding_length"]), int(meta["so8t.block_count"])
-    if hidden <= 0 or hidden % 8 or layers <= 0:
-        raise GGUFError(f"bad sizes: embedding_length {hidden}, block_count {layers}", path=path)
     gates = tuple(meta["so8t.gates"])
-    sites = {
-        site: tuple(_field_value(reader, f"so8t.gate_sites.{site}", path)) for site in meta["so8t.gate_sites"]
-    }
-    for site, site_gates in sites.items():
-        if not site_gates or set(site_gates) - set(gates):
-            raise GGUFError(f"gate site {site!r} lists unknown gates {site_gates}", path=path)
-
     tensors = {t.name: t for t in reader.tensors}
-    n = hidden // 8
-    expected: dict[str, tuple[tuple[int, ...], GGMLQuantizationType]] = {}
-    for layer in range(layers):
-        for gate in gates:
-            expected[generators_name(layer, gate)] = ((n, 28), GGMLQuantizationType.F32)
-            expected[rotation_name(layer, gate)] = ((n, 8, 8), GGMLQuantizationType.F64)
     has_head = bool(meta["so8t.safety_head"])
-    if has_head:
-        n_classes = len(meta["so8t.safety_classes"])
-        shapes = {
-            "0.weight": (hidden, hidden),
-            "0.bias": (hidden,),
-            "2.weight": (n_classes, hidden),
-            "2.bias": (n_classes,),
-        }
-        for suffix, shape in shapes.items():
-            expected[SAFETY_PREFIX + suffix] = (shape, GGMLQuantizationType.F32)
+    expected = _expected_tensors(hidden, layers, gates, len(meta["so8t.safety_classes"]) if has_head else None)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing:
@@ -232,3 +197,50 @@ def read_sidecar(path: str | Path) -> Sidecar:
         safety_weights={s: arrays[SAFETY_PREFIX + s] for s in SAFETY_TENSORS} if has_head else None,
         gate_sites=sites,
     )
+
+
+def _expected_tensors(hidden: int, layers: int, gates, n_classes: int | None) -> dict:
+    """Tensor name -> (shape, type) of a sidecar of these sizes (``n_classes`` None: no safety head)."""
+    from gguf import GGMLQuantizationType
+
+    n, d = hidden // ROTATION_DIM, ROTATION_DIM
+    expected: dict[str, tuple[tuple[int, ...], GGMLQuantizationType]] = {}
+    for layer in range(layers):
+        for gate in gates:
+            expected[generators_name(layer, gate)] = ((n, N_GENERATORS), GGMLQuantizationType.F32)
+            expected[rotation_name(layer, gate)] = ((n, d, d), GGMLQuantizationType.F64)
+    if n_classes is not None:
+        shapes = {"0.weight": (hidden, hidden), "0.bias": (hidden,), "2.weight": (n_classes, hidden),
+                  "2.bias": (n_classes,)}
+        for suffix, shape in shapes.items():
+            expected[SAFETY_PREFIX + suffix] = (shape, GGMLQuantizationType.F32)
+    return expected
+
+
+def _read_metadata(reader, path: Path) -> tuple[dict, dict[str, tuple[str, ...]]]:
+    """The sidecar's ``so8t.*`` / ``general.*`` keys and its gate sites, checked (``GGUFError``)."""
+    meta = {key: _field_value(reader, key, path) for key in _REQUIRED_KEYS}
+    for key in reader.fields:
+        if key.startswith(("so8t.", "general.")) and key not in meta:
+            meta[key] = _field_value(reader, key, path)
+    if meta["general.architecture"] != ARCHITECTURE:
+        raise GGUFError(
+            f"general.architecture is {meta['general.architecture']!r}, expected 'so8t'", path=path
+        )
+    if int(meta["so8t.format_version"]) != SIDECAR_VERSION:
+        raise GGUFError(f"unsupported sidecar format version {meta['so8t.format_version']}", path=path)
+    if int(meta["so8t.rotation_dim"]) != ROTATION_DIM:
+        raise GGUFError(
+            f"so8t.rotation_dim is {meta['so8t.rotation_dim']}, SO8T means {ROTATION_DIM}", path=path
+        )
+    hidden, layers = int(meta["so8t.embedding_length"]), int(meta["so8t.block_count"])
+    if hidden <= 0 or hidden % ROTATION_DIM or layers <= 0:
+        raise GGUFError(f"bad sizes: embedding_length {hidden}, block_count {layers}", path=path)
+    gates = tuple(meta["so8t.gates"])
+    sites = {
+        site: tuple(_field_value(reader, f"so8t.gate_sites.{site}", path)) for site in meta["so8t.gate_sites"]
+    }
+    for site, site_gates in sites.items():
+        if not site_gates or set(site_gates) - set(gates):
+            raise GGUFError(f"gate site {site!r} lists unknown gates {site_gates}", path=path)
+    return meta, sites

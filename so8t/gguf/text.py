@@ -38,9 +38,10 @@ import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
 
 from so8t import bf16
-from so8t.errors import ConfigError, ExportError
+from so8t.errors import ExportError
 from so8t.gguf import ggml_kernels, metadata, names, quant
 from so8t.gguf.background import OrderedWriter, Prefetch
+from so8t.gguf.hparams import TextHParams
 from so8t.gguf.llama_mix import llama_mix
 from so8t.gguf.tokenizer import TokenizerMeta
 
@@ -52,75 +53,6 @@ PREFETCH_GGML = 8  # ... when block types are encoded: a layer has 12 tensors, s
 # stalls the quantizer-bound pass (full-size Q6_K: 25.4 -> 24.3 s, peak RSS +100 MB); float-only passes
 # keep 1, which holds the F16 + mmproj export under 1 GB
 PREFETCH_ALONE_BYTES = 128 << 20  # no read-ahead while encoding a larger tensor (the embedding): peak RSS
-
-
-@dataclass(frozen=True)
-class TextHParams:
-    """The hyper-parameters llama.cpp reads for ``qwen2vl``."""
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    context_length: int
-    rms_norm_eps: float
-    rope_theta: float
-    mrope_section: tuple[int, int, int, int]
-    tied: bool
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.n_heads
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return {
-            "vocab": self.vocab_size,
-            "hidden": self.hidden_size,
-            "ffn": self.intermediate_size,
-            "q": self.n_heads * self.head_dim,
-            "kv": self.n_kv_heads * self.head_dim,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> TextHParams:
-        """From a ``config.json`` dict (hub layout, or transformers 5 with ``text_config``) or from
-        ``CheckpointReader.text_config``."""
-        text = {**config, **(config.get("text_config") or {})}
-        rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
-        section = list(text.get("mrope_section") or rope.get("mrope_section") or [])
-        if not section or len(section) > 4:
-            raise ConfigError(f"mrope_section must have 1 to 4 entries, got {section!r}", path="config.json")
-        try:
-            tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
-            return cls(
-                vocab_size=int(text["vocab_size"]),
-                hidden_size=int(text["hidden_size"]),
-                intermediate_size=int(text["intermediate_size"]),
-                n_layers=int(text["num_hidden_layers"]),
-                n_heads=int(text["num_attention_heads"]),
-                n_kv_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
-                context_length=int(text["max_position_embeddings"]),
-                rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(text.get("rope_theta") or rope.get("rope_theta") or 10000.0),
-                mrope_section=tuple(int(s) for s in section + [0] * (4 - len(section))),
-                tied=bool(tied),
-            )
-        except KeyError as err:
-            raise ConfigError(f"text config lacks {err.args[0]!r}", path="config.json") from err
-
-    def add_to(self, writer: GGUFWriter) -> None:
-        writer.add_context_length(self.context_length)
-        writer.add_embedding_length(self.hidden_size)
-        writer.add_block_count(self.n_layers)
-        writer.add_feed_forward_length(self.intermediate_size)
-        writer.add_head_count(self.n_heads)
-        writer.add_head_count_kv(self.n_kv_heads)
-        writer.add_layer_norm_rms_eps(self.rms_norm_eps)
-        writer.add_rope_freq_base(self.rope_theta)
-        writer.add_rope_dimension_sections([int(s) for s in self.mrope_section])
 
 
 @dataclass
@@ -213,12 +145,9 @@ class _OpenFile:
                 raise ExportError(
                     f"{t.gguf_name}: wrote {slot.written} of {slot.nbytes} bytes", path=self.path
                 )
-            gguf_dims = list(reversed(t.shape))
-            records.append(
-                metadata.tensor_record(t.gguf_name, slot.ggml_type, gguf_dims, slot.hasher.digest())
-            )
+            records.append((t.gguf_name, slot.ggml_type, list(reversed(t.shape)), slot.hasher.digest()))
         self.writer.close()
-        self.result.content_hash = metadata.combine(records)
+        self.result.content_hash = metadata.content_hash_of(records)
         metadata.patch_content_hash(self.path, self.result.content_hash)
         return self.result
 

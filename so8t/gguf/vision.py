@@ -4,7 +4,8 @@ SO8T gates sit on the text decoder only, so the vision tower is written exactly 
 the tensors are read one at a time through ``CheckpointReader`` (canonical ``visual.*`` names), renamed
 and cut by the table in :mod:`so8t.gguf.vision_names`, cast once to the export type, and streamed into a
 temporary file that is renamed onto the output only when complete (``so8t.io.atomic_path``). One writer
-thread writes tensor i, in order, while the next is read and cast; its errors surface in the caller.
+thread (``so8t.gguf.background.OrderedWriter``, the text writer's) writes tensor i, in order, while the
+next is read and cast; its errors surface in the caller.
 
 File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``):
 
@@ -19,7 +20,8 @@ File layout (what ``tools/mtmd/clip.cpp`` reads for projector ``qwen2vl_merger``
   Conv2d kernels take the requested type (``"f16"`` or ``"f32"``).
 
 Note [eps]: transformers hard-codes ``LayerNorm(eps=1e-6)`` in the Qwen2-VL vision blocks and merger (it
-is not in config.json), so 1e-6 is written unless the vision config names ``layer_norm_eps``. Note [image size]: Qwen2-VL has no fixed input size
+is not in config.json), so 1e-6 (the default of ``so8t.checkpoint.config``) is written unless the vision
+config names ``layer_norm_eps``. Note [image size]: Qwen2-VL has no fixed input size
 (llama.cpp resizes dynamically); ``clip.vision.image_size`` is required by the loader and only sizes its
 warm-up, so ``vision_config["image_size"]`` is used when present and 560 (llama.cpp's converter default)
 otherwise. Note [ffn length]: llama.cpp's converter writes the vision ``hidden_size`` (the merger output)
@@ -29,7 +31,7 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +39,9 @@ import numpy as np
 
 from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
+from so8t.gguf.background import OrderedWriter
 from so8t.io import atomic_path
 
-DEFAULT_LAYER_NORM_EPS = 1e-6  # Note [eps]
 DEFAULT_IMAGE_SIZE = 560  # Note [image size]
 TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
@@ -64,68 +66,61 @@ class VisionHParams:
     layer_norm_eps: float
 
     @classmethod
-    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
-        def need(key: str):
-            if key not in vision:
-                raise ConfigError(f"vision_config has no {key!r}", path=path)
-            return vision[key]
-
-        embed_dim, depth, heads = int(need("embed_dim")), int(need("depth")), int(need("num_heads"))
-        temporal = int(vision.get("temporal_patch_size", TEMPORAL_PATCH_SIZE))
-        if temporal != TEMPORAL_PATCH_SIZE:
+    def from_vision(cls, vision, path: Path) -> VisionHParams:
+        """From the typed vision config (``so8t.checkpoint.config.VisionConfig``, already validated),
+        refusing what llama.cpp's ``qwen2vl_merger`` cannot run; ``path`` names config.json."""
+        embed_dim, heads = vision.embed_dim, vision.num_heads
+        if vision.temporal_patch_size != TEMPORAL_PATCH_SIZE:
             raise ConfigError(
-                f"temporal_patch_size {temporal} is not supported (llama.cpp's qwen2vl_merger needs 2)",
+                f"temporal_patch_size {vision.temporal_patch_size} is not supported (llama.cpp's "
+                "qwen2vl_merger needs 2)",
                 path=path,
             )
-        if embed_dim % heads or (embed_dim // heads) % 4:
+        if (embed_dim // heads) % 4:
             raise ConfigError(
                 f"vision embed_dim {embed_dim} / num_heads {heads} must give a head size divisible by 4 "
                 "(llama.cpp's vision M-RoPE splits each head in four sections)",
                 path=path,
             )
-        text_hidden = int(text["hidden_size"])
-        merger_out = int(vision.get("hidden_size", text_hidden))
-        if merger_out != text_hidden:
+        if vision.hidden_act not in names.ACTIVATION_KEYS:
             raise ConfigError(
-                f"vision_config.hidden_size {merger_out} (merger output) differs from the text hidden size "
-                f"{text_hidden}; llama.cpp needs the image embeddings to match the text model",
-                path=path,
+                f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path
             )
-        act = str(vision.get("hidden_act", "quick_gelu"))
-        if act not in names.ACTIVATION_KEYS:
-            raise ConfigError(f"vision hidden_act {act!r} has no llama.cpp equivalent", path=path)
         return cls(
             embed_dim=embed_dim,
-            depth=depth,
+            depth=vision.depth,
             num_heads=heads,
-            ffn_dim=int(embed_dim * float(vision.get("mlp_ratio", 4))),
-            patch_size=int(vision.get("patch_size", 14)),
-            in_channels=int(vision.get("in_channels", vision.get("in_chans", 3))),
-            spatial_merge_size=int(vision.get("spatial_merge_size", 2)),
-            projection_dim=text_hidden,
-            image_size=int(vision.get("image_size", DEFAULT_IMAGE_SIZE)),
-            hidden_act=act,
-            layer_norm_eps=float(vision.get("layer_norm_eps", DEFAULT_LAYER_NORM_EPS)),
+            ffn_dim=vision.ffn_dim,
+            patch_size=vision.patch_size,
+            in_channels=vision.in_channels,
+            spatial_merge_size=vision.spatial_merge_size,
+            projection_dim=vision.hidden_size,
+            image_size=vision.image_size or DEFAULT_IMAGE_SIZE,
+            hidden_act=vision.hidden_act,
+            layer_norm_eps=vision.layer_norm_eps,
         )
 
+    @classmethod
+    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
+        """From a ``vision_config`` dict and the text hidden size (``text["hidden_size"]``), parsed by
+        ``so8t.checkpoint.config.parse_vision`` (the one place with defaults)."""
+        from so8t.checkpoint.config import parse_vision
+
+        return cls.from_vision(parse_vision(vision, Path(path), int(text["hidden_size"])), Path(path))
+
     def source_shape(self, source: str) -> tuple[int, ...]:
-        """The shape a canonical ``visual.*`` tensor must have."""
-        e, f, m = self.embed_dim, self.ffn_dim, self.embed_dim * self.spatial_merge_size**2
-        if source == names.PATCH_SOURCE:
-            return (e, self.in_channels, TEMPORAL_PATCH_SIZE, self.patch_size, self.patch_size)
-        module, kind = source.rsplit(".", 1)
-        rows, cols = {
-            "attn.qkv": (3 * e, e),
-            "attn.proj": (e, e),
-            "mlp.fc1": (f, e),
-            "mlp.fc2": (e, f),
-            "norm1": (e, None),
-            "norm2": (e, None),
-            "merger.ln_q": (e, None),
-            "merger.mlp.0": (m, m),
-            "merger.mlp.2": (self.projection_dim, m),
-        }[module.split(".", 3)[-1] if module.startswith("visual.blocks.") else module.removeprefix("visual.")]
-        return (rows,) if kind == "bias" or cols is None else (rows, cols)
+        """The shape a canonical ``visual.*`` tensor must have (from ``so8t.adapters.qwen2vl.TENSORS``)."""
+        return self._shapes[source]
+
+    @functools.cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        from so8t.adapters.qwen2vl import expand, vision_dims
+
+        rows = expand(vision_dims(self), 0, self.depth, True, part="vision")
+        return {name: shape for name, shape, _ in rows}
+
+    hidden_size = property(lambda self: self.projection_dim, doc="merger output width (text hidden size)")
+    temporal_patch_size = property(lambda self: TEMPORAL_PATCH_SIZE, doc="llama.cpp's two Conv2d halves")
 
 
 def _piece_shape(piece: names.Piece, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -203,46 +198,22 @@ def write_mmproj(
         model_name: optional ``general.name``.
         progress: show a tqdm bar on stderr.
 
-    Raises ConfigError (vision config unusable), CheckpointError (via the reader), ExportError (a tensor
-    has the wrong shape or overflows F16), So8tError (output not writable).
+    Raises ConfigError (vision config unusable, or contradicted by the tensors: via the reader),
+    CheckpointError (via the reader), ExportError (a tensor overflows F16), So8tError (output not writable).
     """
     import gguf
-    import torch
-    from tqdm import tqdm
 
     from so8t.checkpoint import CheckpointReader
 
     if dtype not in DTYPES:
         raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
     np_dtype, file_type = DTYPES[dtype]
-    reader = CheckpointReader(so8t_dir)
-    config_path = Path(reader.path) / "config.json"
-    hp = VisionHParams.from_configs(reader.vision_config, reader.text_config, config_path)
+    reader = CheckpointReader(so8t_dir)  # refuses missing or misshapen vision tensors (config_rules)
+    hp = VisionHParams.from_vision(reader.vision_config, reader.model_config.path)
     mean, std = _image_stats(reader)
-    pieces = names.pieces(hp.depth)
-    available = set(reader.names())
-    missing = sorted({p.source for p in pieces} - available)
-    if missing:
-        raise ExportError(f"vision tensors missing from the checkpoint: {missing[:5]}", path=reader.path)
-    for source in sorted({p.source for p in pieces}):  # shapes from the safetensors headers, before writing
-        if tuple(reader.shape(source)) != hp.source_shape(source):
-            raise ExportError(
-                f"{source} has shape {tuple(reader.shape(source))}, config.json implies {hp.source_shape(source)}",
-                path=reader.path,
-            )
-
     writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
     _add_metadata(writer, hp, mean, std, file_type, model_name)
-    plan = []
-    offset = 0  # of each tensor in the data section, laid out as GGUFWriter lays them out
-    for piece in pieces:
-        shape = _piece_shape(piece, hp.source_shape(piece.source))
-        out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
-        size = int(np.prod(shape)) * out_dtype.itemsize
-        writer.add_tensor_info(piece.target, shape, out_dtype, size)
-        plan.append((piece, out_dtype, offset, size))
-        offset += gguf.GGUFWriter.ggml_pad(size, writer.data_alignment)
-
+    plan, data_bytes = _plan(writer, hp, np_dtype)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         try:
@@ -251,33 +222,49 @@ def write_mmproj(
             writer.write_ti_data_to_file()
             handle = writer.fout[0]
             data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
-            handle.truncate(data_start + offset)  # zero padding everywhere, data filled below
-            cache: tuple[str, torch.Tensor] | None = None  # one source tensor feeds up to three pieces
-            # one writer thread: tensor i is written (in order) while tensor i+1 is read and cast
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="so8t-mmproj-writer") as pool:
-                pending = None
-                try:
-                    for piece, out_dtype, at, size in tqdm(
-                        plan, desc="mmproj", unit="tensor", disable=not progress
-                    ):
-                        if cache is None or cache[0] != piece.source:
-                            cache = (piece.source, reader.get(piece.source))
-                        array = _export_array(piece, cache[1], out_dtype)
-                        if array.nbytes != size:
-                            raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
-                        if pending is not None:
-                            pending.result()
-                        pending = pool.submit(_write_at, handle, data_start + at, array)
-                        del array
-                    if pending is not None:
-                        pending.result()
-                finally:
-                    if pending is not None:
-                        pending.cancel()
+            handle.truncate(data_start + data_bytes)  # zero padding everywhere, data filled below
+            _write_data(handle, data_start, plan, reader, progress)
         finally:
             writer.close()
             reader.close()
     return out_path
+
+
+def _plan(writer, hp: VisionHParams, np_dtype) -> tuple[list, int]:
+    """Declare every mmproj tensor to ``writer``: ``[(piece, dtype, offset, size)]`` in file order, and the
+    data section's size (offsets laid out as GGUFWriter lays them out)."""
+    import gguf
+
+    plan, offset = [], 0
+    for piece in names.pieces(hp.depth):
+        shape = _piece_shape(piece, hp.source_shape(piece.source))
+        out_dtype = np.dtype(np.float32 if len(shape) == 1 else np_dtype)
+        size = int(np.prod(shape)) * out_dtype.itemsize
+        writer.add_tensor_info(piece.target, shape, out_dtype, size)
+        plan.append((piece, out_dtype, offset, size))
+        offset += gguf.GGUFWriter.ggml_pad(size, writer.data_alignment)
+    return plan, offset
+
+
+def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> None:
+    """Read, cut and cast each planned tensor; the writer thread (``so8t.gguf.background.OrderedWriter``)
+    writes tensor i at its offset, in order, while tensor i+1 is read and cast."""
+    from tqdm import tqdm
+
+    cache = None  # (source name, tensor): one source tensor feeds up to three pieces
+    io = OrderedWriter(depth=1)
+    try:
+        for piece, out_dtype, at, size in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
+            if cache is None or cache[0] != piece.source:
+                cache = (piece.source, reader.get(piece.source))
+            array = _export_array(piece, cache[1], out_dtype)
+            if array.nbytes != size:
+                raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
+            io.call(functools.partial(_write_at, handle, data_start + at, array))
+            del array
+        io.close()
+    finally:
+        io.close(check=False)
 
 
 def _write_at(handle, position: int, array: np.ndarray) -> None:

@@ -1,8 +1,9 @@
 """What a generated Qwen2-VL checkpoint looks like: dimensions, layout, and the tensor table.
 
 ``TinySpec`` holds every choice a test variant can make. ``tensor_table(spec)`` lists the checkpoint's
-tensors (hub names, shapes, init kind) in module order; both the tiny default model and the full-size
-replica of Qwen2-VL-2B-Instruct come from this one table, so the replica's parameter count
+tensors (hub names, shapes, init kind) in module order, evaluated from the project's one table of
+Qwen2-VL tensor facts (``so8t.adapters.qwen2vl.TENSORS``); both the tiny default model and the full-size
+replica of Qwen2-VL-2B-Instruct come from it, so the replica's parameter count
 (2,208,985,600) checks the table against the real model.
 
 Shapes follow ``torch.nn.Linear``: a weight is ``[out_features, in_features]`` (row vectors,
@@ -110,7 +111,7 @@ class TinySpec:
 
     @classmethod
     def qwen2vl_2b_instruct(cls, **changes) -> TinySpec:
-        """The real shapes of Qwen2-VL-2B-Instruct (REFERENCE section 2), for the benchmark replica."""
+        """The real shapes of Qwen2-VL-2B-Instruct (docs/reference.md section 2), for the benchmark replica."""
         real = {
             "hidden_size": 1536,
             "intermediate_size": 8960,
@@ -124,66 +125,47 @@ class TinySpec:
         return cls(**{**real, **changes})
 
 
+def _sizes(spec: TinySpec) -> dict[str, int]:
+    """Values of the shape symbols of ``so8t.adapters.qwen2vl.TENSORS`` for ``spec``."""
+    return {
+        "vocab": spec.vocab_size,
+        "hidden": spec.hidden_size,
+        "ffn": spec.intermediate_size,
+        "q": spec.num_attention_heads * spec.head_dim,
+        "kv": spec.num_key_value_heads * spec.head_dim,
+        "embed": spec.vision_embed_dim,
+        "qkv": 3 * spec.vision_embed_dim,
+        "vffn": spec.vision_mlp_dim,
+        "merger": spec.merger_dim,
+        "channels": spec.in_chans,
+        "temporal": spec.temporal_patch_size,
+        "patch": spec.patch_size,
+    }
+
+
+def _init(name: str, kind: str) -> Init:
+    if kind == "matrix":
+        return Init.MATRIX
+    if kind == "norm":
+        return Init.NORM_BIAS if name.endswith(".bias") else Init.NORM_WEIGHT
+    return Init.BIAS
+
+
+def _tensors(spec: TinySpec, part: str) -> list[tuple[str, tuple[int, ...], Init]]:
+    from so8t.adapters.qwen2vl import expand
+
+    rows = expand(_sizes(spec), spec.num_hidden_layers, spec.vision_depth, spec.tied, part=part)
+    return [(name, shape, _init(name, fact.kind)) for name, shape, fact in rows]
+
+
 def text_tensors(spec: TinySpec) -> list[tuple[str, tuple[int, ...], Init]]:
-    """Language-model tensors in module order (hub names)."""
-    h, kv = spec.hidden_size, spec.num_key_value_heads * spec.head_dim
-    q = spec.num_attention_heads * spec.head_dim
-    table: list[tuple[str, tuple[int, ...], Init]] = [
-        ("model.embed_tokens.weight", (spec.vocab_size, h), Init.MATRIX)
-    ]
-    for i in range(spec.num_hidden_layers):
-        p = f"model.layers.{i}."
-        table += [
-            (p + "input_layernorm.weight", (h,), Init.NORM_WEIGHT),
-            (p + "self_attn.q_proj.weight", (q, h), Init.MATRIX),
-            (p + "self_attn.q_proj.bias", (q,), Init.BIAS),
-            (p + "self_attn.k_proj.weight", (kv, h), Init.MATRIX),
-            (p + "self_attn.k_proj.bias", (kv,), Init.BIAS),
-            (p + "self_attn.v_proj.weight", (kv, h), Init.MATRIX),
-            (p + "self_attn.v_proj.bias", (kv,), Init.BIAS),
-            (p + "self_attn.o_proj.weight", (h, q), Init.MATRIX),
-            (p + "post_attention_layernorm.weight", (h,), Init.NORM_WEIGHT),
-            (p + "mlp.gate_proj.weight", (spec.intermediate_size, h), Init.MATRIX),
-            (p + "mlp.up_proj.weight", (spec.intermediate_size, h), Init.MATRIX),
-            (p + "mlp.down_proj.weight", (h, spec.intermediate_size), Init.MATRIX),
-        ]
-    table.append(("model.norm.weight", (h,), Init.NORM_WEIGHT))
-    if not spec.tied:
-        table.append(("lm_head.weight", (spec.vocab_size, h), Init.MATRIX))
-    return table
+    """Language-model tensors in module order (hub names), from the Qwen2-VL tensor table."""
+    return _tensors(spec, "text")
 
 
 def vision_tensors(spec: TinySpec) -> list[tuple[str, tuple[int, ...], Init]]:
-    """Vision-tower tensors in module order (hub names)."""
-    e, m = spec.vision_embed_dim, spec.vision_mlp_dim
-    patch = (e, spec.in_chans, spec.temporal_patch_size, spec.patch_size, spec.patch_size)
-    table: list[tuple[str, tuple[int, ...], Init]] = [("visual.patch_embed.proj.weight", patch, Init.MATRIX)]
-    for i in range(spec.vision_depth):
-        p = f"visual.blocks.{i}."
-        table += [
-            (p + "norm1.weight", (e,), Init.NORM_WEIGHT),
-            (p + "norm1.bias", (e,), Init.NORM_BIAS),
-            (p + "norm2.weight", (e,), Init.NORM_WEIGHT),
-            (p + "norm2.bias", (e,), Init.NORM_BIAS),
-            (p + "attn.qkv.weight", (3 * e, e), Init.MATRIX),
-            (p + "attn.qkv.bias", (3 * e,), Init.BIAS),
-            (p + "attn.proj.weight", (e, e), Init.MATRIX),
-            (p + "attn.proj.bias", (e,), Init.BIAS),
-            (p + "mlp.fc1.weight", (m, e), Init.MATRIX),
-            (p + "mlp.fc1.bias", (m,), Init.BIAS),
-            (p + "mlp.fc2.weight", (e, m), Init.MATRIX),
-            (p + "mlp.fc2.bias", (e,), Init.BIAS),
-        ]
-    md = spec.merger_dim
-    table += [
-        ("visual.merger.ln_q.weight", (e,), Init.NORM_WEIGHT),
-        ("visual.merger.ln_q.bias", (e,), Init.NORM_BIAS),
-        ("visual.merger.mlp.0.weight", (md, md), Init.MATRIX),
-        ("visual.merger.mlp.0.bias", (md,), Init.BIAS),
-        ("visual.merger.mlp.2.weight", (spec.hidden_size, md), Init.MATRIX),
-        ("visual.merger.mlp.2.bias", (spec.hidden_size,), Init.BIAS),
-    ]
-    return table
+    """Vision-tower tensors in module order (hub names), from the Qwen2-VL tensor table."""
+    return _tensors(spec, "vision")
 
 
 def tensor_table(spec: TinySpec) -> list[tuple[str, tuple[int, ...], Init]]:

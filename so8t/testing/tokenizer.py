@@ -33,7 +33,7 @@ from so8t.errors import So8tError
 QWEN_TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 N_BPE_TOKENS = 151_643
 
-#: Qwen2-VL special tokens, from id 151643 upwards (REFERENCE section 2).
+#: Qwen2-VL special tokens, from id 151643 upwards (docs/reference.md section 2).
 SPECIAL_TOKENS = (
     "<|endoftext|>",
     "<|im_start|>",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from so8t.safety import STATE_PREFIX
 from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
 
 
@@ -105,7 +106,7 @@ def sidecar_matches_checkpoint(ctx: Context):
     expect((head is None) == (side.safety_weights is None), "safety head present in only one of sidecar and checkpoint")
     if head is not None:
         for suffix, value in side.safety_weights.items():
-            want = head["safety_head." + suffix].detach().float().numpy()
+            want = head[STATE_PREFIX + suffix].detach().float().numpy()
             expect(np.array_equal(value, want), f"safety_head.{suffix} differs from the checkpoint")
     return passed(f"{len(side.generators)} generator sets and the safety head equal the checkpoint's bit for bit",
                   measured=len(side.generators))

@@ -17,6 +17,7 @@ import re
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
+from so8t.group import ROTATION_DIM
 from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
 
 ARCH = "qwen2vl"
@@ -119,7 +120,7 @@ def hparams_present(ctx: Context):
     hidden, heads, kv = hp["embedding_length"], hp["attention.head_count"], hp["attention.head_count_kv"]
     expect(hidden % heads == 0, f"embedding_length {hidden} not divisible by head_count {heads}")
     expect(heads % kv == 0, f"head_count {heads} not divisible by head_count_kv {kv}")
-    expect(hidden % 8 == 0, f"embedding_length {hidden} is not a multiple of 8 (SO(8) blocks)")
+    expect(hidden % ROTATION_DIM == 0, f"embedding_length {hidden} is not a multiple of {ROTATION_DIM} (SO(8) blocks)")
     n_tensors = len(ctx.reader.tensors)
     expect(hp["block_count"] <= n_tensors, f"block_count {hp['block_count']} exceeds the {n_tensors} tensors in "
            "the file", measured=hp["block_count"], bound=n_tensors)
@@ -171,8 +172,8 @@ def so8t_keys(ctx: Context):
     v = check_table(ctx, SO8T_KEYS)
     expect(v["so8t.format_version"] == FORMAT_VERSION, f"so8t.format_version {v['so8t.format_version']}, "
            f"this validator reads {FORMAT_VERSION}", measured=v["so8t.format_version"], bound=FORMAT_VERSION)
-    expect(v["so8t.rotation_dim"] == 8, f"so8t.rotation_dim {v['so8t.rotation_dim']}: SO8T means 8",
-           measured=v["so8t.rotation_dim"], bound=8)
+    expect(v["so8t.rotation_dim"] == ROTATION_DIM, f"so8t.rotation_dim {v['so8t.rotation_dim']}: SO8T means "
+           f"{ROTATION_DIM}", measured=v["so8t.rotation_dim"], bound=ROTATION_DIM)
     expect(v["so8t.group"] == "SO(8)", f"so8t.group {v['so8t.group']!r}, expected 'SO(8)'")
     expect(v["so8t.map"] in ROTATION_MAPS, f"so8t.map {v['so8t.map']!r} not one of {ROTATION_MAPS}")
     expect(v["so8t.folded"] is True, "so8t.folded is false: llama.cpp cannot run unfolded gates")
@@ -239,7 +240,7 @@ def checkpoint_consistency(ctx: Context):
 
     ckpt = ctx.cache.get("checkpoint") or SO8TCheckpoint(ctx.so8t_model)
     ctx.cache["checkpoint"] = ckpt
-    want = TextHParams.from_config(ckpt.reader.config)
+    want = TextHParams.from_text(ckpt.reader.text_config, ckpt.reader.model_config.path)
     def f32(x: float) -> float:  # the file stores float32
         return float(np.float32(x))
 
