@@ -7,8 +7,11 @@ by round (in pedantic's untimed ``setup``), is a plain ``shutil.copyfile`` of th
 aux files (the kernel's zero-copy path). ``extra_info["ratio_vs_copy"] = median(convert) /
 median(copy)``: 1.0 means conversion costs exactly a copy.
 
+Before each timed side, ``sync`` writes back what the previous side left dirty, so neither pays for the
+other's writeback.
+
 * ``test_convert``: warm page cache; the source files are read once before the first round.
-* ``test_convert_cold``: before each side of each round, ``sync`` and then the source files' pages are
+* ``test_convert_cold``: before each side of each round, the source files' pages are
   dropped from the page cache with ``posix_fadvise(POSIX_FADV_DONTNEED)``: only these files, so the
   other processes on the machine keep their cache (``echo 3 > /proc/sys/vm/drop_caches`` would drop
   everything). ``mincore`` checks that the pages are gone (``extra_info["resident_after_evict"]``, the
@@ -91,10 +94,12 @@ def _run(benchmark, bench, tools, scratch, cold: bool) -> None:
     if not cold:
         warm(files)  # untimed: both sides start from a warm page cache
 
-    def start_side() -> None:
+    def start_side() -> None:  # neither side pays for the other's writeback
         if cold:
-            evict(files)
+            evict(files)  # syncs first
             resident.append(resident_fraction(files))
+        else:
+            os.sync()
 
     def setup():  # untimed: clean outputs, then time the plain-copy baseline for this round
         tools.fresh(out)

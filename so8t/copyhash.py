@@ -39,9 +39,15 @@ RANGE = 64 << 20
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM, errno.EBADF}
 
 
+def hash_threads() -> int:
+    """Hashing threads: every usable CPU but one, which the kernel copy keeps busy (at least 1)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable - 1)
+
+
 def new_hasher():
-    """An incremental BLAKE3 hasher allowed to use every core (the copy itself runs in the kernel)."""
-    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    """An incremental BLAKE3 hasher with ``hash_threads()`` threads (1 on a 2-CPU machine)."""
+    return blake3.blake3(max_threads=hash_threads())
 
 
 #: Digests a checkpoint may record: this module's, and the sha256 of checkpoints written before it.
