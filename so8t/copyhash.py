@@ -106,7 +106,7 @@ def copy_hashed(src: str | Path, dst: str | Path, progress: Callable[[int], obje
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     hasher = new_hasher()
-    kernel = [True]
+    kernel = [hasattr(os, "copy_file_range")]  # Linux only; elsewhere pread/pwrite from the start
     with (
         open(src, "rb") as fin,
         open(dst, "wb+") as fout,

@@ -67,6 +67,14 @@ def test_fallback_when_the_kernel_refuses(tmp_path: Path, small_ranges: int, mon
     assert (tmp_path / "dst").read_bytes() == data and digest == blake3.blake3(data).hexdigest()
 
 
+def test_without_copy_file_range(tmp_path: Path, small_ranges: int, monkeypatch):
+    monkeypatch.delattr(os, "copy_file_range")  # not on macOS
+    data = _payload(small_ranges + 3)
+    (tmp_path / "src").write_bytes(data)
+    digest = copyhash.copy_hashed(tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst").read_bytes() == data and digest == blake3.blake3(data).hexdigest()
+
+
 def test_other_kernel_errors_propagate(tmp_path: Path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error")

@@ -3,7 +3,7 @@
 * ``.github/workflows/nightly.yml`` passes actionlint, and deliberately broken copies of it are rejected
   (so the check can fail); its history path, schedule and artifact upload agree with the Makefile.
 * ``make nightly-run`` (the body of ``make nightly`` without the setup step) run twice with a cheap subset
-  (``NIGHTLY_ARGS``: the convert benchmark, one round) leaves two runs in the history and in the page.
+  (``NIGHTLY_ARGS``: the convert benchmarks, warm and cold, one round) leaves two runs in the history and in the page.
 * ``so8t dashboard --fail-on-regression`` on synthetic histories written here in pytest-benchmark's format
   (the expected ratios and lines are written out below, not computed by the code under test): exit 1 with
   one line per regression naming the benchmark, previous and current value; exit 0 without one.
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 MACHINE = "Linux-CPython-3.11-64bit"
 CONVERT = "benchmarks/test_bench_convert.py::test_convert[embedded]"
+CONVERT_COLD = "benchmarks/test_bench_convert.py::test_convert_cold[embedded]"
 INFER = "benchmarks/test_bench_inference.py::test_inference[embedded-Q8_0]"
 
 
@@ -134,15 +135,15 @@ def test_make_nightly_twice_keeps_both_runs_in_history_and_page(tmp_path: Path):
         regressed = result.returncode == 2 and "REGRESSION " in output and "Error 1" in output
         assert result.returncode == 0 or regressed, output[-4000:]
         outputs.append(result.stdout)
-    assert f"{page}: 1 runs, 1 benchmarks of machine" in outputs[0]
-    assert f"{page}: 2 runs, 1 benchmarks of machine" in outputs[1]
+    assert f"{page}: 1 runs, 2 benchmarks of machine" in outputs[0]  # -k test_convert: warm and cold
+    assert f"{page}: 2 runs, 2 benchmarks of machine" in outputs[1]
     folders = [p for p in history.iterdir() if p.is_dir()]
     assert len(folders) == 1  # one machine
     runs = sorted(folders[0].glob("*.json"))
     assert [p.name[:5] for p in runs] == ["0001_", "0002_"]
     for run in runs:
         names = [b["fullname"] for b in json.loads(run.read_text())["benchmarks"]]
-        assert names == [CONVERT]
+        assert names == [CONVERT, CONVERT_COLD]
     html = page.read_text(encoding="utf-8")
     assert "<h2>Runs (2)</h2>" in html and html.count('<tr class="run">') == 2
     card = re.search(rf'<div class="card trend-card" data-benchmark="{re.escape(CONVERT)}">(.*?)</div>', html)
