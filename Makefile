@@ -2,6 +2,9 @@
 #   make demo   - create .venv on first use, then run the whole pipeline on the embedded default model
 #   make test   - create .venv on first use, then run the acceptance gate (what CI runs)
 #   make bench  - pytest-benchmark suites, then the HTML dashboard from their saved history
+#   make nightly - the benchmarks (NIGHTLY_ARGS selects a subset) autosaved into a persistent history
+#                 (NIGHTLY_HISTORY), the dashboard (NIGHTLY_PAGE) rendered from it, and exit 1 when a metric
+#                 regressed past NIGHTLY_THRESHOLD against the previous run of the same machine
 #   make lint   - ruff
 # Variables: PYTHON (interpreter for the venv), TORCH_SPEC (torch wheel to install first; the CPU build
 # 2.13.0 lies on local disk here - a bare "torch" requirement would pull a multi-GB CUDA build), PYTEST_ARGS.
@@ -11,12 +14,18 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 LLAMA_CPP_PYTHON ?= 0.3.36
 PYTEST_ARGS ?=
+NIGHTLY_HISTORY ?= .nightly/history
+NIGHTLY_PAGE ?= .nightly/dashboard.html
+NIGHTLY_THRESHOLD ?= 0.10
+NIGHTLY_ARGS ?=
+# pytest-benchmark's machine id (the history folder of this machine), asked only when nightly-run runs
+NIGHTLY_MACHINE ?= $(shell $(BIN)/python -c "from pytest_benchmark.utils import get_machine_id; print(get_machine_id())")
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.so8t-installed
 CONVERTER_DIR := .cache/llama.cpp
 CONVERTER := $(CONVERTER_DIR)/convert_hf_to_gguf.py
 
-.PHONY: setup demo test bench dashboard lint clean
+.PHONY: setup demo test bench nightly nightly-run dashboard lint clean
 
 setup: $(STAMP) $(CONVERTER)
 
@@ -50,6 +59,19 @@ test: setup
 bench: setup
 	LLAMA_CPP_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest benchmarks --benchmark-autosave $(PYTEST_ARGS)
 	$(BIN)/so8t dashboard .benchmarks -o dashboard.html
+
+# The nightly job (also .github/workflows/nightly.yml). nightly-run is the job itself, without the setup
+# step, so a test can run it against an existing environment (VENV=...). NIGHTLY_HISTORY is never wiped:
+# pytest-benchmark adds one NNNN_*.json per run under NIGHTLY_HISTORY/<machine-id>/.
+nightly: setup
+	@$(MAKE) --no-print-directory nightly-run
+
+nightly-run:
+	mkdir -p $(NIGHTLY_HISTORY)
+	LLAMA_CPP_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest benchmarks --benchmark-autosave \
+		--benchmark-storage=file://$(abspath $(NIGHTLY_HISTORY)) $(NIGHTLY_ARGS)
+	$(BIN)/python -m so8t.cli dashboard $(NIGHTLY_HISTORY) --machine $(NIGHTLY_MACHINE) -o $(NIGHTLY_PAGE) \
+		--threshold $(NIGHTLY_THRESHOLD) --fail-on-regression
 
 lint: setup
 	$(BIN)/ruff check so8t suites benchmarks conftest.py

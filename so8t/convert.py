@@ -2,20 +2,20 @@
 
 The converted directory (format in :mod:`so8t.checkpoint.so8t_dir`) holds the source shards byte for
 byte, ``so8t_gates.safetensors`` with generators for every gate of every decoder layer, and config.json
-with an ``so8t`` section recording the map, the init, the seed and the sha256 of every source weight
-file. Identity init (the default) gives zero generators, so the SO8T model computes exactly what the
-source computes; ``random`` draws seeded generators (tests, experiments).
+with an ``so8t`` section recording the map, the init, the seed and the BLAKE3 digest of every source
+weight file (``source.hash`` names the function; checkpoints written before it hold sha256). Identity
+init (the default) gives zero generators, so the SO8T model computes exactly what the source computes;
+``random`` draws seeded generators (tests, experiments).
 
-The conversion streams: weights are copied in 16 MiB chunks (hashed on the way), never loaded as
-tensors, so memory stays small and the time is disk-bound. The output is written atomically.
+The conversion streams: weights are copied by the kernel range by range (``so8t.copyhash``: each copied
+range is hashed on a second thread), never loaded as tensors, so memory stays small and the time is
+disk-bound. The output is written atomically.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -25,35 +25,11 @@ from tqdm import tqdm
 from so8t import group
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import CONFIG_FILE, GATES_FILE, gate_key, so8t_section
+from so8t.copyhash import HASH_NAME, copy_hashed
 from so8t.errors import ConfigError, GroupError, HiddenSizeError, So8tError
 from so8t.gates import INITS, init_generators
 from so8t.io import atomic_path
 from so8t.safety import SafetyHead
-
-_CHUNK = 16 << 20
-
-
-def _copy_hashed(src: Path, dst: Path, bar: tqdm) -> str:
-    """Copy ``src`` to ``dst`` in chunks; return the sha256 of the bytes written.
-
-    The hash runs on a second thread, one chunk behind the copy (hashlib and file I/O both release the
-    GIL), so a large shard costs max(copy, sha256) rather than their sum (full-size replica, 4.4 GB, warm
-    cache, ``so8t convert`` wall time: 7.6 s -> 4.9 s)."""
-    digest = hashlib.sha256()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="so8t-sha256") as hasher:
-        pending = None
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
-            while block := fin.read(_CHUNK):
-                if pending is not None:
-                    pending.result()  # chunks are hashed strictly in order, one at a time
-                pending = hasher.submit(digest.update, block)
-                fout.write(block)
-                bar.update(len(block))
-        if pending is not None:
-            pending.result()
-    shutil.copystat(src, dst)
-    return digest.hexdigest()
 
 
 class Qwen2VLToSO8TConverter:
@@ -153,9 +129,9 @@ class Qwen2VLToSO8TConverter:
             tmp.mkdir()
             for src in weight_files:
                 rel = src.relative_to(self.input_model)
-                hashes[rel.as_posix()] = _copy_hashed(src, tmp / rel, bar)
+                hashes[rel.as_posix()] = copy_hashed(src, tmp / rel, bar.update)
             for src in aux_files:
-                _copy_hashed(src, tmp / src.relative_to(self.input_model), bar)
+                copy_hashed(src, tmp / src.relative_to(self.input_model), bar.update)
             bar.set_postfix_str("gates")
             # One metadata key only: safetensors keeps metadata in a hash map, so with two keys their order
             # (and the file's bytes) would change from run to run.
@@ -170,6 +146,7 @@ class Qwen2VLToSO8TConverter:
                 safety_head=self.safety_features,
                 source_path=self.input_model.resolve(),
                 source_files=hashes,
+                file_hash=HASH_NAME,
             )
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
             shutil.copymode(tmp / CONFIG_FILE, tmp / GATES_FILE)  # safetensors writes 0600; follow umask

@@ -53,8 +53,14 @@ def so8t_section(
     safety_head: bool,
     source_path: Path,
     source_files: dict[str, str],
+    file_hash: str = "blake3",
 ) -> dict:
-    """The ``"so8t"`` section of config.json. ``source_files`` maps shard/index file name -> sha256."""
+    """The ``"so8t"`` section of config.json.
+
+    ``source_files`` maps each source weight file name to its hex digest made with ``file_hash``
+    (``source.hash``; absent in checkpoints written before it, which hold sha256 digests).
+    ``source.sha256`` is the sha256 of the ``name:digest`` lines, sorted: one identity of the source
+    weights, repeated in every exported GGUF as ``so8t.source_sha256``."""
     combined = "\n".join(f"{name}:{digest}" for name, digest in sorted(source_files.items()))
     return {
         "version": SO8T_VERSION,
@@ -73,6 +79,7 @@ def so8t_section(
         "safety_classes": list(SAFETY_CLASSES),
         "source": {
             "path": str(source_path),
+            "hash": file_hash,
             "files": dict(sorted(source_files.items())),
             "sha256": hashlib.sha256(combined.encode()).hexdigest(),
         },
@@ -117,6 +124,21 @@ class SO8TCheckpoint:
     @property
     def hidden_size(self) -> int:
         return self.reader.text_config.hidden_size
+
+    @property
+    def source_file_hash(self) -> str:
+        """Name of the digest in ``source.files``: ``source.hash``, or "sha256" for checkpoints older
+        than that key. ``ConfigError`` for a name this version cannot recompute."""
+        from so8t.copyhash import KNOWN_HASHES
+
+        source = self.so8t_config.get("source") or {}
+        name = source.get("hash", "sha256") if isinstance(source, dict) else None
+        if name not in KNOWN_HASHES:
+            raise ConfigError(
+                f"so8t.source.hash {name!r} is not a known file hash ({', '.join(KNOWN_HASHES)})",
+                path=self.path / CONFIG_FILE,
+            )
+        return name
 
     @property
     def num_layers(self) -> int:

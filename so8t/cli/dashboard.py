@@ -36,7 +36,9 @@ def register(sub) -> None:
         help="compare the latest run with: previous, first, a run number, or a commit-id prefix",
     )
     p.add_argument(
-        "--fail-on-regression", action="store_true", help="exit with status 1 when a regression is flagged"
+        "--fail-on-regression",
+        action="store_true",
+        help="exit with status 1 when a regression is flagged (one line per regression on stderr)",
     )
     p.set_defaults(func=run)
 
@@ -52,6 +54,26 @@ def run(args) -> int:
         f"{len(summary.regressions)} regression(s) past {args.threshold:.0%}"
     )
     for row in summary.regressions:
-        ratio = f"{row.ratio:.3f}" if row.ratio is not None else "n/a"
-        print(f"  REGRESSION {row.benchmark} {row.metric.label}: ratio {ratio}", file=sys.stderr)
+        print("  " + regression_line(row, args.threshold, args.baseline), file=sys.stderr)
     return 1 if (args.fail_on_regression and summary.regressions) else 0
+
+
+def regression_line(row, threshold: float, baseline: str = "previous") -> str:
+    """One line naming the benchmark, the metric, the baseline and latest values and runs, and the ratio.
+
+    The baseline value is called "previous" with the default ``--baseline previous``, "baseline" otherwise.
+
+    Example: ``REGRESSION b.py::test_convert[embedded] median time: previous 2.000 s (run #0001 aaaaaaaa
+    2026-11-01 02:00) -> current 2.500 s (run #0002 bbbbbbbb 2026-11-02 03:30), ratio 1.250 > 1.10``."""
+    from so8t.dashboard.compare import Better
+    from so8t.dashboard.render import format_value
+
+    unit = row.metric.unit
+    lower = row.metric.better is Better.LOWER
+    limit = f"{'>' if lower else '<'} {1 + threshold if lower else 1 - threshold:.2f}"
+    ratio = f"ratio {row.ratio:.3f} {limit}" if row.ratio is not None else "ratio n/a"
+    return (
+        f"REGRESSION {row.benchmark} {row.metric.label}: "
+        f"{'previous' if baseline == 'previous' else 'baseline'} {format_value(row.baseline, unit)} (run {row.baseline_run.label}) -> "
+        f"current {format_value(row.latest, unit)} (run {row.latest_run.label}), {ratio}"
+    )
