@@ -15,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, To
 from so8t.gguf import metadata, names, quant
 from so8t.gguf.text import TextHParams, write_text_ggufs
 from so8t.gguf.tokenizer import TokenizerMeta
-from so8t.validate import CHECKS, SO8TGGUFValidator, schema_errors
+from so8t.validate import CHECKS, REPORT_SCHEMA, SO8TGGUFValidator
 from so8t.validate.checks_tokenizer import byte_level_symbols
 
 # ------------------------------------------------------------------------------- tiny text GGUF
@@ -122,7 +123,7 @@ def copy_of(tiny, tmp_path):
 
 def run(path: Path, **kwargs):
     report = SO8TGGUFValidator(path, **kwargs).run()
-    assert not schema_errors(report.to_dict()), schema_errors(report.to_dict())
+    jsonschema.validate(report.to_dict(), REPORT_SCHEMA)
     return report
 
 
@@ -391,7 +392,8 @@ def test_cli_exit_codes_and_report(tiny, copy_of, tmp_path, capsys):
     assert "overall UNVERIFIED" in captured.out and "runtime.llama_load" in captured.out
     assert "parity against PyTorch did not run" in captured.err and "--so8t-model" in captured.err
     data = json.loads(good.read_text())
-    assert data["overall"] == "UNVERIFIED" and not schema_errors(data)
+    assert data["overall"] == "UNVERIFIED"
+    jsonschema.validate(data, REPORT_SCHEMA)
 
     damaged = copy_of()
     damaged.write_bytes(damaged.read_bytes()[:-100])
@@ -453,3 +455,20 @@ def test_one_q8_0_block_scale_times_four_is_caught(gguf_text, so8t_random_dir, t
     report = SO8TGGUFValidator(path, so8t_model=so8t_random_dir, checks=subset).run()
     reason = assert_fails(report, "tensors.values_vs_source", target.name)
     assert set(failed(report)) == {"tensors.values_vs_source"}, reason
+
+
+def test_published_schema_matches_the_code_and_rejects_bad_reports(tiny):
+    """report.schema.json (the one published schema) names exactly the statuses, categories and overall
+    verdicts the code writes, and jsonschema rejects a report that breaks it."""
+    from so8t.validate.report import CATEGORIES, OVERALL, STATUSES
+
+    props = REPORT_SCHEMA["properties"]
+    assert props["overall"]["enum"] == list(OVERALL)
+    assert props["checks"]["items"]["properties"]["status"]["enum"] == list(STATUSES)
+    assert props["checks"]["items"]["properties"]["category"]["enum"] == list(CATEGORIES)
+    data = SO8TGGUFValidator(tiny, run_runtime=False).run().to_dict()
+    jsonschema.validate(data, REPORT_SCHEMA)
+    for broken in ({**data, "overall": "MAYBE"}, {k: v for k, v in data.items() if k != "checks"},
+                   {**data, "checks": [{**data["checks"][0], "status": "OK"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, REPORT_SCHEMA)

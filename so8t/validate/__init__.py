@@ -2,7 +2,7 @@
 .run() -> Report`` (see :mod:`so8t.validate.validator` for the checks, :mod:`so8t.validate.report` for the
 JSON schema)."""
 
-from so8t.validate.report import REPORT_SCHEMA, CheckResult, Report, schema_errors
+from so8t.validate.report import REPORT_SCHEMA, CheckResult, Report
 from so8t.validate.validator import CHECKS, SO8TGGUFValidator
 
-__all__ = ["CHECKS", "REPORT_SCHEMA", "CheckResult", "Report", "SO8TGGUFValidator", "schema_errors"]
+__all__ = ["CHECKS", "REPORT_SCHEMA", "CheckResult", "Report", "SO8TGGUFValidator"]

@@ -1,6 +1,7 @@
 """Validation report: one entry per check, a summary, the overall verdict, and its JSON form.
 
-JSON schema (``REPORT_SCHEMA`` below, JSON Schema draft 2020-12; ``schema_version`` 1)::
+JSON schema (``report.schema.json`` next to this module, loaded as ``REPORT_SCHEMA``; JSON Schema draft
+2020-12; ``schema_version`` 1; linked from docs/validation.md)::
 
     {
       "schema_version": 1,
@@ -43,6 +44,7 @@ import datetime as _dt
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -53,52 +55,10 @@ PARITY_CHECK = "parity.logits"
 CATEGORIES = ("file", "metadata", "tensors", "group", "runtime", "parity")
 FILE_ROLES = ("gguf_model", "so8t_model", "sidecar", "mmproj")
 
-_SCALAR = {"type": ["number", "string", "boolean", "null"]}
-REPORT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "so8t validation report",
-    "type": "object",
-    "required": ["schema_version", "tool", "overall", "summary", "files", "tool_versions", "created_utc",
-                 "duration_s", "checks"],
-    "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
-        "tool": {"type": "string"},
-        "overall": {"enum": list(OVERALL)},
-        "summary": {
-            "type": "object",
-            "required": [*STATUSES, "total"],
-            "properties": {k: {"type": "integer", "minimum": 0} for k in (*STATUSES, "total")},
-        },
-        "files": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["path", "size_bytes"],
-                "properties": {"path": {"type": "string"}, "size_bytes": {"type": ["integer", "null"]}},
-            },
-        },
-        "tool_versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
-        "created_utc": {"type": "string"},
-        "duration_s": {"type": "number", "minimum": 0},
-        "checks": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "category", "status", "reason", "measured", "bound", "duration_s"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "category": {"enum": list(CATEGORIES)},
-                    "status": {"enum": list(STATUSES)},
-                    "reason": {"type": "string"},
-                    "measured": _SCALAR,
-                    "bound": _SCALAR,
-                    "details": {"type": ["object", "null"]},
-                    "duration_s": {"type": "number", "minimum": 0},
-                },
-            },
-        },
-    },
-}
+#: The report's JSON Schema (draft 2020-12), published as so8t/validate/report.schema.json: one home, read
+#: here; tests validate reports against it with the ``jsonschema`` library (test extra).
+SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+REPORT_SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
 def _json_scalar(value: Any) -> Any:
@@ -226,41 +186,3 @@ class Report:
             lines.append("UNVERIFIED: logit parity against PyTorch did not run; validate with --so8t-model DIR "
                          "(the SO8T checkpoint the file was exported from) to check it")
         return "\n".join(lines)
-
-
-def schema_errors(data: Any, schema: dict[str, Any] = REPORT_SCHEMA, where: str = "$") -> list[str]:
-    """Check ``data`` against the subset of JSON Schema that ``REPORT_SCHEMA`` uses (type, const, enum,
-    required, properties, additionalProperties, items, minimum); returns the violations (empty = valid).
-    Lets readers of a report check it without a jsonschema dependency."""
-    errors: list[str] = []
-    names = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
-
-    def type_ok(value: Any, kind: str) -> bool:
-        if kind == "integer":
-            return isinstance(value, int) and not isinstance(value, bool)
-        if kind == "number":
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        return isinstance(value, names[kind])
-
-    if "type" in schema:
-        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(type_ok(data, k) for k in kinds):
-            return [f"{where}: expected {'/'.join(kinds)}, got {type(data).__name__}"]
-    if "const" in schema and data != schema["const"]:
-        errors.append(f"{where}: expected {schema['const']!r}, got {data!r}")
-    if "enum" in schema and data not in schema["enum"]:
-        errors.append(f"{where}: {data!r} not one of {schema['enum']}")
-    if "minimum" in schema and isinstance(data, (int, float)) and data < schema["minimum"]:
-        errors.append(f"{where}: {data} < {schema['minimum']}")
-    if isinstance(data, dict):
-        for key in schema.get("required", []):
-            if key not in data:
-                errors.append(f"{where}: missing {key!r}")
-        for key, value in data.items():
-            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
-            if isinstance(sub, dict):
-                errors += schema_errors(value, sub, f"{where}.{key}")
-    if isinstance(data, list) and "items" in schema:
-        for i, item in enumerate(data):
-            errors += schema_errors(item, schema["items"], f"{where}[{i}]")
-    return errors
