@@ -50,7 +50,7 @@ class Generation:
 
 def default_sidecar(model_path: str | Path) -> Path | None:
     """``X.so8t.gguf`` next to ``X.gguf`` if it exists (the exporter's naming); None for a sidecar itself.
-    The one home of this rule (the validator's ``sidecar_for`` is the same)."""
+    The one home of this rule (the validator and ``so8t run`` use it)."""
     path = Path(model_path)
     if path.suffix != ".gguf" or path.name.endswith(".so8t.gguf"):
         return None

@@ -34,6 +34,7 @@ from so8t.validate import (
     checks_tokenizer,
 )
 from so8t.validate.context import Check, Context, run_check
+from so8t.runtime import default_sidecar
 from so8t.validate.report import Report
 
 #: Every check, in run order.
@@ -68,15 +69,6 @@ CHECKS: tuple[Check, ...] = (
     checks_runtime.mmproj_image,
     checks_parity.logits_parity,
 )
-
-
-def sidecar_for(gguf_model: str | Path) -> Path | None:
-    """``X.so8t.gguf`` next to ``X.gguf`` when it exists (the exporter's naming)."""
-    path = Path(gguf_model)
-    if path.suffix != ".gguf" or path.name.endswith(".so8t.gguf"):
-        return None
-    candidate = path.with_name(path.name[: -len(".gguf")] + ".so8t.gguf")
-    return candidate if candidate.is_file() else None
 
 
 def mmproj_for(gguf_model: str | Path) -> Path | None:
@@ -122,7 +114,7 @@ class SO8TGGUFValidator:
                  run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS, reference=None):
         self.gguf_model = Path(gguf_model)
         self.so8t_model = Path(so8t_model) if so8t_model is not None else None
-        self.sidecar = Path(sidecar) if sidecar is not None else sidecar_for(self.gguf_model)
+        self.sidecar = Path(sidecar) if sidecar is not None else default_sidecar(self.gguf_model)
         self.mmproj = Path(mmproj) if mmproj is not None else mmproj_for(self.gguf_model)
         self.run_runtime = run_runtime
         self.checks = checks
