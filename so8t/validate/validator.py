@@ -23,6 +23,7 @@ import platform
 import time
 from pathlib import Path
 
+from so8t.runtime import default_sidecar
 from so8t.validate import (
     checks_file,
     checks_group,
@@ -34,7 +35,6 @@ from so8t.validate import (
     checks_tokenizer,
 )
 from so8t.validate.context import Check, Context, run_check
-from so8t.runtime import default_sidecar
 from so8t.validate.report import Report
 
 #: Every check, in run order.
