@@ -80,19 +80,7 @@ def compare_logits(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     ``mean_kl`` with its standard error ``mean_kl_se``, ``median_kl``, ``p99_kl``, ``max_kl``; ``top1``
     ("same top p": fraction of positions with equal argmax) with ``top1_se``; ``max_abs`` (max |got - ref|);
     ``n`` positions."""
-    import torch  # vectorised float64 exp/log: ~20x numpy's on [200, 152k] logits
-
-    if got.shape != ref.shape:
-        raise ValueError(f"logit shapes differ: {got.shape} vs {ref.shape}")
-    kl, same, max_abs = [], [], 0.0
-    for start in range(0, got.shape[0], 16):  # 16 positions at a time: float64 temporaries stay ~20 MB each
-        a = torch.from_numpy(np.asarray(got[start : start + 16])).to(torch.float64)
-        b = torch.from_numpy(np.asarray(ref[start : start + 16])).to(torch.float64)
-        lp, lq = torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1)
-        kl.append((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0).numpy())  # >= 0 up to rounding
-        same.append((a.argmax(-1) == b.argmax(-1)).numpy())
-        max_abs = max(max_abs, float((a - b).abs().max()))
-    kl, same = np.concatenate(kl), np.concatenate(same).astype(np.float64)
+    kl, same, max_abs = _per_position(got, ref)
     n = kl.size
     return {
         "n": int(n),
@@ -105,6 +93,29 @@ def compare_logits(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         "p99_kl": float(np.percentile(kl, 99)),
         "max_kl": float(kl.max()),
     }
+
+
+def per_position_kl(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) || softmax(got)) at each position (float64)."""
+    return _per_position(got, ref)[0]
+
+
+def _per_position(got: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(KL per position, argmax agreement per position, max |got - ref|), 16 positions at a time so the
+    float64 temporaries stay ~20 MB each; torch's vectorised exp/log is ~20x numpy's here."""
+    import torch
+
+    if got.shape != ref.shape:
+        raise ValueError(f"logit shapes differ: {got.shape} vs {ref.shape}")
+    kl, same, max_abs = [], [], 0.0
+    for start in range(0, got.shape[0], 16):
+        a = torch.from_numpy(np.asarray(got[start : start + 16])).to(torch.float64)
+        b = torch.from_numpy(np.asarray(ref[start : start + 16])).to(torch.float64)
+        lp, lq = torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1)
+        kl.append((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0).numpy())  # >= 0 up to rounding
+        same.append((a.argmax(-1) == b.argmax(-1)).numpy())
+        max_abs = max(max_abs, float((a - b).abs().max()))
+    return np.concatenate(kl), np.concatenate(same).astype(np.float64), max_abs
 
 
 def top1_margin(p_ours: float, p_base: float, n: int, z: float = TOP1_Z) -> float:

@@ -67,7 +67,7 @@ def logits_parity(ctx: Context):
         raise RuntimeError(f"the probe prompts gave {logits.shape[0]} positions, fewer than the {MIN_POSITIONS} "
                            "a verdict needs (a tokenizer other than Qwen2's?)")
     ref = _reference(ctx)
-    ref_logits = ref.so8t(seqs, logits).logits
+    ref_logits = ref.so8t(seqs, logits, float_file=quant in FLOAT_UNIT_ROUNDOFF).logits
     ours = compare_logits(logits, ref_logits)
     head = f"{quant} vs PyTorch ({ref.eps_label}), {len(seqs)} prompts, {ours['n']} positions"
     ctx.details = {"quant": quant, "eps": ref.eps, "ours": ours}
