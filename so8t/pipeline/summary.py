@@ -29,5 +29,10 @@ def format_summary(result) -> str:
     files = format_table(
         ("file", "type", "name", "size", "export s", "validation", "parity vs PyTorch"), rows
     )
+    training = ""
+    if getattr(result, "training", None):
+        from so8t.train.metrics import format_metrics
+
+        training = "\n\ntrained safety head, eval metrics:\n" + format_metrics(result.training)
     verdict = "PIPELINE OK" if result.ok else "PIPELINE FAILED VALIDATION (see reports/)"
-    return f"{steps}\n\n{files}\n\noutput: {result.output_dir}\n{verdict}"
+    return f"{steps}\n\n{files}{training}\n\noutput: {result.output_dir}\n{verdict}"
