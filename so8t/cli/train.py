@@ -74,7 +74,7 @@ def handle(args) -> int:
         where = "no checkpoint yet" if stop.last_step is None else f"step {stop.last_step} in {stop.state_dir}"
         print(f"so8t train: interrupted; last complete checkpoint: {where}", file=sys.stderr)
         if stop.last_step is not None:
-            print(f"resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
+            print(f"resume with: {resume_command(args.argv)}", file=sys.stderr)
         return 130
     import os
 

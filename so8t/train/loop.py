@@ -96,6 +96,7 @@ def train_step(session: Session, step: int) -> dict:
     session.optimizer.zero_grad(set_to_none=True)
     total.backward()
     all_reduce_grads(world, session.params)
+    grad_max = max((float(p.grad.abs().max()) for p in session.params if p.grad is not None), default=0.0)
     lr = session.optimizer.param_groups[0]["lr"]
     session.optimizer.step()
     session.scheduler.step()
@@ -103,6 +104,7 @@ def train_step(session: Session, step: int) -> dict:
     logged, parts = combine({p: sums[i] for i, p in enumerate(PARTS)}, counts, o.weights, step, max(1, o.steps))
     record = {"step": step + 1, "lr": lr, "pet_phase": pet_phase(parts["pet_factor"]), **parts}
     record["loss"] = float(logged)
+    record["grad_max"] = grad_max
     record["tokens"] = int(all_reduce_sum(world, torch.tensor([float(batch.attention_mask.sum())]))[0])
     if o.lm_weight == 0:
         record["lm"] = None  # not computed
