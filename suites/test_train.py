@@ -19,6 +19,9 @@ from so8t.train import TrainInterrupted, TrainOptions, train
 from so8t.train.distributed import World
 
 USER = {"role": "user", "content": "How do I bake bread?"}
+#: One torch thread: the gate's 2 cores are often shared, and OpenMP barriers on a tiny model under
+#: contention cost 5x (20 demo steps: 9 s on 1 thread, 52 s on 2 with 3 other jobs running).
+THREADS = 1
 
 
 def write_jsonl(path: Path, lines: list) -> Path:
@@ -77,7 +80,7 @@ def test_cli_bad_data_exits_2_and_writes_nothing(so8t_random_dir, tmp_path, caps
     data = write_jsonl(tmp_path / "d.jsonl", lines)
     out = tmp_path / "out"
     rc = main(["train", "--so8t-model", str(so8t_random_dir), "--train-data", str(data),
-               "--output-model", str(out), "--steps", "1", "--no-progress"])
+               "--output-model", str(out), "--steps", "1", "--no-progress", "--threads", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     expected = {"malformed": f"{data}:3: not valid JSON", "too_long": f"{data}:2: {context + 1} tokens, longer",
@@ -109,7 +112,13 @@ def session(so8t_random_dir, tmp_path_factory):
     from so8t.train.session import open_session
 
     out = tmp_path_factory.mktemp("train") / "out"
-    return open_session(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, steps=10, batch_size=4), World())
+    flush = torch.set_flush_denormal(True)  # as train() does (Note [denormals] in so8t.train.loop)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield open_session(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, steps=10, batch_size=4), World())
+    torch.set_num_threads(threads)
+    if flush:
+        torch.set_flush_denormal(False)
 
 
 def test_only_gates_and_head_train(session):
@@ -130,8 +139,8 @@ def test_only_gates_and_head_train(session):
     assert any(bool(p.grad.abs().sum() > 0) for p in gates)  # the gates do get a gradient
 
 
-@settings(max_examples=8, deadline=None)
-@given(lr=st.floats(1e-4, 1.0), steps=st.integers(1, 4))
+@settings(max_examples=6, deadline=None)
+@given(lr=st.floats(1e-4, 1.0), steps=st.integers(1, 3))
 def test_every_gate_stays_in_so8(session, lr, steps):
     from so8t.train.loop import train_step
 
@@ -158,7 +167,7 @@ def test_identity_reproduces_source_logits(so8t_identity_dir, source_checkpoint,
     lm, safety, pet = weights
     out = tmp_path / "out"
     train(TrainOptions(so8t_identity_dir, DEMO_TRAIN, out, steps=steps, batch_size=4, lm_weight=lm,
-                       safety_weight=safety, pet_weight=pet, progress=False))
+                       safety_weight=safety, pet_weight=pet, progress=False, threads=THREADS))
     trained = SO8TModel.from_dir(out)
     assert all(not layer.gate(n).generators.any() for layer in trained.gates for n in ("attn_rot", "mlp_rot"))
     with torch.no_grad():
@@ -177,12 +186,17 @@ def gates_of(path: Path) -> dict:
 
 
 def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, capsys):
+    from so8t.errors import TrainError
     from so8t.train import loop
 
+    small_eval = write_jsonl(tmp_path / "eval.jsonl", DEMO_EVAL.read_text().splitlines()[::10])
     common = ["--so8t-model", str(so8t_random_dir), "--train-data", str(DEMO_TRAIN), "--eval-data",
-              str(DEMO_EVAL), "--steps", "10", "--batch-size", "4", "--save-every", "3", "--eval-every", "5",
-              "--no-progress"]
+              str(small_eval), "--steps", "10", "--batch-size", "4", "--save-every", "3", "--eval-every", "5",
+              "--no-progress", "--threads", str(THREADS)]
     assert main(["train", *common, "--output-model", str(tmp_path / "straight")]) == 0
+    with pytest.raises(TrainError, match="different batch_size"):
+        train(TrainOptions(so8t_random_dir, DEMO_TRAIN, tmp_path / "straight", eval_data=small_eval, steps=10,
+                           batch_size=3, resume=True, progress=False, threads=THREADS))
     real_step = loop.train_step
 
     def interrupted(session, step):
@@ -210,15 +224,6 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
     assert [r["step"] for r in records if "eval" in r] == [5, 10]
 
 
-def test_resume_refuses_a_different_run(so8t_random_dir, tmp_path):
-    from so8t.errors import TrainError
-
-    out = tmp_path / "out"
-    train(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, steps=1, batch_size=2, progress=False))
-    with pytest.raises(TrainError, match="different batch_size"):
-        train(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, steps=1, batch_size=3, resume=True, progress=False))
-
-
 def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monkeypatch):
     from so8t.train import loop
 
@@ -227,7 +232,7 @@ def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monk
 
     monkeypatch.setattr(loop, "train_step", boom)
     with pytest.raises(TrainInterrupted) as info:
-        train(TrainOptions(so8t_random_dir, DEMO_TRAIN, tmp_path / "o", steps=2, batch_size=2, progress=False))
+        train(TrainOptions(so8t_random_dir, DEMO_TRAIN, tmp_path / "o", steps=2, batch_size=2, progress=False, threads=THREADS))
     assert info.value.last_step is None and not (tmp_path / "o").exists()
 
 

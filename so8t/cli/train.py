@@ -45,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float64"), default=d.compute_dtype,
                    help="dtype of the forward/backward pass")
     p.add_argument("--device", default=d.device, help="cpu, or cuda (one GPU per rank under torchrun)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
@@ -66,7 +67,7 @@ def handle(args) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, lm_weight=args.lm_weight,
         safety_weight=args.safety_weight, pet_weight=args.pet_weight, eval_every=args.eval_every,
         save_every=args.save_every, resume=args.resume, compute_dtype=args.compute_dtype,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, threads=args.threads,
     )
     try:
         result = train(options)

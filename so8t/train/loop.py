@@ -136,7 +136,7 @@ def restore(session: Session, state: dict) -> int:
 def _start(session: Session, directory: Path) -> int:
     metrics = directory / ckpt.METRICS_FILE
     if session.options.resume:
-        step = restore(session, ckpt.load_state(directory, session.fingerprint))
+        step = restore(session, session.resume_state)
         if session.world.is_main:
             ckpt.truncate_metrics(metrics, step)
         return step
@@ -224,6 +224,9 @@ def train(options: TrainOptions, world: World | None = None) -> TrainResult:
     own_world = world is None
     world = world or setup(options.device)
     flush = torch.set_flush_denormal(True)  # Note [denormals]
+    threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
     try:
         started = time.perf_counter()
         session = open_session(options, world)
@@ -241,6 +244,7 @@ def train(options: TrainOptions, world: World | None = None) -> TrainResult:
         return TrainResult(Path(options.output_model), options.steps - start, seconds, tokens, metrics,
                            head_trained(session))
     finally:
+        torch.set_num_threads(threads)
         if flush:
             torch.set_flush_denormal(False)
         if own_world:

@@ -54,6 +54,7 @@ class TrainOptions:
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = 16
+    threads: int | None = None  # torch intra-op threads during training (None: torch's default)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -67,6 +68,7 @@ class TrainOptions:
             (not self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (any(not w >= 0 for w in self.weights.values()), f"loss weights must be >= 0, got {self.weights}"),
             (self.eval_every < 0 or self.save_every < 0, "--eval-every and --save-every must be >= 0"),
+            (self.threads is not None and self.threads < 1, f"--threads must be >= 1, got {self.threads}"),
             (self.compute_dtype not in COMPUTE_DTYPES, f"--compute-dtype must be one of {list(COMPUTE_DTYPES)}"),
         ]
         for bad, message in problems:
@@ -97,6 +99,7 @@ class Session:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     trainable: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
     fingerprint: dict = field(default_factory=dict)
+    resume_state: dict | None = None  # the checked training state when resuming
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -154,6 +157,12 @@ def open_session(options: TrainOptions, world: World) -> Session:
         raise TrainError(f"--batch-size {options.batch_size} is smaller than the {world.size} ranks")
     checkpoint = SO8TCheckpoint(options.so8t_model)
     tokenizer, train, evaluation = load_data(options, checkpoint)
+    prints = fingerprint(options, world, train, evaluation)
+    resume_state = None
+    if options.resume:  # refuse a foreign state before the (heavy) model load
+        from so8t.train.checkpointing import load_state, state_dir
+
+        resume_state = load_state(state_dir(options.output_model), prints)
     model = build_model(options, checkpoint)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.Adam([p for _, p in trainable], lr=options.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -161,6 +170,5 @@ def open_session(options: TrainOptions, world: World) -> Session:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Session(
-        options, world, model, train, evaluation, int(pad), optimizer, scheduler, trainable,
-        fingerprint(options, world, train, evaluation),
+        options, world, model, train, evaluation, int(pad), optimizer, scheduler, trainable, prints, resume_state
     )
