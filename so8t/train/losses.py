@@ -17,6 +17,7 @@ cross-entropies in float32 whatever the compute dtype.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,9 @@ def final_hidden_states(model, batch: Batch) -> torch.Tensor:
     """Final-norm hidden states of an :class:`~so8t.model.SO8TModel` on a text batch (gates applied)."""
     qwen = model.qwen
     qwen.model.rope_deltas = None  # no state from an earlier call (as so8t.model.forward_qwen2vl)
-    out = qwen.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    cached = getattr(model, "cached_rotations", contextlib.nullcontext)
+    with cached():
+        out = qwen.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     return out.last_hidden_state
 
 
