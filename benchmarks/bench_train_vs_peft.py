@@ -14,7 +14,8 @@ Usage (``pip install -e .[bench]`` for peft)::
         --out results.json
 
 runs each side in its own child process (``--impl so8t|peft`` is the child mode) so peak RSS is that
-side's alone, and prints / writes time per step (median of the timed steps after one warm-up), peak RSS
+side's alone, and prints / writes time per step (median of the timed steps after one warm-up; wall clock
+and process CPU time, the latter robust to other jobs on a shared machine when ``--threads 1``), peak RSS
 (whole process, and from the first step on), training tokens/s, and the ratios ours / PEFT.
 """
 
@@ -116,14 +117,16 @@ def child(args) -> None:
     load_s = time.perf_counter() - start
     load_hwm = vm_hwm_mb()
     reset_hwm()
-    times, tokens = [], []
+    times, cpu, tokens = [], [], []
     for s in range(args.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = step(s)
         if s:  # step 0 is the warm-up
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             tokens.append(n)
     result = {"impl": args.impl, "load_s": load_s, "step_s": statistics.median(times), "step_times": times,
+              "cpu_step_s": statistics.median(cpu),
               "tokens_per_step": statistics.mean(tokens), "tokens_per_s": sum(tokens) / sum(times),
               "peak_rss_mb": max(load_hwm, vm_hwm_mb()), "train_peak_rss_mb": vm_hwm_mb()}
     print("RESULT " + json.dumps(result))
@@ -153,6 +156,7 @@ def parent(args) -> dict:
         "config": {k: getattr(args, k) for k in ("source", "steps", "batch_size", "threads", "dtype", "lr", "rounds")},
         "results": results,
         "ratio_step_time": ours["step_s"] / theirs["step_s"],
+        "ratio_cpu_step_time": ours["cpu_step_s"] / theirs["cpu_step_s"],
         "ratio_peak_rss": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
         "ratio_train_peak_rss": ours["train_peak_rss_mb"] / theirs["train_peak_rss_mb"],
         "so8t_tokens_per_s": ours["tokens_per_s"],

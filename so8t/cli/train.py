@@ -14,9 +14,8 @@ EPILOG_DISTRIBUTED = (
 
 
 def register(sub) -> None:
-    from so8t.train.session import DEFAULT_WEIGHTS, TrainOptions
-
-    d = TrainOptions
+    from so8t.train import defaults as d
+    from so8t.train.defaults import DEFAULT_WEIGHTS
     p = add_command(
         sub,
         "train",
@@ -28,23 +27,23 @@ def register(sub) -> None:
     p.add_argument("--train-data", required=True, metavar="F.jsonl", help="training data (messages or text)")
     p.add_argument("--eval-data", metavar="F.jsonl", help="evaluation data (metrics at --eval-every and the end)")
     p.add_argument("--output-model", required=True, metavar="DIR", help="trained SO8T checkpoint to write")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (examples per step)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak Adam learning rate")
-    p.add_argument("--seed", type=int, default=d.seed, help="data order (and head init if none)")
+    p.add_argument("--steps", type=int, default=d.STEPS, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=d.BATCH_SIZE, help="global batch (examples per step)")
+    p.add_argument("--lr", type=float, default=d.LR, help="peak Adam learning rate")
+    p.add_argument("--seed", type=int, default=d.SEED, help="data order (and head init if none)")
     p.add_argument("--lm-weight", type=float, default=DEFAULT_WEIGHTS["lm"],
                    help="weight of the next-token loss on assistant tokens (the model's own objective)")
     p.add_argument("--safety-weight", type=float, default=DEFAULT_WEIGHTS["safety"],
                    help="weight of the class-weighted (ALLOW 1, ESCALATE 3, REFUSE 5) safety cross-entropy")
     p.add_argument("--pet-weight", type=float, default=DEFAULT_WEIGHTS["pet"],
                    help="weight of PET (x0.01/x0.1/x1.0 phases); small because PET is of order the hidden size")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every K steps (0: at the end)")
-    p.add_argument("--save-every", type=int, default=d.save_every,
+    p.add_argument("--eval-every", type=int, default=d.EVAL_EVERY, help="evaluate every K steps (0: at the end)")
+    p.add_argument("--save-every", type=int, default=d.SAVE_EVERY,
                    help="write the training state every K steps (and always at the end)")
     p.add_argument("--resume", action="store_true", help="continue from <output>.train/state.pt")
-    p.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float64"), default=d.compute_dtype,
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float64"), default=d.COMPUTE_DTYPE,
                    help="dtype of the forward/backward pass")
-    p.add_argument("--device", default=d.device, help="cpu, or cuda (one GPU per rank under torchrun)")
+    p.add_argument("--device", default=d.DEVICE, help="cpu, or cuda (one GPU per rank under torchrun)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)

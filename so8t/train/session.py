@@ -22,15 +22,10 @@ from so8t.checkpoint.so8t_dir import GATES_FILE, SO8TCheckpoint
 from so8t.errors import TrainError
 from so8t.io import sha256_file
 from so8t.train.data import Dataset, load_dataset, load_tokenizer
+from so8t.train import defaults
+from so8t.train.defaults import DEFAULT_WEIGHTS
 from so8t.train.distributed import World
 
-#: Default loss weights (see docs in the README and ``so8t train --help``).
-#: lm 1.0: the next-token loss is the model's own objective and anchors the gates to it;
-#: safety 1.0: the class-weighted CE is already of order log(3) and the weights 1/3/5 scale it;
-#: pet 1e-3: PET's squared second difference of RMS-normalised states is of order the hidden size
-#: (~6*H); 1e-3 keeps even the final x1.0 phase below the cross-entropies on the embedded model (H=256)
-#: instead of drowning them.
-DEFAULT_WEIGHTS = {"lm": 1.0, "safety": 1.0, "pet": 1e-3}
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -40,18 +35,18 @@ class TrainOptions:
     train_data: Path
     output_model: Path
     eval_data: Path | None = None
-    steps: int = 200
-    batch_size: int = 8
-    lr: float = 3e-3
-    seed: int = 0
+    steps: int = defaults.STEPS
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LR
+    seed: int = defaults.SEED
     lm_weight: float = DEFAULT_WEIGHTS["lm"]
     safety_weight: float = DEFAULT_WEIGHTS["safety"]
     pet_weight: float = DEFAULT_WEIGHTS["pet"]
-    eval_every: int = 0
-    save_every: int = 50
+    eval_every: int = defaults.EVAL_EVERY
+    save_every: int = defaults.SAVE_EVERY
     resume: bool = False
-    compute_dtype: str = "float32"
-    device: str = "cpu"
+    compute_dtype: str = defaults.COMPUTE_DTYPE
+    device: str = defaults.DEVICE
     progress: bool = True
     eval_batch_size: int = 16
     threads: int | None = None  # torch intra-op threads during training (None: torch's default)
