@@ -20,7 +20,7 @@ _EXPORTS = {
     "TrainOptions": "so8t.train.session",
     "DEFAULT_WEIGHTS": "so8t.train.defaults",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["DEFAULT_WEIGHTS", "TrainInterrupted", "TrainOptions", "TrainResult", "evaluate", "train"]
 
 
 def __getattr__(name: str):

@@ -96,7 +96,8 @@ def train_step(session: Session, step: int) -> dict:
     session.optimizer.zero_grad(set_to_none=True)
     total.backward()
     all_reduce_grads(world, session.params)
-    grad_max = max((float(p.grad.abs().max()) for p in session.params if p.grad is not None), default=0.0)
+    grads = [p.grad.reshape(-1) for p in session.params if p.grad is not None]
+    grad_max = float(torch.cat(grads).abs().max()) if grads else 0.0  # one reduction, not one per tensor
     lr = session.optimizer.param_groups[0]["lr"]
     session.optimizer.step()
     session.scheduler.step()

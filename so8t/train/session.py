@@ -21,8 +21,8 @@ import torch
 from so8t.checkpoint.so8t_dir import GATES_FILE, SO8TCheckpoint
 from so8t.errors import TrainError
 from so8t.io import sha256_file
-from so8t.train.data import Dataset, load_dataset, load_tokenizer
 from so8t.train import defaults
+from so8t.train.data import Dataset, load_dataset, load_tokenizer
 from so8t.train.defaults import DEFAULT_WEIGHTS
 from so8t.train.distributed import World
 
