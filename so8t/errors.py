@@ -60,6 +60,14 @@ class ExportError(So8tError):
     """GGUF export failed."""
 
 
+class DataError(So8tError):
+    """A training or evaluation data file is malformed: ``path`` is ``file:line`` where a line is at fault."""
+
+
+class TrainError(So8tError):
+    """Training cannot start or resume (incompatible options, missing or foreign training state)."""
+
+
 class RuntimeLoadError(So8tError):
     """llama.cpp could not load or run a file."""
 

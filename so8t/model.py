@@ -12,13 +12,15 @@ from a stream of canonical ``(name, tensor)`` pairs such as :func:`so8t.fold.ite
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from so8t import group
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import SO8TCheckpoint
 from so8t.errors import CheckpointError
@@ -53,12 +55,15 @@ class LayerGates(nn.Module):
         self.attn_rot = SO8TRotationGate(hidden_size, map=map)
         self.attn_pair = NonCommutativeGate(hidden_size, map=map)
         self.mlp_rot = SO8TRotationGate(hidden_size, map=map)
+        self.site_rotations: dict[str, torch.Tensor] | None = None  # set by SO8TModel.cached_rotations
 
     def gate(self, name: str) -> SO8TRotationGate:
         return self.get_submodule(GATE_MODULES[name])
 
     def apply_site(self, site: qwen2vl.FoldSite, y: torch.Tensor) -> torch.Tensor:
         """Apply a site's gates in order: ``y @ R_gates[0] @ R_gates[1] ...``."""
+        if self.site_rotations is not None:  # one block product with the composed rotation
+            return group.apply_blocks(y, self.site_rotations[site.name])
         for name in site.gates:
             y = self.gate(name)(y)
         return y
@@ -216,6 +221,30 @@ class SO8TModel(nn.Module):
         if self.safety_head is not None:
             out.safety_logits = self.safety_head.classify(out.hidden_states, attention_mask)
         return out
+
+    @contextlib.contextmanager
+    def cached_rotations(self) -> Iterator[None]:
+        """Within the block, every gate's rotation comes from ONE batched map call over all layers and gates
+        (Note [batched expm] in so8t.checkpoint.so8t_dir) and each site applies its composed rotation
+        ``R_gates[0] @ R_gates[1] ...`` in one block product: the same function of the generators (rounding
+        aside; zero generators still give exactly the identity), differentiable, and for training ~L*4*20
+        small kernels fewer per forward. Leaving the block drops the cache."""
+        names = qwen2vl.GATE_NAMES
+        stacked = torch.stack([layer.gate(n).generators for layer in self.gates for n in names])
+        rotations = group.rotation(stacked, self.gates[0].attn_rot.map)
+        try:
+            for i, layer in enumerate(self.gates):
+                mine = dict(zip(names, rotations[i * len(names) : (i + 1) * len(names)]))
+                layer.site_rotations = {}
+                for site in qwen2vl.FOLD_SITES:
+                    r = mine[site.gates[0]]
+                    for name in site.gates[1:]:
+                        r = group.compose(r, mine[name])
+                    layer.site_rotations[site.name] = r
+            yield
+        finally:
+            for layer in self.gates:
+                layer.site_rotations = None
 
     def gates_file_state(self) -> dict[str, torch.Tensor]:
         """Gate generators (and safety head) in the ``so8t_gates.safetensors`` naming, float32."""

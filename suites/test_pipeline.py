@@ -116,3 +116,17 @@ def test_require_names_every_problem(tmp_path):
     with pytest.raises(So8tError, match="gguf is not installed; disk"):
         environment.require(env)
 
+
+
+def test_demo_trains_the_head_and_prints_its_eval_metrics(demo_run):
+    """``--demo`` trains on the shipped demo set (so8t train) and shows the head's eval metrics; the sidecar
+    says the head was trained, so no untrained verdict is ever shown."""
+    from so8t.gguf.sidecar_reader import read_sidecar
+
+    out, done = demo_run
+    assert "train" in done.stdout and "trained safety head, eval metrics:" in done.stdout
+    assert "REFUSE recall" in done.stdout and "majority-class baseline" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    safety = summary["training"]["safety"]
+    assert safety["accuracy"] > safety["majority_baseline"]
+    assert read_sidecar(out / "gguf" / "so8t-demo-F16.so8t.gguf").head_trained

@@ -16,7 +16,7 @@ from so8t import __version__
 from so8t.errors import So8tError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("analyze", "convert", "export", "run", "validate", "pipeline", "dashboard", "demo")
+COMMANDS = ("analyze", "convert", "train", "export", "run", "validate", "pipeline", "dashboard", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for 'so8t train' to print its resume command
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -25,7 +25,8 @@ def register(sub) -> None:
     src.add_argument(
         "--demo",
         action="store_true",
-        help=f"use the embedded default model, random gates, output ./{DEMO_OUTPUT} (replaced if present)",
+        help=f"use the embedded default model, random gates, train on the demo safety set, output ./{DEMO_OUTPUT} "
+        "(replaced if present)",
     )
     p.add_argument("--output-dir", metavar="DIR", help="where everything goes (default ./so8t-out)")
     p.add_argument(
@@ -42,6 +43,9 @@ def register(sub) -> None:
                    help="do not add the safety head")
     p.add_argument("--no-validate", dest="validate", action="store_false", help="skip validation")
     p.add_argument("--overwrite", action="store_true", help="replace a previous pipeline output directory")
+    p.add_argument("--train-data", metavar="F.jsonl",
+                   help="run 'so8t train' after convert (with --demo: the shipped demo safety set)")
+    p.add_argument("--eval-data", metavar="F.jsonl", help="evaluation data for the train step")
     p.add_argument("--notify", action="store_true", help="signal completion (desktop notification or bell)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -59,11 +63,17 @@ def run(args) -> int:
         output_dir = Path(args.output_dir) if args.output_dir else DEMO_OUTPUT
         rotation_init = args.rotation_init or "random"
         name = args.model_name or "so8t-demo"
+        from so8t.data import DEMO_EVAL, DEMO_TRAIN
+
+        train_data = Path(args.train_data) if args.train_data else DEMO_TRAIN
+        eval_data = Path(args.eval_data) if args.eval_data else (None if args.train_data else DEMO_EVAL)
     else:
         input_model = Path(args.input_model)
         output_dir = Path(args.output_dir or "so8t-out")
         rotation_init = args.rotation_init or "identity"
         name = args.model_name
+        train_data = Path(args.train_data) if args.train_data else None
+        eval_data = Path(args.eval_data) if args.eval_data else None
     options = PipelineOptions(
         input_model=input_model,
         output_dir=output_dir,
@@ -75,6 +85,8 @@ def run(args) -> int:
         validate=args.validate,
         overwrite=args.overwrite or args.demo,
         progress=not args.quiet,
+        train_data=train_data,
+        eval_data=eval_data,
     )
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
     try:

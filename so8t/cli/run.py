@@ -54,10 +54,22 @@ def run(args) -> int:
             f"{len(gen.tokens)} generated at {gen.gen_tokens_per_s:.1f} tok/s (llama.cpp perf counters)]",
             file=sys.stderr,
         )
-        verdict = rt.safety(prompt)
-        if verdict is not None:
-            probs = " ".join(f"{k}={v:.3f}" for k, v in verdict.probabilities.items())
-            print(f"safety: {verdict.label} ({probs})")
-        elif sidecar is not None:
-            print("safety: (the sidecar has no safety head)", file=sys.stderr)
+        _print_safety(rt, prompt, sidecar)
     return 0
+
+
+def _print_safety(rt, prompt: str, sidecar) -> None:
+    """A verdict only from a head ``so8t train`` trained; otherwise say why there is none."""
+    if sidecar is None:
+        return
+    from so8t.gguf.sidecar_reader import read_sidecar
+
+    side = read_sidecar(sidecar)
+    if side.safety_weights is None:
+        print("safety: (the sidecar has no safety head)", file=sys.stderr)
+    elif not side.head_trained:
+        print("safety: safety head untrained (no verdict; train it with 'so8t train')")
+    else:
+        verdict = rt.safety(prompt)
+        probs = " ".join(f"{k}={v:.3f}" for k, v in verdict.probabilities.items())
+        print(f"safety: {verdict.label} ({probs})")

@@ -19,7 +19,10 @@ Metadata: ``so8t.format_version`` (of this sidecar layout), ``so8t.checkpoint_ve
 ``so8t.embedding_length``, ``so8t.gates``, ``so8t.gate_sites`` and ``so8t.gate_sites.<site>``,
 ``so8t.safety_head``, ``so8t.safety_classes``, ``so8t.safety_head.activation``,
 ``so8t.text_content_hash`` (the text GGUF's ``so8t.content_hash``: the link), ``so8t.source_model``,
-``so8t.source_sha256`` (same names as the text file's keys).
+``so8t.source_sha256`` (same names as the text file's keys); ``so8t.safety_head.trained`` (true only for a
+head ``so8t train`` trained: steps > 0, a safety weight > 0 and labelled data),
+``so8t.safety_head.train_data_sha256`` (sha256 of the training file, "" when untrained) and
+``so8t.safety_head.eval_metrics`` (the final eval metrics as JSON, "" when none).
 
 Note [no group check on read]: ``sidecar_reader.read_sidecar`` refuses a malformed file (wrong
 architecture, missing or misshapen tensors, bad keys) with ``GGUFError`` but loads rotations that are
@@ -48,6 +51,18 @@ generators_name = gate_key  # the gates file's tensor name (so8t.checkpoint.so8t
 
 def rotation_name(layer: int, gate: str) -> str:
     return f"layers.{layer}.{gate}.rotation"
+
+
+def _add_training_keys(writer, training: dict, has_head: bool) -> None:
+    """Whether the head was trained, on which data, and its eval metrics (from config.json's so8t.training)."""
+    import json
+
+    trained = bool(has_head and training.get("safety_head_trained"))
+    writer.add_bool("so8t.safety_head.trained", trained)
+    data = training.get("train_data") or {}
+    writer.add_string("so8t.safety_head.train_data_sha256", str(data.get("sha256", "")) if trained else "")
+    metrics = training.get("eval_metrics")
+    writer.add_string("so8t.safety_head.eval_metrics", json.dumps(metrics, sort_keys=True) if metrics else "")
 
 
 def write_sidecar(
@@ -88,6 +103,7 @@ def write_sidecar(
     writer.add_bool("so8t.safety_head", head is not None)
     writer.add_array("so8t.safety_classes", list(cfg.get("safety_classes", [])))
     writer.add_string("so8t.safety_head.activation", SAFETY_ACTIVATION)
+    _add_training_keys(writer, cfg.get("training") or {}, head is not None)
     writer.add_string("so8t.text_content_hash", text_content_hash)
     source = cfg.get("source", {}) or {}
     writer.add_string("so8t.source_model", source_model_name(ckpt.reader.config))  # a name, not a path

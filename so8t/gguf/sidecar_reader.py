@@ -101,6 +101,19 @@ class Sidecar:
     def safety_classes(self) -> tuple[str, ...]:
         return tuple(self.metadata["so8t.safety_classes"])
 
+    @property
+    def head_trained(self) -> bool:
+        """True only when ``so8t train`` trained the head (older sidecars lack the key: untrained)."""
+        return bool(self.metadata.get("so8t.safety_head.trained", False)) and self.safety_weights is not None
+
+    @property
+    def eval_metrics(self) -> dict | None:
+        """The training run's final eval metrics, or None."""
+        import json
+
+        text = str(self.metadata.get("so8t.safety_head.eval_metrics", "") or "")
+        return json.loads(text) if text else None
+
     def site_rotation(self, layer: int, site: str) -> np.ndarray:
         """Effective per-block rotation of a site: its gates multiplied in order (row vectors)."""
         from so8t import group

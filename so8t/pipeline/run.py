@@ -43,6 +43,10 @@ class PipelineOptions:
     validate: bool = True
     overwrite: bool = False
     progress: bool = True
+    train_data: Path | None = None  # when given: so8t train between convert and export
+    eval_data: Path | None = None
+    train_steps: int = 150
+    train_batch_size: int = 16
 
 
 @dataclass
@@ -71,12 +75,14 @@ class PipelineResult:
     files: list[FileRow] = field(default_factory=list)
     ok: bool = True
     validated: bool = False
+    training: dict | None = None  # eval metrics of the train step
 
     def to_json(self) -> dict:
         return {
             "output_dir": str(self.output_dir),
             "ok": self.ok,
             "validated": self.validated,
+            "training": self.training,
             "environment": self.environment,
             "steps": [asdict(s) for s in self.steps],
             "files": [asdict(f) for f in self.files],
@@ -151,6 +157,8 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
             return f"{options.rotation_init} gates{head}"
 
         timer.step("convert", convert)
+        if options.train_data is not None:
+            timer.step("train", lambda: _train_step(options, tmp / so8t_dir.name, result))
 
         def export() -> str:
             report = SO8TToGGUFConverter(tmp / so8t_dir.name, progress=options.progress).export(
@@ -181,6 +189,30 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
     with atomic_path(out / SUMMARY_FILE) as tmp_summary:
         tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult) -> str:
+    """``so8t train`` on the converted checkpoint, in place (through a sibling; state dir removed)."""
+    import shutil
+
+    from so8t.train import TrainOptions, train
+
+    trained = so8t_dir.with_name(so8t_dir.name + "-trained")
+    run = train(TrainOptions(
+        so8t_model=so8t_dir, train_data=options.train_data, eval_data=options.eval_data,
+        output_model=trained, steps=options.train_steps, batch_size=options.train_batch_size,
+        seed=options.seed, save_every=0, progress=options.progress,
+    ))
+    shutil.rmtree(so8t_dir)
+    shutil.rmtree(trained.with_name(trained.name + ".train"), ignore_errors=True)
+    trained.rename(so8t_dir)
+    result.training = run.metrics
+    safety = (run.metrics or {}).get("safety") or {}
+    accuracy = safety.get("accuracy")
+    detail = f"{run.steps} steps, {run.tokens / max(run.seconds, 1e-9):.0f} tokens/s"
+    if accuracy is not None:
+        detail += f", eval safety accuracy {accuracy:.1%} (majority baseline {safety['majority_baseline']:.1%})"
+    return detail
 
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:

@@ -29,6 +29,11 @@ def format_summary(result) -> str:
     files = format_table(
         ("file", "type", "name", "size", "export s", "validation", "parity vs PyTorch"), rows
     )
+    training = ""
+    if getattr(result, "training", None):
+        from so8t.train.metrics import format_metrics
+
+        training = "\n\ntrained safety head, eval metrics:\n" + format_metrics(result.training)
     if not result.ok:
         verdict = "PIPELINE FAILED VALIDATION (see reports/)"
     elif not result.validated:
@@ -36,4 +41,4 @@ def format_summary(result) -> str:
                    "check each file with 'so8t validate --gguf-model F --so8t-model SO8T_DIR'")
     else:
         verdict = "PIPELINE OK"
-    return f"{steps}\n\n{files}\n\noutput: {result.output_dir}\n{verdict}"
+    return f"{steps}\n\n{files}{training}\n\noutput: {result.output_dir}\n{verdict}"
