@@ -102,7 +102,7 @@ class Session:
 
 
 def _context_length(checkpoint: SO8TCheckpoint) -> int:
-    return int(checkpoint.reader.text_config.get("max_position_embeddings", 32768))
+    return int(checkpoint.reader.text_config.max_position_embeddings)
 
 
 def load_data(options: TrainOptions, checkpoint: SO8TCheckpoint) -> tuple[object, Dataset, Dataset | None]:
