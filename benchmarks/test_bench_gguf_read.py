@@ -56,3 +56,32 @@ def test_read_gguf_header(benchmark, bench, bench_model, so8t_random, scratch):
         gguf_reader_s=round(base_seconds[0], 3),
         ratio_vs_gguf_reader=round(benchmark.stats.stats.median / base_seconds[0], 4),
     )
+
+
+def test_open_gguf(benchmark, bench, bench_model, so8t_random, scratch):
+    """``so8t.gguf.reader.open_gguf`` (the validator's reader) vs a stock ``GGUFReader`` parse of the same
+    text GGUF, timed once untimed in ``setup``: ``ratio_vs_gguf_reader`` = ours / theirs."""
+    from gguf import GGUFReader
+
+    from so8t.gguf.export import SO8TToGGUFConverter
+    from so8t.gguf.reader import open_gguf
+
+    report = SO8TToGGUFConverter(so8t_random, progress=False).export(
+        scratch, quant_types=["Q8_0"], model_name="bench-open", mmproj=False, sidecar=False
+    )
+    path = report.texts[0].path
+    base_seconds: list[float] = []
+
+    def setup():
+        if not base_seconds:
+            start = time.perf_counter()
+            GGUFReader(path)
+            base_seconds.append(time.perf_counter() - start)
+
+    benchmark.pedantic(lambda: open_gguf(path), setup=setup, rounds=bench.rounds, iterations=1)
+    benchmark.extra_info.update(
+        model=bench.model,
+        baseline="gguf.GGUFReader(path)",
+        gguf_reader_s=round(base_seconds[0], 3),
+        ratio_vs_gguf_reader=round(benchmark.stats.stats.median / base_seconds[0], 4),
+    )

@@ -63,8 +63,22 @@ def test_float_types_within_rounding_bound(quant, llama_logits, reference_eps0, 
     bound = _float_bound(quant, ref, text_config)
     err = compare_logits(got, ref)["max_abs"]
     assert err <= bound, f"{quant}: max |logit error| {err:.3e} > bound {bound:.3e}"
+
+
+@pytest.mark.parametrize("quant", sorted(FLOAT_UNIT_ROUNDOFF))
+def test_float_types_keep_the_decided_argmax(quant, llama_logits, reference_eps0, text_config):
+    """Where the reference's top-1 margin exceeds twice the rounding bound, llama.cpp's argmax is the
+    reference's. The bound is a worst case that grows with depth (BF16: 113 roundings of 2^-8 at 28
+    layers), so on a deep model it may decide no position at all; then there is nothing to assert, and
+    the skip says so with the figures (the max-error bound above still holds)."""
+    ref = reference_eps0["logits"]
+    got = llama_logits[quant].astype(np.float64)
+    bound = _float_bound(quant, ref, text_config)
     sure = decided(ref, bound)
-    assert sure.any()
+    if not sure.any():
+        top2 = np.sort(ref, axis=-1)[:, -2:]
+        pytest.skip(f"{quant}: no position's top-1 margin (largest {float((top2[:, 1] - top2[:, 0]).max()):.3g}) "
+                    f"exceeds twice the rounding bound {bound:.3g} on this model: the bound decides no argmax")
     assert np.array_equal(got.argmax(-1)[sure], ref.argmax(-1)[sure])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_refuses_a_foreign_non_empty_output_dir(source_checkpoint, tmp_path, cap
 
 def test_overwrite_replaces_a_previous_output(demo_run, source_checkpoint, tmp_path):
     out = tmp_path / "again"
-    shutil.copytree(demo_run[0], out)
+    shutil.copytree(demo_run[0], out, copy_function=os.link)  # hard links: no disk cost at the real size
     code = main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet",
                  "--quantization", "Q8_0", "--no-validate", "--overwrite", "--model-name", "m"])
     assert code == 0

@@ -177,6 +177,18 @@ def test_embedded_export_passes_every_check(gguf_text, mmproj_gguf, so8t_random_
     assert data["files"]["gguf_model"]["size_bytes"] == f16.path.stat().st_size
 
 
+def test_a_run_asks_the_image_prompt_once(gguf_text, mmproj_gguf, so8t_random_dir):
+    """A second file of the same run names the file the image prompt was answered with, without a child."""
+    from so8t.validate import checks_runtime
+    from so8t.validate.context import Context
+
+    ctx = Context(gguf_text["Q8_0"].path, so8t_random_dir, mmproj_path=mmproj_gguf["f16"],
+                  image_checked_with=gguf_text["F16"].path)
+    outcome = checks_runtime.mmproj_image.func(ctx)
+    assert outcome.status == "PASS" and gguf_text["F16"].path.name in outcome.reason
+    assert "not repeated" in outcome.reason
+
+
 # ------------------------------------------------------------------------------ damaged files
 
 

@@ -208,8 +208,13 @@ def error_bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarr
     Shared by the export round-trip suite (suites/test_gguf_text.py) and the validator's
     ``tensors.values_vs_source`` check.
     """
-    bound = _bound(ggml_type, values)
-    if bound is None or bound.shape == values.shape:
+    import torch
+
+    bound = _bound(ggml_type, torch.from_numpy(np.require(values, np.float64, ["W"])))
+    if bound is None:
+        return None
+    bound = bound.numpy()
+    if bound.shape == values.shape:
         return bound
     block = GGML_QUANT_SIZES[ggml_type][0]
     return np.broadcast_to(bound, (*values.shape[:-1], values.shape[-1] // block, block)).reshape(values.shape)
@@ -217,25 +222,33 @@ def error_bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarr
 
 def block_error_ratio(ggml_type: GGMLQuantizationType, values: np.ndarray, decoded: np.ndarray):
     """``(max |decoded - values| / error_bound, max |decoded - values|)`` over all elements, computed block
-    by block without materialising the elementwise bound; ``(None, None)`` where ``error_bound`` is None."""
-    bound = _bound(ggml_type, values)
+    by block without materialising the elementwise bound; ``(None, None)`` where ``error_bound`` is None.
+
+    In torch (float64, all threads): ``benchmarks/test_bench_validate.py`` times this inside the validator's
+    ``tensors.values_vs_source``; numpy's single-threaded passes made it 3-4x slower at the real size."""
+    import torch
+
+    x = torch.from_numpy(np.require(values, np.float64, ["W"]))
+    bound = _bound(ggml_type, x)
     if bound is None:
         return None, None
-    err = np.abs(decoded.astype(np.float64) - values)
-    if bound.shape != values.shape:  # one bound per block
-        err = err.reshape(bound.shape[:-1] + (-1,))
-    return float((err / bound).max()), float(err.max())
+    err = torch.from_numpy(np.array(decoded, dtype=np.float64)).sub_(x).abs_()
+    if bound.shape != x.shape:  # one bound per block: compare each block's largest error with its bound
+        err = err.reshape(bound.shape[:-1] + (-1,)).amax(dim=-1, keepdim=True)
+    return float(err.div(bound).max()), float(err.max())
 
 
-def _bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarray | None:
-    """:func:`error_bound` elementwise for float types, ``[..., n_blocks, 1]`` per block for block types."""
-    x = values
+def _bound(ggml_type: GGMLQuantizationType, x):
+    """:func:`error_bound` of the float64 torch tensor ``x``: elementwise for float types, ``[..., n_blocks,
+    1]`` per block for block types; None without a known bound."""
+    import torch
+
     if ggml_type == _T.F32:
-        return np.abs(x) * _U_F32 + 2.0**-149
+        return x.abs().mul_(_U_F32).add_(2.0**-149)
     if ggml_type == _T.F16:
-        return np.maximum(np.abs(x) * _U_F16, 2.0**-25)
+        return x.abs().mul_(_U_F16).clamp_(min=2.0**-25)
     if ggml_type == _T.BF16:
-        return np.abs(x) * _U_BF16 + 2.0**-133
+        return x.abs().mul_(_U_BF16).add_(2.0**-133)
     block = GGML_QUANT_SIZES[ggml_type][0]
     if x.shape[-1] % block:
         return None
@@ -243,16 +256,16 @@ def _bound(ggml_type: GGMLQuantizationType, values: np.ndarray) -> np.ndarray | 
     f32_input = 4 * _U_F32
     if ggml_type in _SYMMETRIC:
         levels, steps, qmax = _SYMMETRIC[ggml_type]
-        amax = np.abs(blocks).max(axis=-1, keepdims=True)
+        amax = blocks.abs().amax(dim=-1, keepdim=True)
         d = amax / levels
-        bound = d * steps + qmax * np.maximum(d * _U_F16, 2.0**-25) + amax * f32_input
+        bound = d * steps + qmax * torch.clamp(d * _U_F16, min=2.0**-25) + amax * f32_input
     elif ggml_type in _AFFINE:
-        lo, hi = blocks.min(axis=-1, keepdims=True), blocks.max(axis=-1, keepdims=True)
+        lo, hi = blocks.amin(dim=-1, keepdim=True), blocks.amax(dim=-1, keepdim=True)
         d = (hi - lo) / _AFFINE[ggml_type]
-        bound = d / 2 + _AFFINE[ggml_type] * np.maximum(d * _U_F16, 2.0**-25) + np.abs(lo) * _U_F16 * 2
-        bound = bound + np.maximum(np.abs(lo), np.abs(hi)) * f32_input
+        bound = d / 2 + _AFFINE[ggml_type] * torch.clamp(d * _U_F16, min=2.0**-25) + lo.abs() * _U_F16 * 2
+        bound = bound + torch.maximum(lo.abs(), hi.abs()) * f32_input
     elif ggml_type in _K_BITS:
-        amax = np.abs(blocks).max(axis=-1, keepdims=True)
+        amax = blocks.abs().amax(dim=-1, keepdim=True)
         bound = 2 * amax / (2 ** _K_BITS[ggml_type] - 1) + amax * f32_input
     else:
         return None

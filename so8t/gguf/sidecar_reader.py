@@ -165,13 +165,13 @@ _REQUIRED_KEYS = (
 
 def read_sidecar(path: str | Path) -> Sidecar:
     """Load and check a sidecar GGUF; ``GGUFError`` names the problem when the file is malformed."""
-    from gguf import GGUFReader
+    from so8t.gguf.reader import open_gguf
 
     path = Path(path)
     if not path.is_file():
         raise GGUFError("sidecar file not found", path=path)
     try:
-        reader = GGUFReader(path)
+        reader = open_gguf(path)
     except Exception as err:  # gguf-py raises ValueError/struct.error/IndexError on bad or truncated files
         raise GGUFError(f"not a readable GGUF file: {err}", path=path) from err
     meta, sites = _read_metadata(reader, path)

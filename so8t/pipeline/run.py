@@ -216,20 +216,26 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
 
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
-    from so8t.pipeline.validation import validate_text_file
+    from so8t.pipeline.validation import parity_summary, result_of, validate_text_file
     from so8t.validate.parity_reference import ParityReference
+    from so8t.validate.report import PARITY_CHECK
 
     reports_dir.mkdir(exist_ok=True)
     reference = ParityReference(so8t_dir)
     failed = []
     mmproj = next((Path(f.path) for f in result.files if f.kind == "mmproj"), None)
+    image_checked_with = None
     for row in result.files:
         if row.kind != "text":
             continue
         sidecar = next((Path(f.path) for f in result.files if f.kind == "sidecar" and f.quant == row.quant), None)
-        report_path = reports_dir / f"validate-{row.quant}.json"
-        row.validation, row.parity = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, report_path,
-                                                        reference)
+        report = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, reports_dir / f"validate-{row.quant}.json",
+                                    reference, image_checked_with)
+        image = result_of(report, "runtime.mmproj_image")
+        if image_checked_with is None and image is not None and image.status == "PASS":
+            image_checked_with = Path(row.path)
+        parity = result_of(report, PARITY_CHECK)
+        row.validation, row.parity = report.overall, None if parity is None else parity_summary(parity)
         if row.validation != "PASS":
             failed.append(row.quant)
     result.ok = not failed

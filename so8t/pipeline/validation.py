@@ -1,28 +1,35 @@
 """The pipeline's validation step: one validator run per text GGUF, its report written next to the files.
 
 All files of a run share one :class:`~so8t.validate.parity_reference.ParityReference`, so the streamed
-float64 reference runs once per token-id set (not once per file) and the eps is chosen once."""
+float64 reference runs once per token-id set (not once per file) and the eps is chosen once; the mmproj
+answers an image prompt once per run (with the first text file; the later reports name that file)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from so8t.io import atomic_path
-from so8t.validate.report import PARITY_CHECK
 
 
 def validate_text_file(
-    gguf: Path, so8t_dir: Path, sidecar: Path | None, mmproj: Path | None, report_path: Path, reference=None
-) -> tuple[str, str | None]:
-    """Validate ``gguf`` against ``so8t_dir`` (``reference``: the run's shared ParityReference); write the
-    JSON report; return (overall, parity summary)."""
+    gguf: Path, so8t_dir: Path, sidecar: Path | None, mmproj: Path | None, report_path: Path, reference=None,
+    image_checked_with: Path | None = None,
+):
+    """Validate ``gguf`` against ``so8t_dir`` (``reference``: the run's shared ParityReference;
+    ``image_checked_with``: the text file this run already answered an image prompt with, with this
+    ``mmproj``); write the JSON report; return it."""
     from so8t.validate import SO8TGGUFValidator
 
-    report = SO8TGGUFValidator(gguf, so8t_model=so8t_dir, sidecar=sidecar, mmproj=mmproj, reference=reference).run()
+    report = SO8TGGUFValidator(gguf, so8t_model=so8t_dir, sidecar=sidecar, mmproj=mmproj, reference=reference,
+                               image_checked_with=image_checked_with).run()
     with atomic_path(report_path) as tmp:
         tmp.write_text(report.to_json() + "\n")
-    parity = next((c for c in report.checks if c.name == PARITY_CHECK), None)
-    return report.overall, None if parity is None else parity_summary(parity)
+    return report
+
+
+def result_of(report, name: str):
+    """The entry of check ``name`` in ``report`` (None if it did not run)."""
+    return next((c for c in report.checks if c.name == name), None)
 
 
 def parity_summary(parity) -> str:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 
 from so8t import bf16
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import SO8TCheckpoint
 from so8t.gguf.names import gguf_name
 from so8t.gguf.quant import encode
+from so8t.gguf.reader import open_gguf
 
 
 def gate_site_tensors(checkpoint: SO8TCheckpoint) -> dict[str, str]:
@@ -43,7 +44,7 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
     tensors re-encoded. Rows are encoded ``rows_per_chunk`` at a time (memory: one chunk in float32)."""
     shutil.copyfile(gguf_path, out_path)
     sites = gate_site_tensors(checkpoint)
-    reader = GGUFReader(out_path, "r")
+    reader = open_gguf(out_path, "r")
     placements = [(t.name, GGMLQuantizationType(t.tensor_type), int(t.data_offset), int(t.n_bytes))
                   for t in reader.tensors if t.name in sites]
     del reader  # release the map before writing through a file handle

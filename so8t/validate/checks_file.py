@@ -27,13 +27,13 @@ def file_exists(ctx: Context):
 
 @check("file.readable", "file", requires=("file.exists",))
 def file_readable(ctx: Context):
-    from gguf import GGUFReader
+    from so8t.gguf.reader import open_gguf
 
     with open(ctx.gguf_path, "rb") as handle:
         magic = handle.read(4)
     expect(magic == b"GGUF", f"{ctx.gguf_path}: not a GGUF file (magic {magic!r})", measured=repr(magic))
     try:
-        reader = GGUFReader(ctx.gguf_path)
+        reader = open_gguf(ctx.gguf_path)
     except Exception as err:  # gguf-py raises ValueError, IndexError, struct/Unicode errors on bad bytes
         raise CheckFailed(f"{ctx.gguf_path}: gguf-py cannot parse the file "
                           f"(truncated or corrupt): {type(err).__name__}: {err}") from err
@@ -70,10 +70,10 @@ def file_layout(ctx: Context):
 def mmproj_readable(ctx: Context):
     if ctx.mmproj_path is None:
         return skipped("no mmproj given or found next to the GGUF (mmproj-*.gguf)")
-    from gguf import GGUFReader
+    from so8t.gguf.reader import open_gguf
 
     try:
-        ctx.mmproj_reader = GGUFReader(ctx.mmproj_path)
+        ctx.mmproj_reader = open_gguf(ctx.mmproj_path)
     except Exception as err:  # gguf-py raises several types on corrupt bytes
         raise CheckFailed(f"{ctx.mmproj_path}: gguf-py cannot parse the mmproj: {type(err).__name__}: {err}") from err
     return passed(f"{len(ctx.mmproj_reader.tensors)} tensors", measured=len(ctx.mmproj_reader.tensors))

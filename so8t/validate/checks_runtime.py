@@ -104,7 +104,14 @@ def llama_load(ctx: Context):
 
 @check("runtime.mmproj_image", "runtime", requires=("runtime.llama_load", "tensors.mmproj"))
 def mmproj_image(ctx: Context):
-    """The text file with the mmproj through llama.cpp's multimodal handler, on a small generated image."""
+    """The text file with the mmproj through llama.cpp's multimodal handler, on a small generated image.
+
+    Within one pipeline run the image prompt is asked once: the later files are the same model at other
+    types (each loaded and run by ``runtime.llama_load``) and the mmproj is the same file, so they name the
+    file it was answered with (``ctx.image_checked_with``)."""
+    if ctx.image_checked_with is not None:
+        return passed(f"this run answered an image prompt with this mmproj and {ctx.image_checked_with.name} "
+                      "(the same model at another type); not repeated", measured=ctx.image_checked_with.name)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="so8t-probe-") as tmp:
         info = _run_probe(["image", str(ctx.gguf_path), str(ctx.mmproj_path)], tmp, "an image prompt with the mmproj")

@@ -86,6 +86,7 @@ class Context:
     sidecar: Any = None  # so8t.gguf.sidecar_reader.Sidecar, once file.sidecar_readable passed
     mmproj_reader: Any = None
     reference: Any = None  # so8t.validate.parity_reference.ParityReference, shared across a run's files
+    image_checked_with: Path | None = None  # a sibling text file this run answered an image prompt with
     details: dict[str, Any] | None = None  # structured figures of the running check, for its report entry
     cache: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)

@@ -103,6 +103,9 @@ class SO8TGGUFValidator:
         run_runtime: False skips the llama.cpp stage (used by fuzzing: structure must fail first).
         reference: a :class:`~so8t.validate.parity_reference.ParityReference` of ``so8t_model`` shared with
             other validations of the same run (the pipeline passes one); default: one of this run's own.
+        image_checked_with: a text GGUF of the same model that this run already answered an image prompt
+            with, with this ``mmproj`` (the pipeline passes its first file): ``runtime.mmproj_image`` then
+            names it instead of loading both models again; default: the check runs.
 
     Example:
         >>> report = SO8TGGUFValidator("out/model-F16.gguf", so8t_model="qwen2vl-so8t").run()
@@ -111,7 +114,8 @@ class SO8TGGUFValidator:
 
     def __init__(self, gguf_model: str | Path, so8t_model: str | Path | None = None,
                  sidecar: str | Path | None = None, mmproj: str | Path | None = None,
-                 run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS, reference=None):
+                 run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS, reference=None,
+                 image_checked_with: str | Path | None = None):
         self.gguf_model = Path(gguf_model)
         self.so8t_model = Path(so8t_model) if so8t_model is not None else None
         self.sidecar = Path(sidecar) if sidecar is not None else default_sidecar(self.gguf_model)
@@ -119,12 +123,13 @@ class SO8TGGUFValidator:
         self.run_runtime = run_runtime
         self.checks = checks
         self.reference = reference
+        self.image_checked_with = Path(image_checked_with) if image_checked_with is not None else None
 
     def run(self, progress=None) -> Report:
         """Run every check; ``progress(result)`` is called after each one (for a CLI bar)."""
         start = time.perf_counter()
         ctx = Context(self.gguf_model, self.so8t_model, self.sidecar, self.mmproj, self.run_runtime,
-                      reference=self.reference)
+                      reference=self.reference, image_checked_with=self.image_checked_with)
         try:
             for chk in self.checks:
                 result = run_check(ctx, chk)
