@@ -1,11 +1,11 @@
 """``so8t train`` step vs Hugging Face PEFT's OFT (block size 8 on the same modules), one process each.
 
 Both sides: the same frozen Qwen2-VL (loaded in the compute dtype), the same batches of the demo set
-(``so8t.train.batching``), the same objective (LM + class-weighted safety + PET through
-``so8t.train.losses``, the safety head trainable on both sides), Adam with the same lr, the same torch
-threads, denormals flushed on both sides (Note [denormals] in ``so8t.train.loop``). What differs is the
+(``so8t.training.batching``), the same objective (LM + class-weighted safety + PET through
+``so8t.training.losses``, the safety head trainable on both sides), Adam with the same lr, the same torch
+threads, denormals flushed on both sides (Note [denormals] in ``so8t.training.loop``). What differs is the
 adapter: ours = SO(8) gates (exp map, 4 gates per layer, output side of o_proj/down_proj, through
-``so8t.train.loop.train_step``); PEFT = ``OFTConfig(oft_block_size=8, r=0, target_modules=["o_proj",
+``so8t.training.loop.train_step``); PEFT = ``OFTConfig(oft_block_size=8, r=0, target_modules=["o_proj",
 "down_proj"])`` (Cayley-Neumann, input side of the same Linears).
 
 Usage (``pip install -e .[bench]`` for peft)::
@@ -48,10 +48,10 @@ def reset_hwm() -> None:
 
 def so8t_stepper(args):
     from so8t.data import DEMO_TRAIN
-    from so8t.train import TrainOptions
-    from so8t.train.distributed import World
-    from so8t.train.loop import train_step
-    from so8t.train.session import open_session
+    from so8t.training import TrainOptions
+    from so8t.training.distributed import World
+    from so8t.training.loop import train_step
+    from so8t.training.session import open_session
 
     options = TrainOptions(Path(args.so8t), DEMO_TRAIN, Path("/nonexistent-out"), steps=args.steps + 1,
                            batch_size=args.batch_size, lr=args.lr, compute_dtype=args.dtype)
@@ -67,10 +67,10 @@ def peft_stepper(args):
     from so8t.data import DEMO_TRAIN
     from so8t.model import load_plain_qwen2vl
     from so8t.safety import SafetyHead
-    from so8t.train.batching import collate, global_batch_indices
-    from so8t.train.data import load_dataset, load_tokenizer
-    from so8t.train.losses import combine, loss_sums
-    from so8t.train.session import COMPUTE_DTYPES, DEFAULT_WEIGHTS, lr_factor
+    from so8t.training.batching import collate, global_batch_indices
+    from so8t.training.data import load_dataset, load_tokenizer
+    from so8t.training.losses import combine, loss_sums
+    from so8t.training.session import COMPUTE_DTYPES, DEFAULT_WEIGHTS, lr_factor
 
     dtype = COMPUTE_DTYPES[args.dtype]
     tok = load_tokenizer(args.source)
@@ -80,7 +80,7 @@ def peft_stepper(args):
     config = OFTConfig(oft_block_size=8, r=0, target_modules=["o_proj", "down_proj"], module_dropout=0.0)
     peft_model = get_peft_model(qwen, config)
 
-    class Shim(torch.nn.Module):  # what so8t.train.losses reads: .qwen and .safety_head
+    class Shim(torch.nn.Module):  # what so8t.training.losses reads: .qwen and .safety_head
         def __init__(self):
             super().__init__()
             self.qwen = peft_model.base_model.model

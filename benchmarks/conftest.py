@@ -264,7 +264,7 @@ GATE_SEED = 20261128
 @pytest.fixture(scope="session")
 def so8t_random(bench) -> Path:
     """The benchmarked checkpoint converted with seeded random gates (so the fold really rotates)."""
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
 
     out = bench.workdir / "so8t-random"
     return Qwen2VLToSO8TConverter(

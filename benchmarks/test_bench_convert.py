@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from so8t.checkpoint import CheckpointReader
-from so8t.convert import Qwen2VLToSO8TConverter
+from so8t.conversion import Qwen2VLToSO8TConverter
 
 #: Issue 13's target for full-size checkpoints: convert <= 1.5 x a plain copy of the same files.
 TARGET_RATIO = 1.5

@@ -17,10 +17,10 @@ TYPES = ("F16", "Q8_0", "Q4_K_M")
 
 
 def test_validate_pipeline_files(benchmark, bench, tools, scratch):
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
     from so8t.gguf.export import SO8TToGGUFConverter
-    from so8t.validate import SO8TGGUFValidator
-    from so8t.validate.parity_reference import ParityReference
+    from so8t.validation import SO8TGGUFValidator
+    from so8t.validation.parity_reference import ParityReference
 
     so8t_dir = Qwen2VLToSO8TConverter(bench.source, progress=False).convert(scratch / "so8t")
     (scratch / "gguf").mkdir()

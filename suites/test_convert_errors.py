@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from so8t.convert import Qwen2VLToSO8TConverter
+from so8t.conversion import Qwen2VLToSO8TConverter
 from so8t.errors import (
     CheckpointError,
     ConfigError,
@@ -135,7 +135,7 @@ def test_cli_exits_2_with_one_line(broken, tmp_path, capsys):
 
 def test_failure_while_writing_leaves_nothing(base_checkpoint, tmp_path, monkeypatch):
     """An error after the shards were copied (here: saving the gates) removes the partial directory."""
-    import so8t.convert as convert_module
+    import so8t.conversion as convert_module
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -151,7 +151,7 @@ def test_existing_output_is_replaced_only_on_success(base_checkpoint, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    import so8t.convert as convert_module
+    import so8t.conversion as convert_module
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -86,7 +86,7 @@ def test_float_types_keep_the_decided_argmax(quant, llama_logits, reference_eps0
 def probe_ids(hf_tokenizer) -> list[list[int]]:
     """The validator's probe prompts, tokenized by the checkpoint's own (transformers) tokenizer."""
     from so8t.runtime import chat_prompt
-    from so8t.validate.probes import PROBE_PROMPTS
+    from so8t.validation.probes import PROBE_PROMPTS
 
     return [hf_tokenizer.encode(chat_prompt(p), add_special_tokens=False) for p in PROBE_PROMPTS]
 
@@ -109,7 +109,7 @@ def block_references(so8t_random_dir, probe_ids) -> dict:
 
 
 def test_probe_prompts_give_enough_positions(probe_ids):
-    from so8t.validate.probes import MIN_POSITIONS, PROBE_PROMPTS
+    from so8t.validation.probes import MIN_POSITIONS, PROBE_PROMPTS
 
     assert sum(map(len, probe_ids)) >= MIN_POSITIONS
     assert any(any("\u3040" <= ch <= "\u30ff" for ch in p) for p in PROBE_PROMPTS)  # Japanese kana
@@ -122,7 +122,7 @@ def test_baseline_builder_reproduces_llama_cpp_quantization_of_the_plain_model(
 ):
     from so8t.checkpoint.so8t_dir import SO8TCheckpoint
     from so8t.gguf.metadata import tensor_digests
-    from so8t.validate.baseline import build_baseline
+    from so8t.validation.baseline import build_baseline
 
     ckpt = SO8TCheckpoint(so8t_random_dir)
     out = tmp_path / "baseline.gguf"

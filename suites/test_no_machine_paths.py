@@ -17,7 +17,7 @@ from so8t.gguf.metadata import read_gguf
 
 @pytest.fixture(scope="module")
 def deep_export(tmp_path_factory, source_checkpoint):
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
     from so8t.gguf.export import SO8TToGGUFConverter
 
     root = tmp_path_factory.mktemp("machine-path")

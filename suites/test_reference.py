@@ -90,7 +90,7 @@ def test_identity_gates_are_the_plain_model_and_results_are_cached(so8t_identity
 
 
 def test_untied_checkpoint_projects_with_lm_head(float64_norms, untied_checkpoint, tmp_path, sequences):
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
 
     so8t_dir = Qwen2VLToSO8TConverter(untied_checkpoint, rotation_init="random", seed=5, progress=False).convert(
         tmp_path / "untied")

@@ -15,8 +15,8 @@ from so8t import group
 from so8t.cli import main
 from so8t.data import DEMO_EVAL, DEMO_TRAIN
 from so8t.errors import DataError
-from so8t.train import TrainInterrupted, TrainOptions, train
-from so8t.train.distributed import World
+from so8t.training import TrainInterrupted, TrainOptions, train
+from so8t.training.distributed import World
 
 USER = {"role": "user", "content": "How do I bake bread?"}
 #: One torch thread: the gate's 2 cores are often shared, and OpenMP barriers on a tiny model under
@@ -31,7 +31,7 @@ def write_jsonl(path: Path, lines: list) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer(so8t_random_dir):
-    from so8t.train.data import load_tokenizer
+    from so8t.training.data import load_tokenizer
 
     return load_tokenizer(so8t_random_dir)
 
@@ -51,7 +51,7 @@ def tokenizer(so8t_random_dir):
     ],
 )
 def test_bad_line_names_file_and_line(tokenizer, tmp_path, line, message):
-    from so8t.train.data import load_dataset
+    from so8t.training.data import load_dataset
 
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, "", line])
     with pytest.raises(DataError) as info:
@@ -60,7 +60,7 @@ def test_bad_line_names_file_and_line(tokenizer, tmp_path, line, message):
 
 
 def test_empty_file_is_refused(tokenizer, tmp_path):
-    from so8t.train.data import load_dataset
+    from so8t.training.data import load_dataset
 
     path = write_jsonl(tmp_path / "e.jsonl", ["", "  "])
     with pytest.raises(DataError, match="empty data file"):
@@ -91,7 +91,7 @@ def test_cli_bad_data_exits_2_and_writes_nothing(so8t_random_dir, tmp_path, caps
 
 def test_chat_rendering_targets_assistant_tokens_and_matches_run_prompt(tokenizer):
     from so8t.runtime import chat_prompt
-    from so8t.train.data import parse_line
+    from so8t.training.data import parse_line
 
     prompt = parse_line(tokenizer, json.dumps({"messages": [USER], "label": "REFUSE"}), "f:1", 999)
     assert list(prompt.input_ids) == tokenizer(chat_prompt(USER["content"]), add_special_tokens=False)["input_ids"]
@@ -109,10 +109,10 @@ def test_chat_rendering_targets_assistant_tokens_and_matches_run_prompt(tokenize
 
 @pytest.fixture(scope="module")
 def session(so8t_random_dir, tmp_path_factory):
-    from so8t.train.session import open_session
+    from so8t.training.session import open_session
 
     out = tmp_path_factory.mktemp("train") / "out"
-    flush = torch.set_flush_denormal(True)  # as train() does (Note [denormals] in so8t.train.loop)
+    flush = torch.set_flush_denormal(True)  # as train() does (Note [denormals] in so8t.training.loop)
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     yield open_session(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, steps=10, batch_size=4), World())
@@ -123,7 +123,7 @@ def session(so8t_random_dir, tmp_path_factory):
 
 def test_only_gates_and_head_train(session):
     from so8t.adapters.qwen2vl import GATE_NAMES
-    from so8t.train.loop import train_step
+    from so8t.training.loop import train_step
 
     model = session.model
     train_step(session, 0)
@@ -142,7 +142,7 @@ def test_only_gates_and_head_train(session):
 @settings(max_examples=6, deadline=None)
 @given(lr=st.floats(1e-4, 1.0), steps=st.integers(1, 3))
 def test_every_gate_stays_in_so8(session, lr, steps):
-    from so8t.train.loop import train_step
+    from so8t.training.loop import train_step
 
     session.scheduler.base_lrs = [lr]  # the schedule scales this peak
     for group_ in session.optimizer.param_groups:
@@ -187,7 +187,7 @@ def gates_of(path: Path) -> dict:
 
 def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, capsys):
     from so8t.errors import TrainError
-    from so8t.train import loop
+    from so8t.training import loop
 
     small_eval = write_jsonl(tmp_path / "eval.jsonl", DEMO_EVAL.read_text().splitlines()[::10])
     common = ["--so8t-model", str(so8t_random_dir), "--train-data", str(DEMO_TRAIN), "--eval-data",
@@ -225,7 +225,7 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
 
 
 def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monkeypatch):
-    from so8t.train import loop
+    from so8t.training import loop
 
     def boom(session, step):
         raise KeyboardInterrupt
@@ -237,7 +237,7 @@ def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monk
 
 
 def test_safety_metrics_by_hand():
-    from so8t.train.metrics import safety_metrics
+    from so8t.training.metrics import safety_metrics
 
     # rows true ALLOW/ESCALATE/REFUSE, columns predicted
     m = safety_metrics([[8, 1, 1], [2, 5, 3], [1, 0, 9]])

@@ -24,7 +24,7 @@ GELU_LIPSCHITZ = 1.13
 
 @pytest.fixture(scope="module")
 def trained(so8t_random_dir, tmp_path_factory):
-    from so8t.train import TrainOptions, train
+    from so8t.training import TrainOptions, train
 
     out = tmp_path_factory.mktemp("trained") / "demo"
     result = train(TrainOptions(so8t_random_dir, DEMO_TRAIN, out, eval_data=DEMO_EVAL, steps=DEMO_STEPS,
@@ -77,7 +77,7 @@ def test_run_prints_a_verdict_only_from_a_trained_head(trained_gguf, gguf_text, 
 
 @pytest.fixture(scope="module")
 def eval_prompts(trained):
-    from so8t.train.data import load_dataset, load_tokenizer
+    from so8t.training.data import load_dataset, load_tokenizer
 
     data = load_dataset(DEMO_EVAL, load_tokenizer(trained[0]), 32768)
     return [list(e.input_ids) for e in data.examples if e.label is not None]

@@ -1,4 +1,4 @@
-"""The validator (``so8t.validate``, ``so8t validate``): a good export passes every check; each kind of
+"""The validator (``so8t.validation``, ``so8t validate``): a good export passes every check; each kind of
 damage fails the check that owns it, with a reason naming the problem, and never raises.
 
 Files: the embedded default model converted with random gates + safety head and exported by the real
@@ -24,8 +24,8 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, To
 from so8t.gguf import metadata, names, quant
 from so8t.gguf.text import TextHParams, write_text_ggufs
 from so8t.gguf.tokenizer import TokenizerMeta
-from so8t.validate import CHECKS, REPORT_SCHEMA, SO8TGGUFValidator
-from so8t.validate.checks_tokenizer import byte_level_symbols
+from so8t.validation import CHECKS, REPORT_SCHEMA, SO8TGGUFValidator
+from so8t.validation.checks_tokenizer import byte_level_symbols
 
 # ------------------------------------------------------------------------------- tiny text GGUF
 
@@ -179,8 +179,8 @@ def test_embedded_export_passes_every_check(gguf_text, mmproj_gguf, so8t_random_
 
 def test_a_run_asks_the_image_prompt_once(gguf_text, mmproj_gguf, so8t_random_dir):
     """A second file of the same run names the file the image prompt was answered with, without a child."""
-    from so8t.validate import checks_runtime
-    from so8t.validate.context import Context
+    from so8t.validation import checks_runtime
+    from so8t.validation.context import Context
 
     ctx = Context(gguf_text["Q8_0"].path, so8t_random_dir, mmproj_path=mmproj_gguf["f16"],
                   image_checked_with=gguf_text["F16"].path)
@@ -288,8 +288,8 @@ def test_llama_cpp_refusal_is_a_fail_not_a_crash(tiny, tmp_path):
     reason, from the child process; the validator process lives on."""
     import dataclasses
 
-    from so8t.validate import checks_runtime
-    from so8t.validate.context import Context, run_check
+    from so8t.validation import checks_runtime
+    from so8t.validation.context import Context, run_check
 
     path = rewrite_gguf(tiny, tmp_path / "unknown-arch.gguf",
                         set_kv={"general.architecture": ("so8t-unknown", GGUFValueType.STRING, None)})
@@ -433,7 +433,7 @@ def test_block_type_parity_against_the_plain_baseline(gguf_text, so8t_identity_d
                                                       so8t_random_dir):
     """Identity gates: the file is its own baseline (said, no second file). Random gates: the baseline
     file is built and scored, both sides and the ratio are in the report's details."""
-    from so8t.validate.parity_reference import ParityReference
+    from so8t.validation.parity_reference import ParityReference
 
     subset = tuple(c for c in CHECKS if c.category not in ("group",) and c.name != "runtime.mmproj_image")
     same = SO8TGGUFValidator(plain_block_files["Q8_0"], so8t_model=so8t_identity_dir, checks=subset).run()
@@ -472,7 +472,7 @@ def test_one_q8_0_block_scale_times_four_is_caught(gguf_text, so8t_random_dir, t
 def test_published_schema_matches_the_code_and_rejects_bad_reports(tiny):
     """report.schema.json (the one published schema) names exactly the statuses, categories and overall
     verdicts the code writes, and jsonschema rejects a report that breaks it."""
-    from so8t.validate.report import CATEGORIES, OVERALL, STATUSES
+    from so8t.validation.report import CATEGORIES, OVERALL, STATUSES
 
     props = REPORT_SCHEMA["properties"]
     assert props["overall"]["enum"] == list(OVERALL)

@@ -25,7 +25,7 @@ from gguf import GGUFReader, TokenType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from so8t.validate import SO8TGGUFValidator
+from so8t.validation import SO8TGGUFValidator
 from suites.test_validator import write_tiny_gguf
 
 #: Metadata whose bytes may change without the validator being able to notice (module docstring).

@@ -1,6 +1,6 @@
 """The SO8T checkpoint directory: a Qwen2-VL checkpoint plus SO(8) gates, readable by CheckpointReader.
 
-Layout (written by :class:`so8t.convert.Qwen2VLToSO8TConverter`)::
+Layout (written by :class:`so8t.conversion.Qwen2VLToSO8TConverter`)::
 
     config.json                   source config + an "so8t" section (see so8t_section())
     model*.safetensors[.index.json]  the source shards, byte for byte

@@ -43,7 +43,7 @@ def handle(args) -> int:
     import time
 
     from so8t.adapters.qwen2vl import GATE_NAMES
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
 
     start = time.perf_counter()
     converter = Qwen2VLToSO8TConverter(

@@ -14,8 +14,8 @@ EPILOG_DISTRIBUTED = (
 
 
 def register(sub) -> None:
-    from so8t.train import defaults as d
-    from so8t.train.defaults import DEFAULT_WEIGHTS
+    from so8t.training import defaults as d
+    from so8t.training.defaults import DEFAULT_WEIGHTS
     p = add_command(
         sub,
         "train",
@@ -57,8 +57,8 @@ def resume_command(argv: list[str]) -> str:
 def handle(args) -> int:
     from pathlib import Path
 
-    from so8t.train import TrainInterrupted, TrainOptions, train
-    from so8t.train.metrics import format_metrics
+    from so8t.training import TrainInterrupted, TrainOptions, train
+    from so8t.training.metrics import format_metrics
 
     options = TrainOptions(
         so8t_model=Path(args.so8t_model), train_data=Path(args.train_data), output_model=Path(args.output_model),

@@ -1,6 +1,6 @@
 """``so8t validate``: check an exported text GGUF (+ sidecar, mmproj, and the SO8T checkpoint if given).
 
-Prints one line per check and writes the JSON report (schema: ``so8t.validate.report``) atomically.
+Prints one line per check and writes the JSON report (schema: ``so8t.validation.report``) atomically.
 Exit codes: 0 overall PASS (every check passed, logit parity against PyTorch included); 3 UNVERIFIED
 (every check that ran passed, but parity did not run: no ``--so8t-model``, or ``--no-runtime``); 1 the
 files failed a check (FAIL) or a check could not run (ERROR); 2 a usage error (the report's directory
@@ -42,7 +42,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from so8t.errors import So8tError
     from so8t.io import atomic_path
-    from so8t.validate import SO8TGGUFValidator
+    from so8t.validation import SO8TGGUFValidator
 
     parent = args.output_report.parent if str(args.output_report.parent) else Path(".")
     if not parent.is_dir():

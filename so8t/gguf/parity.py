@@ -1,7 +1,7 @@
 """Logit parity between llama.cpp and the PyTorch SO8T model: the error bounds, in one place.
 
 Shared by the parity suite (suites/test_llama_parity.py) and the validator's ``parity.logits`` check
-(so8t/validate/checks_parity.py). Types are keyed by their ``so8t.gguf.quant.QUANT_TYPES`` name ("F16",
+(so8t/validation/checks_parity.py). Types are keyed by their ``so8t.gguf.quant.QUANT_TYPES`` name ("F16",
 "Q4_K_M"); :func:`parity_name` maps a file's ``general.file_type`` to it.
 
 Float bounds (max |logit error|), from the unit roundoff u of the stored type: a logit is the end of a

@@ -118,7 +118,7 @@ class _Timer:
 def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -> PipelineResult:
     """Run every step; raise ``So8tError`` on bad input or a failed step (nothing left at the output)."""
     from so8t.analyze import analyze_checkpoint
-    from so8t.convert import Qwen2VLToSO8TConverter
+    from so8t.conversion import Qwen2VLToSO8TConverter
     from so8t.gguf.export import SO8TToGGUFConverter
     from so8t.gguf.quant import parse_quant_types
 
@@ -195,7 +195,7 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     """``so8t train`` on the converted checkpoint, in place (through a sibling; state dir removed)."""
     import shutil
 
-    from so8t.train import TrainOptions, train
+    from so8t.training import TrainOptions, train
 
     trained = so8t_dir.with_name(so8t_dir.name + "-trained")
     run = train(TrainOptions(
@@ -217,8 +217,8 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
     from so8t.pipeline.validation import parity_summary, result_of, validate_text_file
-    from so8t.validate.parity_reference import ParityReference
-    from so8t.validate.report import PARITY_CHECK
+    from so8t.validation.parity_reference import ParityReference
+    from so8t.validation.report import PARITY_CHECK
 
     reports_dir.mkdir(exist_ok=True)
     reference = ParityReference(so8t_dir)

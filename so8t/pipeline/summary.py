@@ -31,7 +31,7 @@ def format_summary(result) -> str:
     )
     training = ""
     if getattr(result, "training", None):
-        from so8t.train.metrics import format_metrics
+        from so8t.training.metrics import format_metrics
 
         training = "\n\ntrained safety head, eval metrics:\n" + format_metrics(result.training)
     if not result.ok:

@@ -1,6 +1,6 @@
 """The pipeline's validation step: one validator run per text GGUF, its report written next to the files.
 
-All files of a run share one :class:`~so8t.validate.parity_reference.ParityReference`, so the streamed
+All files of a run share one :class:`~so8t.validation.parity_reference.ParityReference`, so the streamed
 float64 reference runs once per token-id set (not once per file) and the eps is chosen once; the mmproj
 answers an image prompt once per run (with the first text file; the later reports name that file)."""
 
@@ -18,7 +18,7 @@ def validate_text_file(
     """Validate ``gguf`` against ``so8t_dir`` (``reference``: the run's shared ParityReference;
     ``image_checked_with``: the text file this run already answered an image prompt with, with this
     ``mmproj``); write the JSON report; return it."""
-    from so8t.validate import SO8TGGUFValidator
+    from so8t.validation import SO8TGGUFValidator
 
     report = SO8TGGUFValidator(gguf, so8t_model=so8t_dir, sidecar=sidecar, mmproj=mmproj, reference=reference,
                                image_checked_with=image_checked_with).run()

@@ -25,8 +25,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from so8t.gguf.quant import block_error_ratio
-from so8t.validate.checks_metadata import hparams
-from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+from so8t.validation.checks_metadata import hparams
+from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
 
 _T = GGMLQuantizationType
 

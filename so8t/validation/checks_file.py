@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 
-from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
 
 
 @check("file.exists", "file")

@@ -5,7 +5,7 @@ padding), ``losses`` (LM / class-weighted safety / PET as sums), ``metrics`` (ev
 ``session`` (options, frozen model, optimizer), ``loop`` (the loop, eval, resume), ``checkpointing``
 (training state and the output SO8T checkpoint), ``distributed`` (torchrun data parallelism),
 ``defaults`` (light: read by ``so8t --help``). The names below load lazily, so importing
-``so8t.train.defaults`` pulls in no torch.
+``so8t.training.defaults`` pulls in no torch.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "TrainInterrupted": "so8t.train.loop",
-    "TrainResult": "so8t.train.loop",
-    "evaluate": "so8t.train.loop",
-    "train": "so8t.train.loop",
-    "TrainOptions": "so8t.train.session",
-    "DEFAULT_WEIGHTS": "so8t.train.defaults",
+    "TrainInterrupted": "so8t.training.loop",
+    "TrainResult": "so8t.training.loop",
+    "evaluate": "so8t.training.loop",
+    "train": "so8t.training.loop",
+    "TrainOptions": "so8t.training.session",
+    "DEFAULT_WEIGHTS": "so8t.training.defaults",
 }
 __all__ = ["DEFAULT_WEIGHTS", "TrainInterrupted", "TrainOptions", "TrainResult", "evaluate", "train"]
 
@@ -26,4 +26,4 @@ __all__ = ["DEFAULT_WEIGHTS", "TrainInterrupted", "TrainOptions", "TrainResult",
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'so8t.train' has no attribute {name!r}")
+    raise AttributeError(f"module 'so8t.training' has no attribute {name!r}")

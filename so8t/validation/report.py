@@ -55,7 +55,7 @@ PARITY_CHECK = "parity.logits"
 CATEGORIES = ("file", "metadata", "tensors", "group", "runtime", "parity")
 FILE_ROLES = ("gguf_model", "so8t_model", "sidecar", "mmproj")
 
-#: The report's JSON Schema (draft 2020-12), published as so8t/validate/report.schema.json: one home, read
+#: The report's JSON Schema (draft 2020-12), published as so8t/validation/report.schema.json: one home, read
 #: here; tests validate reports against it with the ``jsonschema`` library (test extra).
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 REPORT_SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))

@@ -1,16 +1,16 @@
 """Parity: llama.cpp's logits on the probe prompts against the streamed float64 PyTorch reference.
 
 ``parity.logits`` (needs ``--so8t-model``) scores every position of every probe prompt
-(so8t/validate/probes.py; at least ``MIN_POSITIONS`` in all) in the terms of ``llama-perplexity
+(so8t/validation/probes.py; at least ``MIN_POSITIONS`` in all) in the terms of ``llama-perplexity
 --kl-divergence``: mean KL with its standard error, median, p99 and max KL, and "same top p" (top-1
-agreement). The reference is :class:`so8t.validate.parity_reference.ParityReference` (one per run; eps
+agreement). The reference is :class:`so8t.validation.parity_reference.ParityReference` (one per run; eps
 chosen once, see its Note [eps]). Bounds live in ``so8t.gguf.parity``, shared with the parity suite:
 
 * float types (F32, F16, BF16): max |logit error| within the derived rounding bound ``float_bound``, and
   llama.cpp's argmax equal wherever the reference's top-1 margin exceeds twice that bound;
 * block types: relative to llama.cpp's quantization of the plain source model on the same token ids
   (``relative_verdict``: mean-KL ratio <= ``KL_RATIO_MAX``, top-1 no lower than the baseline's by more
-  than ``top1_margin``). The baseline file comes from so8t/validate/baseline.py and is scored by the same
+  than ``top1_margin``). The baseline file comes from so8t/validation/baseline.py and is scored by the same
   llama.cpp probe; with identity gates the baseline *is* the file, and the check says so.
 
 The check's ``details`` hold both sides' statistics and the ratio, for the report.
@@ -34,8 +34,8 @@ from so8t.gguf.parity import (
     relative_verdict,
     top1_margin,
 )
-from so8t.validate.context import Context, check, expect, passed, skipped
-from so8t.validate.probes import MIN_POSITIONS
+from so8t.validation.context import Context, check, expect, passed, skipped
+from so8t.validation.probes import MIN_POSITIONS
 
 NO_MODEL = "no --so8t-model given: logit parity against PyTorch did not run"
 
@@ -47,7 +47,7 @@ def _stats_line(st: dict) -> str:
 
 def _reference(ctx: Context):
     if ctx.reference is None:
-        from so8t.validate.parity_reference import ParityReference
+        from so8t.validation.parity_reference import ParityReference
 
         ctx.reference = ParityReference(ctx.so8t_model)
     return ctx.reference
@@ -94,8 +94,8 @@ def _block_verdict(ctx: Context, quant: str, head: str, ours: dict, ref, seqs):
     if ref.identity_gates:
         base, what = ours, "identity gates: the file is llama.cpp's own quantization of the source, its own baseline"
     else:
-        from so8t.validate.baseline import build_baseline
-        from so8t.validate.checks_runtime import run_text_probe
+        from so8t.validation.baseline import build_baseline
+        from so8t.validation.checks_runtime import run_text_probe
 
         with tempfile.TemporaryDirectory(prefix="so8t-baseline-") as tmp:
             plain_file = Path(tmp, "baseline.gguf")

@@ -1,7 +1,7 @@
 """Data parallelism on ``torch.distributed``, launched by ``torchrun`` (gloo on CPU, nccl on GPUs).
 
 Every rank holds the whole (frozen) model and the same trainable parameters, reads its shard of each
-global batch (``so8t.train.batching.shard``), and computes loss *sums*; the per-part counts and then the
+global batch (``so8t.training.batching.shard``), and computes loss *sums*; the per-part counts and then the
 gradients of the trainable parameters are all-reduced with SUM. Since every sum is divided by the global
 count before backward, the summed gradient is the gradient of the one-process loss on the global batch.
 Rank 0 alone writes checkpoints, metrics and the output model.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from so8t.validate.report import CheckResult
+from so8t.validation.report import CheckResult
 
 
 class CheckFailed(Exception):
@@ -85,7 +85,7 @@ class Context:
     reader: Any = None  # gguf.GGUFReader of the text file, once file.readable passed
     sidecar: Any = None  # so8t.gguf.sidecar_reader.Sidecar, once file.sidecar_readable passed
     mmproj_reader: Any = None
-    reference: Any = None  # so8t.validate.parity_reference.ParityReference, shared across a run's files
+    reference: Any = None  # so8t.validation.parity_reference.ParityReference, shared across a run's files
     image_checked_with: Path | None = None  # a sibling text file this run answered an image prompt with
     details: dict[str, Any] | None = None  # structured figures of the running check, for its report entry
     cache: dict[str, Any] = field(default_factory=dict)

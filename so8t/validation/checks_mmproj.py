@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gguf import GGUFValueType
 
-from so8t.validate.checks_metadata import hparams, typed_value
-from so8t.validate.context import Context, check, expect, passed
+from so8t.validation.checks_metadata import hparams, typed_value
+from so8t.validation.context import Context, check, expect, passed
 
 _U32, _F32, _STR, _BOOL, _ARR = (GGUFValueType.UINT32, GGUFValueType.FLOAT32, GGUFValueType.STRING,
                                  GGUFValueType.BOOL, GGUFValueType.ARRAY)

@@ -1,7 +1,7 @@
 """``train(options)``: the training loop behind ``so8t train``.
 
-Per step ``s`` (0-based): global batch ``s`` (so8t.train.batching), this rank's shard, loss sums
-(so8t.train.losses), global counts all-reduced, weighted total with PET's phase factor at ``s`` of
+Per step ``s`` (0-based): global batch ``s`` (so8t.training.batching), this rank's shard, loss sums
+(so8t.training.losses), global counts all-reduced, weighted total with PET's phase factor at ``s`` of
 ``steps``, backward, trainable gradients all-reduced, Adam step, scheduler step. Rank 0 logs a line per
 step to ``metrics.jsonl`` and shows a tqdm bar (each loss part, lr, PET phase, steps/s); every
 ``save_every`` steps and at the end it writes the training state, every ``eval_every`` steps and at the
@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from so8t.pet import SCHEDULE
-from so8t.train import checkpointing as ckpt
-from so8t.train.batching import collate, global_batch_indices, sequential_batches, shard
-from so8t.train.distributed import World, all_reduce_grads, all_reduce_sum, barrier, setup, teardown
-from so8t.train.losses import PARTS, combine, loss_sums
-from so8t.train.metrics import confusion_matrix, lm_metrics, safety_metrics
-from so8t.train.session import Session, TrainOptions, open_session
+from so8t.training import checkpointing as ckpt
+from so8t.training.batching import collate, global_batch_indices, sequential_batches, shard
+from so8t.training.distributed import World, all_reduce_grads, all_reduce_sum, barrier, setup, teardown
+from so8t.training.losses import PARTS, combine, loss_sums
+from so8t.training.metrics import confusion_matrix, lm_metrics, safety_metrics
+from so8t.training.session import Session, TrainOptions, open_session
 
 
 class TrainInterrupted(KeyboardInterrupt):

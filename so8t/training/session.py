@@ -21,10 +21,10 @@ import torch
 from so8t.checkpoint.so8t_dir import GATES_FILE, SO8TCheckpoint
 from so8t.errors import TrainError
 from so8t.io import sha256_file
-from so8t.train import defaults
-from so8t.train.data import Dataset, load_dataset, load_tokenizer
-from so8t.train.defaults import DEFAULT_WEIGHTS
-from so8t.train.distributed import World
+from so8t.training import defaults
+from so8t.training.data import Dataset, load_dataset, load_tokenizer
+from so8t.training.defaults import DEFAULT_WEIGHTS
+from so8t.training.distributed import World
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -155,7 +155,7 @@ def open_session(options: TrainOptions, world: World) -> Session:
     prints = fingerprint(options, world, train, evaluation)
     resume_state = None
     if options.resume:  # refuse a foreign state before the (heavy) model load
-        from so8t.train.checkpointing import load_state, state_dir
+        from so8t.training.checkpointing import load_state, state_dir
 
         resume_state = load_state(state_dir(options.output_model), prints)
     model = build_model(options, checkpoint)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from gguf import GGUFValueType, TokenType
 
-from so8t.validate.checks_metadata import check_table
-from so8t.validate.context import CheckFailed, Context, check, expect, passed
+from so8t.validation.checks_metadata import check_table
+from so8t.validation.context import CheckFailed, Context, check, expect, passed
 
 _U32, _STR, _BOOL, _ARR = GGUFValueType.UINT32, GGUFValueType.STRING, GGUFValueType.BOOL, GGUFValueType.ARRAY
 

@@ -10,7 +10,7 @@ Order (each later stage needs the earlier ones to pass, see ``context.run_check`
 4. group: the sidecar's rotations in SO(8), equal to the map of its generators, equal to the checkpoint;
 5. runtime: llama.cpp loads the file and runs the probe prompts (child process), answers an image prompt
    with the mmproj;
-6. parity: llama.cpp's logits vs the streamed float64 PyTorch reference (so8t/validate/checks_parity.py).
+6. parity: llama.cpp's logits vs the streamed float64 PyTorch reference (so8t/validation/checks_parity.py).
 
 ``run()`` never raises on a bad file: a parse error, a corrupt value or a crashing llama.cpp is a FAIL
 entry; an exception inside a check is an ERROR entry. Sibling files follow the exporter's naming
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from so8t.runtime import default_sidecar
-from so8t.validate import (
+from so8t.validation import (
     checks_file,
     checks_group,
     checks_metadata,
@@ -34,8 +34,8 @@ from so8t.validate import (
     checks_tensors,
     checks_tokenizer,
 )
-from so8t.validate.context import Check, Context, run_check
-from so8t.validate.report import Report
+from so8t.validation.context import Check, Context, run_check
+from so8t.validation.report import Report
 
 #: Every check, in run order.
 CHECKS: tuple[Check, ...] = (
@@ -101,7 +101,7 @@ class SO8TGGUFValidator:
         sidecar: the ``.so8t.gguf`` sidecar; default: the sibling ``<stem>.so8t.gguf`` if present.
         mmproj: the vision GGUF; default: the single ``mmproj-*.gguf`` next to the model, if any.
         run_runtime: False skips the llama.cpp stage (used by fuzzing: structure must fail first).
-        reference: a :class:`~so8t.validate.parity_reference.ParityReference` of ``so8t_model`` shared with
+        reference: a :class:`~so8t.validation.parity_reference.ParityReference` of ``so8t_model`` shared with
             other validations of the same run (the pipeline passes one); default: one of this run's own.
         image_checked_with: a text GGUF of the same model that this run already answered an image prompt
             with, with this ``mmproj`` (the pipeline passes its first file): ``runtime.mmproj_image`` then

@@ -2,16 +2,16 @@
 
 Isolation: llama.cpp is C code; a file it misreads could crash the whole process. So (1) these checks
 run only after every file, metadata and tensor check passed, and (2) the load runs in a child process
-(``python -m so8t.validate.checks_runtime text MODEL OUT_DIR [IDS.npz]``, through
+(``python -m so8t.validation.checks_runtime text MODEL OUT_DIR [IDS.npz]``, through
 ``so8t.runtime.LlamaRuntime`` with an F32 KV cache; ``image MODEL MMPROJ OUT_DIR`` for the multimodal
 path): a crash, a hang (timeout) or a refusal becomes a FAIL with llama.cpp's last words.
 
-The text probe tokenizes each of the chat-formatted probe prompts (so8t/validate/probes.py) with
+The text probe tokenizes each of the chat-formatted probe prompts (so8t/validation/probes.py) with
 llama.cpp's tokenizer (or takes the token ids given in ``IDS.npz``, so a second file is scored on exactly
 the same tokens), takes the logits at every position of each prompt (one sequence per prompt, the KV cache
 cleared in between), and greedily generates a few tokens after the first (tokens/s from llama.cpp's perf
 counters). With an mmproj, a second child asks about a small generated image through llama.cpp's
-multimodal handler. Parity against PyTorch is so8t/validate/checks_parity.py.
+multimodal handler. Parity against PyTorch is so8t/validation/checks_parity.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
 
 PROBE_NEW_TOKENS = 4
 PROBE_TIMEOUT_S = 300
@@ -37,7 +37,7 @@ def _run_probe(args: list[str], out_dir: str, what: str) -> dict:
     """Run the probe child process; raise CheckFailed on a crash, hang, or refusal; return probe.json."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "so8t.validate.checks_runtime", *args, out_dir],
+            [sys.executable, "-m", "so8t.validation.checks_runtime", *args, out_dir],
             check=False, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -135,7 +135,7 @@ def _probe(mode: str, model: str, *rest: str) -> int:
             answer = rt.describe_image(image, "What is in the image?", max_tokens=PROBE_NEW_TOKENS)
         Path(out_dir, "probe.json").write_text(json.dumps({"answer": answer}))
         return 0
-    from so8t.validate.probes import PROBE_PROMPTS
+    from so8t.validation.probes import PROBE_PROMPTS
 
     with LlamaRuntime(model, n_ctx=512, n_threads=2, f32_kv=True) as rt:
         if len(rest) > 1:  # the token ids to score, from the parent

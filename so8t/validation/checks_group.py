@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from so8t.safety import STATE_PREFIX
-from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
 
 
 @check("file.sidecar_readable", "file")

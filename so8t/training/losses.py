@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from so8t.pet import pet_loss, pet_schedule
 from so8t.safety import SAFETY_CLASSES
-from so8t.train.batching import Batch
+from so8t.training.batching import Batch
 
 #: SO8T's class weights for the safety cross-entropy (a missed REFUSE costs 5x a wrong ALLOW).
 CLASS_WEIGHTS: dict[str, float] = {"ALLOW": 1.0, "ESCALATE": 3.0, "REFUSE": 5.0}

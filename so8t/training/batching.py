@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from so8t.train.data import Example
+from so8t.training.data import Example
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from so8t.group import ROTATION_DIM
-from so8t.validate.context import CheckFailed, Context, check, expect, passed, skipped
+from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
 
 ARCH = "qwen2vl"
 _U32, _F32, _STR, _BOOL, _ARR = (GGUFValueType.UINT32, GGUFValueType.FLOAT32, GGUFValueType.STRING,
