@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +31,19 @@ from so8t.errors import ConfigError, GroupError, HiddenSizeError, So8tError
 from so8t.gates import INITS, init_generators
 from so8t.io import atomic_path
 from so8t.safety import SafetyHead
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What ``so8t.convert`` wrote: the SO8T directory and the facts of its gates."""
+
+    path: Path
+    num_layers: int
+    gates_per_layer: int
+    hidden_size: int
+    rotation_init: str
+    map: str
+    safety_head: bool
 
 
 class Qwen2VLToSO8TConverter:
@@ -144,10 +158,17 @@ class Qwen2VLToSO8TConverter:
                 rotation_init=self.rotation_init,
                 seed=self.seed,
                 safety_head=self.safety_features,
-                source_path=self.input_model.resolve(),
+                source_name=self.input_model.resolve().name,
                 source_files=hashes,
                 file_hash=HASH_NAME,
             )
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
             shutil.copymode(tmp / CONFIG_FILE, tmp / GATES_FILE)  # safetensors writes 0600; follow umask
         return output
+
+    def result(self, output: Path) -> ConversionResult:
+        """The ``ConversionResult`` of this converter's output at ``output``."""
+        return ConversionResult(
+            Path(output), self.num_layers, len(qwen2vl.GATE_NAMES), self.hidden_size, self.rotation_init,
+            self.map.value, self.safety_features,
+        )

@@ -51,12 +51,14 @@ def so8t_section(
     rotation_init: str,
     seed: int | None,
     safety_head: bool,
-    source_path: Path,
+    source_name: str,
     source_files: dict[str, str],
     file_hash: str = "blake3",
 ) -> dict:
     """The ``"so8t"`` section of config.json.
 
+    ``source_name`` is the base name of the source checkpoint's directory (``source.name``): a name, never a
+    path of the machine that converted it (checkpoints written before it hold ``source.path``, absolute).
     ``source_files`` maps each source weight file name to its hex digest made with ``file_hash``
     (``source.hash``; absent in checkpoints written before it, which hold sha256 digests).
     ``source.sha256`` is the sha256 of the ``name:digest`` lines, sorted: one identity of the source
@@ -78,7 +80,7 @@ def so8t_section(
         "safety_head": safety_head,
         "safety_classes": list(SAFETY_CLASSES),
         "source": {
-            "path": str(source_path),
+            "name": source_name,
             "hash": file_hash,
             "files": dict(sorted(source_files.items())),
             "sha256": hashlib.sha256(combined.encode()).hexdigest(),

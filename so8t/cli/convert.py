@@ -42,12 +42,12 @@ def register(sub) -> None:
 def handle(args) -> int:
     import time
 
-    from so8t.adapters.qwen2vl import GATE_NAMES
-    from so8t.conversion import Qwen2VLToSO8TConverter
+    import so8t
 
     start = time.perf_counter()
-    converter = Qwen2VLToSO8TConverter(
+    done = so8t.convert(
         args.input_model,
+        args.output_model,
         hidden_size=args.hidden_size,
         rotation_dim=args.rotation_dim,
         safety_features=args.safety_features,
@@ -56,11 +56,10 @@ def handle(args) -> int:
         map=args.map,
         progress=not args.no_progress,
     )
-    out = converter.convert(args.output_model)
     print(
-        f"wrote {out} ({converter.num_layers} layers x {len(GATE_NAMES)} gates, "
-        f"hidden {converter.hidden_size}, init {converter.rotation_init}, map {converter.map.value}"
-        f"{', safety head' if converter.safety_features else ''}) in {time.perf_counter() - start:.1f} s",
+        f"wrote {done.path} ({done.num_layers} layers x {done.gates_per_layer} gates, "
+        f"hidden {done.hidden_size}, init {done.rotation_init}, map {done.map}"
+        f"{', safety head' if done.safety_head else ''}) in {time.perf_counter() - start:.1f} s",
         file=sys.stdout,
     )
     return 0

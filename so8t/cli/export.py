@@ -40,15 +40,15 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from so8t.gguf.export import SO8TToGGUFConverter
+    import so8t
     from so8t.gguf.quant import parse_quant_types
 
     types = parse_quant_types(args.quantization or ["F16"])  # fail fast on Q8_K / unknown names
     out = Path(args.output_gguf) if args.output_gguf else Path(args.output_dir)
     if args.output_dir:
         out.mkdir(parents=True, exist_ok=True)
-    converter = SO8TToGGUFConverter(args.input_model, progress=not args.quiet)
-    report = converter.export(
+    report = so8t.export_gguf(
+        args.input_model,
         out,
         quant_types=[t.name for t in types],
         model_name=args.model_name,
@@ -56,6 +56,7 @@ def run(args) -> int:
         mmproj_dtype=args.mmproj_dtype,
         sidecar=args.sidecar,
         n_threads=args.threads,
+        progress=not args.quiet,
     )
     print(report.summary())
     return 0

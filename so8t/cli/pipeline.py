@@ -52,8 +52,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import so8t
     from so8t.pipeline.notify import notify
-    from so8t.pipeline.run import DEFAULT_QUANT_TYPES, PipelineOptions, run_pipeline
+    from so8t.pipeline.run import DEFAULT_QUANT_TYPES
     from so8t.pipeline.summary import format_summary
 
     if args.demo:
@@ -74,23 +75,23 @@ def run(args) -> int:
         name = args.model_name
         train_data = Path(args.train_data) if args.train_data else None
         eval_data = Path(args.eval_data) if args.eval_data else None
-    options = PipelineOptions(
-        input_model=input_model,
-        output_dir=output_dir,
-        quant_types=args.quantization or list(DEFAULT_QUANT_TYPES),
-        model_name=name,
-        rotation_init=rotation_init,
-        seed=args.seed,
-        safety_features=args.safety_features,
-        validate=args.validate,
-        overwrite=args.overwrite or args.demo,
-        progress=not args.quiet,
-        train_data=train_data,
-        eval_data=eval_data,
-    )
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
     try:
-        result = run_pipeline(options, log=log)
+        result = so8t.run_pipeline(
+            input_model,
+            output_dir,
+            log=log,
+            quant_types=args.quantization or list(DEFAULT_QUANT_TYPES),
+            model_name=name,
+            rotation_init=rotation_init,
+            seed=args.seed,
+            safety_features=args.safety_features,
+            validate=args.validate,
+            overwrite=args.overwrite or args.demo,
+            progress=not args.quiet,
+            train_data=train_data,
+            eval_data=eval_data,
+        )
     finally:
         if args.notify:
             notify("so8t pipeline", "finished")

@@ -27,49 +27,38 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from so8t.errors import So8tError
-    from so8t.runtime import LlamaRuntime, chat_prompt, default_sidecar
+    import so8t
 
-    if args.image and not args.mmproj:
-        raise So8tError("--image needs --mmproj (the vision GGUF written by 'so8t export')")
-    if args.max_tokens < 1:
-        raise So8tError("--max-tokens must be at least 1")
-    sidecar = {"auto": default_sidecar(args.model), "none": None}.get(args.sidecar, args.sidecar)
-    with LlamaRuntime(
+    result = so8t.run(
         args.model,
+        args.prompt,
+        max_tokens=args.max_tokens,
+        chat=not args.raw,
+        image=args.image,
         mmproj=args.mmproj,
-        sidecar=sidecar,
+        sidecar=args.sidecar,
         n_ctx=args.ctx,
         n_threads=args.threads,
         verbose=args.verbose,
-    ) as rt:
-        if args.image:
-            print(rt.describe_image(args.image, args.prompt, max_tokens=args.max_tokens))
-            return 0
-        prompt = args.prompt if args.raw else chat_prompt(args.prompt)
-        gen = rt.generate(prompt, max_tokens=args.max_tokens)
-        print(gen.text)
+    )
+    print(result.text)
+    if result.generation is not None:
+        gen = result.generation
         print(
             f"[{gen.prompt_tokens} prompt tokens at {gen.prompt_tokens_per_s:.1f} tok/s, "
             f"{len(gen.tokens)} generated at {gen.gen_tokens_per_s:.1f} tok/s (llama.cpp perf counters)]",
             file=sys.stderr,
         )
-        _print_safety(rt, prompt, sidecar)
+    _print_safety(result)
     return 0
 
 
-def _print_safety(rt, prompt: str, sidecar) -> None:
+def _print_safety(result) -> None:
     """A verdict only from a head ``so8t train`` trained; otherwise say why there is none."""
-    if sidecar is None:
-        return
-    from so8t.gguf.sidecar_reader import read_sidecar
-
-    side = read_sidecar(sidecar)
-    if side.safety_weights is None:
+    if result.safety_status == "no-head":
         print("safety: (the sidecar has no safety head)", file=sys.stderr)
-    elif not side.head_trained:
+    elif result.safety_status == "untrained":
         print("safety: safety head untrained (no verdict; train it with 'so8t train')")
-    else:
-        verdict = rt.safety(prompt)
-        probs = " ".join(f"{k}={v:.3f}" for k, v in verdict.probabilities.items())
-        print(f"safety: {verdict.label} ({probs})")
+    elif result.safety_status == "verdict":
+        probs = " ".join(f"{k}={v:.3f}" for k, v in result.safety.probabilities.items())
+        print(f"safety: {result.safety.label} ({probs})")

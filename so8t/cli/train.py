@@ -55,21 +55,19 @@ def resume_command(argv: list[str]) -> str:
 
 
 def handle(args) -> int:
-    from pathlib import Path
-
-    from so8t.training import TrainInterrupted, TrainOptions, train
+    import so8t
+    from so8t.training import TrainInterrupted
     from so8t.training.metrics import format_metrics
 
-    options = TrainOptions(
-        so8t_model=Path(args.so8t_model), train_data=Path(args.train_data), output_model=Path(args.output_model),
-        eval_data=Path(args.eval_data) if args.eval_data else None, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, lm_weight=args.lm_weight,
-        safety_weight=args.safety_weight, pet_weight=args.pet_weight, eval_every=args.eval_every,
-        save_every=args.save_every, resume=args.resume, compute_dtype=args.compute_dtype,
-        device=args.device, progress=not args.no_progress, threads=args.threads,
-    )
     try:
-        result = train(options)
+        result = so8t.train(
+            args.so8t_model, args.train_data, args.output_model,
+            eval_data=args.eval_data or None, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, lm_weight=args.lm_weight,
+            safety_weight=args.safety_weight, pet_weight=args.pet_weight, eval_every=args.eval_every,
+            save_every=args.save_every, resume=args.resume, compute_dtype=args.compute_dtype,
+            device=args.device, progress=not args.no_progress, threads=args.threads,
+        )
     except TrainInterrupted as stop:
         where = "no checkpoint yet" if stop.last_step is None else f"step {stop.last_step} in {stop.state_dir}"
         print(f"so8t train: interrupted; last complete checkpoint: {where}", file=sys.stderr)

@@ -40,25 +40,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import so8t
     from so8t.errors import So8tError
-    from so8t.io import atomic_path
-    from so8t.validation import SO8TGGUFValidator
+    from so8t.validation import CHECKS
 
     parent = args.output_report.parent if str(args.output_report.parent) else Path(".")
     if not parent.is_dir():
         raise So8tError("report directory does not exist", path=parent)
-    if args.so8t_model is not None:
-        if not args.so8t_model.is_dir():
-            raise So8tError("--so8t-model is not a directory", path=args.so8t_model)
-        from so8t.checkpoint.so8t_dir import SO8TCheckpoint
-
-        SO8TCheckpoint(args.so8t_model)  # a plain or broken checkpoint is a usage error (one line, exit 2)
-    validator = SO8TGGUFValidator(args.gguf_model, so8t_model=args.so8t_model, sidecar=args.sidecar,
-                                  mmproj=args.mmproj, run_runtime=not args.no_runtime)
-    with _progress(len(validator.checks), args.verbose) as show:
-        report = validator.run(progress=show)
-    with atomic_path(args.output_report) as tmp:
-        tmp.write_text(report.to_json() + "\n", encoding="utf-8")
+    # A --so8t-model that is not an SO8T checkpoint raises before any check: a usage error (exit 2).
+    with _progress(len(CHECKS), args.verbose) as show:
+        report = so8t.validate(args.gguf_model, args.so8t_model, sidecar=args.sidecar, mmproj=args.mmproj,
+                               run_runtime=not args.no_runtime, output_report=args.output_report, progress=show)
     print(report.table(verbose=args.verbose))
     print(f"report: {args.output_report}")
     if report.passed:
@@ -76,12 +68,18 @@ def run(args) -> int:
 
 @contextlib.contextmanager
 def _progress(total: int, verbose: bool):
-    """A tqdm bar over the checks on stderr; with ``verbose`` also one line per finished check."""
+    """A tqdm bar over the checks on stderr, opened at the first finished check (so a usage error raised
+    before any check prints its one line only); with ``verbose`` also one line per finished check."""
     from tqdm import tqdm
 
-    with tqdm(total=total, desc="so8t validate", unit="check", file=sys.stderr, leave=False) as bar:
+    with contextlib.ExitStack() as stack:
+        bars = []
 
         def show(result) -> None:
+            if not bars:
+                bars.append(stack.enter_context(
+                    tqdm(total=total, desc="so8t validate", unit="check", file=sys.stderr, leave=False)))
+            bar = bars[0]
             bar.set_postfix_str(result.name)
             bar.update(1)
             if verbose:

@@ -232,8 +232,8 @@ def source_model_name(config: dict) -> str:
     machine that exported it. Empty when the config names no source."""
     section = config.get("so8t") or {}
     src = section.get("source") if isinstance(section, dict) else None
-    if isinstance(src, dict) and src.get("path"):
-        return Path(str(src["path"])).name
+    if isinstance(src, dict) and (src.get("name") or src.get("path")):  # "path": checkpoints before "name"
+        return Path(str(src.get("name") or src["path"])).name
     raw = str(config.get("_name_or_path") or "")
     return Path(raw).name if Path(raw).is_absolute() else raw  # a hub id such as "Qwen/..." stays
 

@@ -210,10 +210,10 @@ def training_record(session: Session, metrics: dict | None) -> dict:
     return {
         "trained": o.steps > 0,
         "safety_head_trained": head_trained(session),
-        "train_data": {"path": str(session.train.path), "sha256": session.train.sha256,
+        "train_data": {"name": session.train.path.name, "sha256": session.train.sha256,
                        "examples": len(session.train)},
         "eval_data": None if session.eval is None else {
-            "path": str(session.eval.path), "sha256": session.eval.sha256, "examples": len(session.eval)},
+            "name": session.eval.path.name, "sha256": session.eval.sha256, "examples": len(session.eval)},
         "steps": o.steps, "batch_size": o.batch_size, "lr": o.lr, "seed": o.seed,
         "loss_weights": o.weights, "compute_dtype": o.compute_dtype, "world_size": session.world.size,
         "eval_metrics": metrics,
