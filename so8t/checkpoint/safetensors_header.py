@@ -37,6 +37,36 @@ class TensorEntry:
 
 def read_header(path: Path) -> dict[str, TensorEntry]:
     """Parse and validate the header of ``path``; CheckpointError naming the file on any inconsistency."""
+    size, header_len, raw = _read_raw_header(path)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"corrupt safetensors header (not JSON): {err}", path=path) from err
+    if not isinstance(header, dict):
+        raise CheckpointError("corrupt safetensors header (not an object)", path=path)
+    base = 8 + header_len
+    entries: dict[str, TensorEntry] = {}
+    data_end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        entries[name] = _entry(path, name, info, base)
+        data_end = max(data_end, entries[name].end - base)
+    if base + data_end > size:
+        raise CheckpointError(
+            f"truncated safetensors file: tensors need {base + data_end} bytes, file has {size}",
+            path=path,
+            hint="the file was cut short (interrupted copy or download); fetch it again",
+        )
+    if base + data_end < size:
+        raise CheckpointError(
+            f"corrupt safetensors file: {size - base - data_end} bytes after the last tensor", path=path
+        )
+    return entries
+
+
+def _read_raw_header(path: Path) -> tuple[int, int, bytes]:
+    """(file size, header length, header bytes) of ``path``, the length checked against the file."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
@@ -51,50 +81,30 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
                     f"truncated safetensors file: header needs {8 + header_len} bytes, file has {size}",
                     path=path,
                 )
-            raw = handle.read(header_len)
+            return size, header_len, handle.read(header_len)
     except OSError as err:
         raise CheckpointError(f"cannot read safetensors file: {err.strerror or err}", path=path) from err
+
+
+def _entry(path: Path, name: str, info, base: int) -> TensorEntry:
+    """The ``TensorEntry`` of header entry ``name``; its offsets are relative to the data at ``base``."""
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"corrupt safetensors header (not JSON): {err}", path=path) from err
-    if not isinstance(header, dict):
-        raise CheckpointError("corrupt safetensors header (not an object)", path=path)
-    base = 8 + header_len
-    entries: dict[str, TensorEntry] = {}
-    data_end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            code, shape, (begin, end) = (
-                info["dtype"],
-                tuple(int(d) for d in info["shape"]),
-                info["data_offsets"],
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"corrupt safetensors header entry {name!r}", path=path) from err
-        if code not in DTYPES:
-            raise CheckpointError(
-                f"tensor {name!r} has dtype {code}; only BF16, F16 and F32 checkpoints are supported",
-                path=path,
-            )
-        dtype, width = DTYPES[code]
-        count = 1
-        for d in shape:
-            count *= d
-        if not (isinstance(begin, int) and isinstance(end, int)) or begin < 0 or end - begin != count * width:
-            raise CheckpointError(f"corrupt safetensors header: bad data_offsets for {name!r}", path=path)
-        entries[name] = TensorEntry(name, path, dtype, shape, base + begin, base + end)
-        data_end = max(data_end, end)
-    if base + data_end > size:
+        code, shape, (begin, end) = (
+            info["dtype"],
+            tuple(int(d) for d in info["shape"]),
+            info["data_offsets"],
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"corrupt safetensors header entry {name!r}", path=path) from err
+    if code not in DTYPES:
         raise CheckpointError(
-            f"truncated safetensors file: tensors need {base + data_end} bytes, file has {size}",
+            f"tensor {name!r} has dtype {code}; only BF16, F16 and F32 checkpoints are supported",
             path=path,
-            hint="the file was cut short (interrupted copy or download); fetch it again",
         )
-    if base + data_end < size:
-        raise CheckpointError(
-            f"corrupt safetensors file: {size - base - data_end} bytes after the last tensor", path=path
-        )
-    return entries
+    dtype, width = DTYPES[code]
+    count = 1
+    for d in shape:
+        count *= d
+    if not (isinstance(begin, int) and isinstance(end, int)) or begin < 0 or end - begin != count * width:
+        raise CheckpointError(f"corrupt safetensors header: bad data_offsets for {name!r}", path=path)
+    return TensorEntry(name, path, dtype, shape, base + begin, base + end)

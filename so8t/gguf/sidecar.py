@@ -74,16 +74,32 @@ def write_sidecar(
     ``so8t.gguf.metadata`` computes it); it is stored verbatim as ``so8t.text_content_hash``.
     """
     import gguf
-    import torch
 
-    from so8t.adapters import qwen2vl
     from so8t.checkpoint.so8t_dir import SO8TCheckpoint
 
     if not isinstance(text_content_hash, str) or not text_content_hash:
         raise So8tError("the text GGUF content hash must be a non-empty string", path=out_path)
     ckpt = SO8TCheckpoint(so8t_dir)
-    cfg = ckpt.so8t_config
+    head = ckpt.safety_head_state()
     writer = gguf.GGUFWriter(None, ARCHITECTURE)
+    _add_keys(writer, ckpt, head is not None, text_content_hash, model_name)
+    _add_tensors(writer, ckpt, head)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        try:
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+    return out_path
+
+
+def _add_keys(writer, ckpt, has_head: bool, text_content_hash: str, model_name: str | None) -> None:
+    """Every key/value pair of the sidecar, in the file's order (see the module docstring)."""
+    from so8t.adapters import qwen2vl
+
+    cfg = ckpt.so8t_config
     writer.add_type(GGUF_TYPE)
     if model_name:
         writer.add_name(model_name)
@@ -99,15 +115,21 @@ def write_sidecar(
     writer.add_array("so8t.gate_sites", [site.name for site in qwen2vl.FOLD_SITES])
     for site in qwen2vl.FOLD_SITES:
         writer.add_array(f"so8t.gate_sites.{site.name}", list(site.gates))
-    head = ckpt.safety_head_state()
-    writer.add_bool("so8t.safety_head", head is not None)
+    writer.add_bool("so8t.safety_head", has_head)
     writer.add_array("so8t.safety_classes", list(cfg.get("safety_classes", [])))
     writer.add_string("so8t.safety_head.activation", SAFETY_ACTIVATION)
-    _add_training_keys(writer, cfg.get("training") or {}, head is not None)
+    _add_training_keys(writer, cfg.get("training") or {}, has_head)
     writer.add_string("so8t.text_content_hash", text_content_hash)
     source = cfg.get("source", {}) or {}
     writer.add_string("so8t.source_model", source_model_name(ckpt.reader.config))  # a name, not a path
     writer.add_string("so8t.source_sha256", str(source.get("sha256", "")))
+
+
+def _add_tensors(writer, ckpt, head: dict | None) -> None:
+    """Per layer and gate: generators (float32) and rotations (float64); then the safety head (float32)."""
+    import torch
+
+    from so8t.adapters import qwen2vl
 
     for layer in range(ckpt.num_layers):
         for gate in qwen2vl.GATE_NAMES:
@@ -119,13 +141,3 @@ def write_sidecar(
         for suffix in SAFETY_TENSORS:
             key = SAFETY_PREFIX + suffix
             writer.add_tensor(key, head[key].detach().to(torch.float32).contiguous().numpy())
-
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        try:
-            writer.write_header_to_file(path=tmp)
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-        finally:
-            writer.close()
-    return out_path

@@ -72,20 +72,10 @@ def _token_content(value) -> str | None:
 def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
     """Tokenizer metadata of the checkpoint in ``model_dir`` for an embedding of ``vocab_size`` rows."""
     model_dir = Path(model_dir)
-    tok_json = _load_json(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file() else {}
-    tok_cfg = (
-        _load_json(model_dir / "tokenizer_config.json")
-        if (model_dir / "tokenizer_config.json").is_file()
-        else {}
-    )
-    config = _load_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
-
-    if (model_dir / "vocab.json").is_file():
-        vocab: dict[str, int] = _load_json(model_dir / "vocab.json")
-    else:
-        vocab = tok_json.get("model", {}).get("vocab") or {}
-    if not vocab:
-        raise CheckpointError("no BPE vocabulary (vocab.json or tokenizer.json)", path=model_dir)
+    tok_json = _optional_json(model_dir / "tokenizer.json")
+    tok_cfg = _optional_json(model_dir / "tokenizer_config.json")
+    config = _optional_json(model_dir / "config.json")
+    vocab = _read_vocab(model_dir, tok_json)
     merges = _read_merges(model_dir, tok_json)
     if not merges:
         raise CheckpointError(
@@ -93,13 +83,53 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
             path=model_dir,
             hint="llama.cpp cannot load a gpt2 vocab without merges",
         )
+    added = _added_tokens(tok_json, tok_cfg)
+    tokens, types = _token_table(model_dir, vocab, added, vocab_size)
+    ids = {content: i for i, (content, _) in added.items()}
+    ids.update({t: i for t, i in vocab.items() if t not in ids})
+    return TokenizerMeta(
+        tokens=tokens,
+        token_types=types,
+        merges=merges,
+        bos_id=_special_id("bos", ids, tok_cfg, config),
+        eos_id=_special_id("eos", ids, tok_cfg, config),
+        pad_id=_special_id("pad", ids, tok_cfg, config),
+        add_bos=bool(tok_cfg.get("add_bos_token", False)),
+        chat_template=_read_chat_template(model_dir, tok_cfg),
+    )
 
+
+def _optional_json(path: Path) -> dict:
+    """The JSON object in ``path``, or ``{}`` when there is no such file."""
+    return _load_json(path) if path.is_file() else {}
+
+
+def _read_vocab(model_dir: Path, tok_json: dict) -> dict[str, int]:
+    """token -> id from vocab.json, else from tokenizer.json's BPE model; ``CheckpointError`` if neither."""
+    if (model_dir / "vocab.json").is_file():
+        vocab: dict[str, int] = _load_json(model_dir / "vocab.json")
+    else:
+        vocab = tok_json.get("model", {}).get("vocab") or {}
+    if not vocab:
+        raise CheckpointError("no BPE vocabulary (vocab.json or tokenizer.json)", path=model_dir)
+    return vocab
+
+
+def _added_tokens(tok_json: dict, tok_cfg: dict) -> dict[int, tuple[str, bool]]:
+    """id -> (content, special) of the added tokens; tokenizer.json wins over tokenizer_config.json."""
     added: dict[int, tuple[str, bool]] = {}
     for entry in tok_json.get("added_tokens", []):
         added[int(entry["id"])] = (entry["content"], bool(entry.get("special", False)))
     for key, entry in (tok_cfg.get("added_tokens_decoder") or {}).items():
         added.setdefault(int(key), (entry["content"], bool(entry.get("special", False))))
+    return added
 
+
+def _token_table(model_dir: Path, vocab: dict[str, int], added: dict[int, tuple[str, bool]],
+                 vocab_size: int) -> tuple[list[str], list[int]]:
+    """One token and one ``TokenType`` per embedding row: added tokens (CONTROL if special, else
+    USER_DEFINED), then the BPE vocabulary (NORMAL), ``[PAD<i>]`` (UNUSED) for rows no token names.
+    ``CheckpointError`` when a token id lies beyond the embedding."""
     by_id = {i: t for t, i in vocab.items()}
     tokens: list[str] = []
     types: list[int] = []
@@ -120,32 +150,23 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
             f"tokenizer has ids up to {max(beyond)} but the embedding has only {vocab_size} rows",
             path=model_dir,
         )
+    return tokens, types
 
-    ids = {content: i for i, (content, _) in added.items()}
-    ids.update({t: i for t, i in vocab.items() if t not in ids})
 
-    def special_id(kind: str) -> int | None:
-        content = _token_content(tok_cfg.get(f"{kind}_token"))
-        if content is not None and content in ids:
-            return ids[content]
-        for scope in (config, config.get("text_config") or {}):
-            value = scope.get(f"{kind}_token_id")
-            if isinstance(value, list):
-                value = value[0] if value else None
-            if value is not None:
-                return int(value)
-        return None
-
-    return TokenizerMeta(
-        tokens=tokens,
-        token_types=types,
-        merges=merges,
-        bos_id=special_id("bos"),
-        eos_id=special_id("eos"),
-        pad_id=special_id("pad"),
-        add_bos=bool(tok_cfg.get("add_bos_token", False)),
-        chat_template=_read_chat_template(model_dir, tok_cfg),
-    )
+def _special_id(kind: str, ids: dict[str, int], tok_cfg: dict, config: dict) -> int | None:
+    """Id of the ``kind`` ("bos", "eos", "pad") token: tokenizer_config.json's ``<kind>_token`` looked up
+    in ``ids``, else ``<kind>_token_id`` of config.json (top level, then ``text_config``; a list gives its
+    first id); None when neither names one."""
+    content = _token_content(tok_cfg.get(f"{kind}_token"))
+    if content is not None and content in ids:
+        return ids[content]
+    for scope in (config, config.get("text_config") or {}):
+        value = scope.get(f"{kind}_token_id")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return None
 
 
 def _read_merges(model_dir: Path, tok_json: dict) -> list[str]:

@@ -117,61 +117,84 @@ class _Timer:
 
 def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -> PipelineResult:
     """Run every step; raise ``So8tError`` on bad input or a failed step (nothing left at the output)."""
-    from so8t.analyze import analyze_checkpoint
-    from so8t.conversion import Qwen2VLToSO8TConverter
-    from so8t.gguf.export import SO8TToGGUFConverter
     from so8t.gguf.quant import parse_quant_types
 
     quant_names = [q.name for q in parse_quant_types(options.quant_types)]
     out = options.output_dir
     _prepare_output(options)
-
-    start = time.perf_counter()
-    analysis = analyze_checkpoint(options.input_model)  # input check: a broken checkpoint stops here
-    name = options.model_name or Path(analysis["path"]).name
-    env = environment.check_environment(out, analysis["total_bytes"], analysis["params_total"], quant_names)
-    environment.require(env)
-    result = PipelineResult(out, {"python": env.python, **env.versions, "free_bytes": env.free_bytes,
-                                  "needed_bytes": env.needed_bytes})
-    detail = f"{analysis['params_total']:,} parameters, {env.needed_bytes / 1e9:.2f} of {env.free_bytes / 1e9:.0f} GB"
-    result.steps.append(Step("environment + input check", time.perf_counter() - start, detail))
+    result, name = _check_inputs(options, quant_names)
     timer = _Timer(result, log)
-
     so8t_dir = out / f"{name}-so8t"
-    gguf_dir = out / "gguf"
-    exported = {}
     with atomic_path(out) as tmp:
         tmp.mkdir()
         (tmp / "gguf").mkdir()
-        converter = Qwen2VLToSO8TConverter(
-            options.input_model,
-            safety_features=options.safety_features,
-            rotation_init=options.rotation_init,
-            seed=options.seed,
-            progress=options.progress,
-        )
-
-        def convert() -> str:
-            converter.convert(tmp / so8t_dir.name)
-            head = ", safety head" if options.safety_features else ""
-            return f"{options.rotation_init} gates{head}"
-
-        timer.step("convert", convert)
-        if options.train_data is not None:
-            timer.step("train", lambda: _train_step(options, tmp / so8t_dir.name, result))
-
-        def export() -> str:
-            report = SO8TToGGUFConverter(tmp / so8t_dir.name, progress=options.progress).export(
-                tmp / "gguf", quant_types=quant_names, model_name=name
-            )
-            exported["report"] = report
-            return ", ".join(quant_names)
-
-        timer.step("export", export)
+        report = _build(options, timer, tmp / so8t_dir.name, tmp / "gguf", name, quant_names)
         # Keep a marker so a later --overwrite knows this directory is ours, even if validation fails.
         (tmp / SUMMARY_FILE).write_text(json.dumps({"status": "exported"}) + "\n")
+    _record_files(result, report, out / "gguf")
+    if options.validate:
+        timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
+        result.validated = True
+    with atomic_path(out / SUMMARY_FILE) as tmp_summary:
+        tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
 
-    report = exported["report"]
+
+def _check_inputs(options: PipelineOptions, quant_names: list[str]) -> tuple[PipelineResult, str]:
+    """The environment + input check step: a broken checkpoint or too little disk stops here. Returns the
+    result so far and the model name (``model_name``, else the input directory's name)."""
+    from so8t.analyze import analyze_checkpoint
+
+    start = time.perf_counter()
+    analysis = analyze_checkpoint(options.input_model)
+    name = options.model_name or Path(analysis["path"]).name
+    env = environment.check_environment(
+        options.output_dir, analysis["total_bytes"], analysis["params_total"], quant_names
+    )
+    environment.require(env)
+    result = PipelineResult(options.output_dir, {"python": env.python, **env.versions,
+                                                 "free_bytes": env.free_bytes, "needed_bytes": env.needed_bytes})
+    detail = f"{analysis['params_total']:,} parameters, {env.needed_bytes / 1e9:.2f} of {env.free_bytes / 1e9:.0f} GB"
+    result.steps.append(Step("environment + input check", time.perf_counter() - start, detail))
+    return result, name
+
+
+def _build(options: PipelineOptions, timer: _Timer, so8t_dir: Path, gguf_dir: Path, name: str,
+           quant_names: list[str]):
+    """The convert, (train,) and export steps into the temporary output; returns the ``ExportReport``."""
+    from so8t.conversion import Qwen2VLToSO8TConverter
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    converter = Qwen2VLToSO8TConverter(
+        options.input_model,
+        safety_features=options.safety_features,
+        rotation_init=options.rotation_init,
+        seed=options.seed,
+        progress=options.progress,
+    )
+
+    def convert() -> str:
+        converter.convert(so8t_dir)
+        head = ", safety head" if options.safety_features else ""
+        return f"{options.rotation_init} gates{head}"
+
+    timer.step("convert", convert)
+    if options.train_data is not None:
+        timer.step("train", lambda: _train_step(options, so8t_dir, timer.result))
+    exported = {}
+
+    def export() -> str:
+        exported["report"] = SO8TToGGUFConverter(so8t_dir, progress=options.progress).export(
+            gguf_dir, quant_types=quant_names, model_name=name
+        )
+        return ", ".join(quant_names)
+
+    timer.step("export", export)
+    return exported["report"]
+
+
+def _record_files(result: PipelineResult, report, gguf_dir: Path) -> None:
+    """One ``FileRow`` per file of the export ``report``, at its final path under ``gguf_dir``."""
     for text in report.texts:
         final = gguf_dir / text.path.name
         result.files.append(FileRow("text", text.quant, str(final), final.stat().st_size, text.seconds))
@@ -182,13 +205,6 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
         mm = gguf_dir / report.mmproj.name
         dtype = mm.stem.rsplit("-", 1)[-1].upper()  # mmproj-<model>-<dtype>.gguf
         result.files.append(FileRow("mmproj", dtype, str(mm), mm.stat().st_size))
-
-    if options.validate:
-        timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
-        result.validated = True
-    with atomic_path(out / SUMMARY_FILE) as tmp_summary:
-        tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    return result
 
 
 def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult) -> str:
