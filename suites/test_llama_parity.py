@@ -132,6 +132,42 @@ def test_baseline_builder_reproduces_llama_cpp_quantization_of_the_plain_model(
     assert {n for n in ours if ours[n] != base[n]} == {n for n in ours if "attn_output" in n or "ffn_down" in n}
 
 
+def test_a_baseline_realization_is_the_plain_function(gguf_text, so8t_random_dir, probe_ids, block_references,
+                                                     text_config, tmp_path):
+    """Realization 1 permutes FFN units and value dimensions (so8t/validation/baseline.py): in F32 llama.cpp
+    computes the plain model from it within the F32 rounding bound; at Q8_0 its permuted gate-site
+    tensors are a different rounding (other bytes), the moved tensors keep their bytes per row."""
+    from so8t.checkpoint.so8t_dir import SO8TCheckpoint
+    from so8t.gguf.metadata import tensor_digests
+    from so8t.validation.baseline import build_baseline
+
+    ckpt = SO8TCheckpoint(so8t_random_dir)
+    out = tmp_path / "realization.gguf"
+    build_baseline(gguf_text["F32"].path, ckpt, out, realization=1)
+    ref = block_references["plain"]
+    err = compare_logits(_llama_probe(out, probe_ids), ref)["max_abs"]
+    assert err <= _float_bound("F32", ref, text_config), err
+    out.unlink()
+    build_baseline(gguf_text["Q8_0"].path, ckpt, out, realization=0)
+    first = tensor_digests(out)
+    build_baseline(gguf_text["Q8_0"].path, ckpt, out, realization=1)
+    changed = {n for n, d in tensor_digests(out).items() if d != first[n]}
+    kinds = ("attn_output.weight", "ffn_down.weight", "ffn_gate.weight", "ffn_up.weight", "attn_v.weight",
+             "attn_v.bias")
+    assert changed == {n for n in first if n.endswith(kinds)}
+
+
+def test_worst_of_realizations_by_hand():
+    from so8t.gguf.parity import worst_of
+
+    bases = [{"mean_kl": 1e-3, "top1": 0.9, "top1_se": 0.01, "n": 200},
+             {"mean_kl": 2e-3, "top1": 0.95, "top1_se": 0.02, "n": 200},
+             {"mean_kl": 1.5e-3, "top1": 0.85, "top1_se": 0.03, "n": 200}]
+    assert worst_of(bases) == {"mean_kl": 2e-3, "top1": 0.85, "top1_se": 0.03, "n": 200}
+    assert not relative_verdict({"mean_kl": 2.4e-3, "top1": 0.85, "n": 200}, worst_of(bases))
+    assert relative_verdict({"mean_kl": 2.4e-3, "top1": 0.85, "n": 200}, bases[0])
+
+
 @pytest.mark.parametrize("quant", BLOCK_TYPES)
 def test_relative_verdict_rejects_a_file_without_the_gates(quant, plain_block_files, probe_ids, block_references):
     """llama.cpp's quantization of the plain model passes against the plain reference (it is its own

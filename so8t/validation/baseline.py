@@ -10,6 +10,15 @@ kernels. Same type and shape means the same byte size, so the tensors are rewrit
 offset moves. Identity gates: the baseline would be the file itself; callers skip it
 (:attr:`so8t.reference.StreamedReference.identity_gates`).
 
+Realizations (``realization`` >= 1): llama.cpp's quantization of the plain model is one draw of rounding
+error; the same *function* can be quantized differently. Permuting the FFN's intermediate units (rows of
+``ffn_gate`` / ``ffn_up``, columns of ``ffn_down``) and, within each key/value head, the value dimensions
+(rows and bias of ``attn_v``, the matching columns of ``attn_output`` for every query head of the group)
+leaves the plain model's function unchanged in exact arithmetic (RoPE touches q and k, never v). ggml
+encodes each row on its own, so a permuted row keeps its bytes (rows are moved, not re-encoded), while the
+permuted ``ffn_down`` / ``attn_output`` rows are re-encoded: a different, equally legitimate rounding of
+exactly the tensors the gates change. Realization 0 is the unpermuted file, what llama.cpp itself writes.
+
 The copy's ``so8t.content_hash`` no longer matches its tensors: it is a scratch file for llama.cpp,
 never shipped (it lives in a temporary directory removed after the check).
 """
@@ -19,6 +28,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+import torch
 from gguf import GGMLQuantizationType
 
 from so8t import bf16
@@ -38,26 +49,71 @@ def gate_site_tensors(checkpoint: SO8TCheckpoint) -> dict[str, str]:
     return out
 
 
+def permutations(checkpoint: SO8TCheckpoint, realization: int) -> dict[str, tuple[torch.Tensor, int]]:
+    """Per-layer index permutations of realization ``realization`` (module docstring): canonical source
+    name -> (new-to-old index, axis), for every tensor they touch; ``{}`` for realization 0."""
+    if realization == 0:
+        return {}
+    cfg = checkpoint.reader.text_config
+    heads, kv, dim, ffn = (int(cfg.num_attention_heads), int(cfg.num_key_value_heads), int(cfg.head_dim),
+                           int(cfg.intermediate_size))
+    gen = torch.Generator().manual_seed(realization)
+    group = heads // kv  # query heads per key/value head
+    out = {}
+    for layer in range(int(cfg.num_hidden_layers)):
+        units = torch.randperm(ffn, generator=gen)
+        within = [torch.randperm(dim, generator=gen) for _ in range(kv)]  # per key/value head
+        value = torch.cat([g * dim + p for g, p in enumerate(within)])
+        per_query = torch.cat([h * dim + within[h // group] for h in range(heads)])
+        pre = f"model.layers.{layer}."
+        out.update({pre + "mlp.gate_proj.weight": (units, 0), pre + "mlp.up_proj.weight": (units, 0),
+                    pre + "mlp.down_proj.weight": (units, 1), pre + "self_attn.v_proj.weight": (value, 0),
+                    pre + "self_attn.v_proj.bias": (value, 0), pre + "self_attn.o_proj.weight": (per_query, 1)})
+    return out
+
+
 def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: str | Path,
-                   rows_per_chunk: int = 1024) -> int:
-    """Write the plain-model baseline of text file ``gguf_path`` to ``out_path``; returns the number of
-    tensors re-encoded. Rows are encoded ``rows_per_chunk`` at a time (memory: one chunk in float32)."""
+                   rows_per_chunk: int = 1024, realization: int = 0) -> int:
+    """Write realization ``realization`` of the plain-model baseline of text file ``gguf_path`` to
+    ``out_path``; returns the number of tensors rewritten. Rows are encoded ``rows_per_chunk`` at a time
+    (memory: one chunk in float32, or one tensor's bytes for a moved tensor)."""
     shutil.copyfile(gguf_path, out_path)
     sites = gate_site_tensors(checkpoint)
+    perms = {gguf_name(name): value for name, value in permutations(checkpoint, realization).items()}
     reader = open_gguf(out_path, "r")
     placements = [(t.name, GGMLQuantizationType(t.tensor_type), int(t.data_offset), int(t.n_bytes))
-                  for t in reader.tensors if t.name in sites]
+                  for t in reader.tensors if t.name in sites or t.name in perms]
     del reader  # release the map before writing through a file handle
     with open(out_path, "r+b") as handle:
         for name, kind, offset, size in placements:
-            source = checkpoint.reader.get(sites[name])
-            matrix = source.reshape(-1, source.shape[-1])
             handle.seek(offset)
-            written = 0
-            for start in range(0, matrix.shape[0], rows_per_chunk):
-                data = encode(bf16.to_float32(matrix[start : start + rows_per_chunk]), kind)
-                handle.write(memoryview(data).cast("B"))
-                written += data.nbytes
+            if name in sites:
+                written = _encode_source(handle, checkpoint, sites[name], kind, perms.get(name), rows_per_chunk)
+            else:
+                written = _move_rows(handle, offset, size, perms[name][0])
             if written != size:
-                raise ValueError(f"{name}: re-encoded {written} bytes, the file holds {size}")
+                raise ValueError(f"{name}: rewrote {written} bytes, the file holds {size}")
     return len(placements)
+
+
+def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk) -> int:
+    """Encode the unfolded source tensor (its axis permuted if ``perm``) at the handle's position."""
+    source = checkpoint.reader.get(source_name)
+    if perm is not None:
+        source = source.index_select(perm[1], perm[0])
+    matrix = source.reshape(-1, source.shape[-1])
+    written = 0
+    for start in range(0, matrix.shape[0], rows_per_chunk):
+        data = encode(bf16.to_float32(matrix[start : start + rows_per_chunk]), kind)
+        handle.write(memoryview(data).cast("B"))
+        written += data.nbytes
+    return written
+
+
+def _move_rows(handle, offset: int, size: int, order: torch.Tensor) -> int:
+    """Reorder the encoded rows of a tensor in place (``order``: new row -> old row; a 1-D F32 bias is a
+    tensor of one-element rows)."""
+    raw = np.frombuffer(handle.read(size), dtype=np.uint8).reshape(len(order), -1)
+    handle.seek(offset)
+    handle.write(raw[order.numpy()].tobytes())
+    return size
