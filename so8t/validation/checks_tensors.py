@@ -150,9 +150,13 @@ def finite(ctx: Context):
 @check("tensors.content_hash", "tensors", requires=("file.layout", "metadata.so8t_keys"))
 def content_hash_matches(ctx: Context):
     stored = ctx.value("so8t.content_hash")
+    from so8t.errors import GGUFError
     from so8t.gguf.metadata import content_hash_of_file
 
-    actual = content_hash_of_file(ctx.gguf_path)
+    try:
+        actual = content_hash_of_file(ctx.gguf_path)
+    except GGUFError as err:  # e.g. a flipped byte inside a string: gguf-py keeps the bytes, we decode them
+        raise CheckFailed(f"cannot recompute the content hash: {err}") from err
     expect(actual == stored, f"tensor data changed since export: recomputed content hash {actual[:16]}... != "
            f"so8t.content_hash {stored[:16]}...", measured=actual, bound=stored)
     return passed("recomputed content hash equals so8t.content_hash", measured=actual, bound=stored)
