@@ -9,6 +9,7 @@ in both the text file and the sidecar, and config.json's ``so8t.source.name`` do
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -22,14 +23,16 @@ def deep_export(tmp_path_factory, source_checkpoint):
 
     root = tmp_path_factory.mktemp("machine-path")
     deep = root.joinpath("home", "exporter", "private", "projects", "deep")
-    source = shutil.copytree(source_checkpoint, deep / "models" / "my-qwen2-vl")
+    # hard links: the bytes are the user's, only the path is deep (no 4.4 GB copy at the real size)
+    source = shutil.copytree(source_checkpoint, deep / "models" / "my-qwen2-vl", copy_function=os.link)
     so8t_dir = so8t.convert(
         source, deep / "my-so8t", rotation_init="random", seed=3, safety_features=True, progress=False
     ).path
     out = deep / "out"
     out.mkdir()
     so8t.export_gguf(so8t_dir, out, quant_types=["F16", "Q8_0"], model_name="m", progress=False)
-    return root, out, so8t_dir
+    yield root, out, so8t_dir
+    shutil.rmtree(root)  # about 10 GB at the real size: not kept until the session ends
 
 
 def _machine_paths(root, path) -> list[str]:

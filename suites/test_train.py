@@ -121,6 +121,7 @@ def session(so8t_random_dir, tmp_path_factory):
         torch.set_flush_denormal(False)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_only_gates_and_head_train(session):
     from so8t.adapters.qwen2vl import GATE_NAMES
     from so8t.training.loop import train_step
@@ -139,6 +140,7 @@ def test_only_gates_and_head_train(session):
     assert any(bool(p.grad.abs().sum() > 0) for p in gates)  # the gates do get a gradient
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 @settings(max_examples=6, deadline=None)
 @given(lr=st.floats(1e-4, 1.0), steps=st.integers(1, 3))
 def test_every_gate_stays_in_so8(session, lr, steps):
@@ -160,6 +162,7 @@ def test_every_gate_stays_in_so8(session, lr, steps):
 # -- identity -------------------------------------------------------------------------------------
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")  # the trained SO8T model and the plain one
 @pytest.mark.parametrize("steps, weights", [(0, (1.0, 1.0, 1e-3)), (3, (0.0, 0.0, 0.0))])
 def test_identity_reproduces_source_logits(so8t_identity_dir, source_checkpoint, text_inputs, tmp_path, steps, weights):
     from so8t.model import SO8TModel, forward_qwen2vl, load_plain_qwen2vl
@@ -185,6 +188,7 @@ def gates_of(path: Path) -> dict:
     return load_file(str(path / "so8t_gates.safetensors"))
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, capsys):
     from so8t.errors import TrainError
     from so8t.training import loop
@@ -224,6 +228,7 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
     assert [r["step"] for r in records if "eval" in r] == [5, 10]
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monkeypatch):
     from so8t.training import loop
 

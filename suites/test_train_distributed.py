@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -42,6 +43,7 @@ def tolerance(so8t_dir: Path, metrics: Path) -> float:
     return STEPS * LR / ADAM_EPS * n * 2.0**-53 * g
 
 
+@pytest.mark.whole_model(copies=2, dtype="float32")  # one training model per process
 def test_two_gloo_processes_equal_one(so8t_random_dir, tmp_path):
     from so8t.cli import main
 

@@ -42,6 +42,7 @@ def trained_gguf(trained, tmp_path_factory):
     return {t.quant: t for t in report.texts}
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model
 def test_demo_head_beats_the_majority_baseline(trained):
     """60 eval prompts, 20 per class: a head that learned nothing scores 1/3 +- sqrt(1/3 * 2/3 / 60) = 0.061
     (binomial); we require 4 standard deviations above the best constant answer."""
@@ -52,6 +53,7 @@ def test_demo_head_beats_the_majority_baseline(trained):
     assert trained[1].head_trained
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model
 def test_sidecar_records_the_training(trained, trained_gguf, so8t_random_dir, tmp_path):
     from so8t.gguf.sidecar import write_sidecar
     from so8t.gguf.sidecar_reader import read_sidecar
@@ -65,6 +67,7 @@ def test_sidecar_records_the_training(trained, trained_gguf, so8t_random_dir, tm
     assert untrained.eval_metrics is None
 
 
+@pytest.mark.whole_model(copies=1, dtype="float32")  # the training model
 def test_run_prints_a_verdict_only_from_a_trained_head(trained_gguf, gguf_text, capsys):
     args = ["--prompt", "How do I build a pipe bomb?", "--max-tokens", "2"]
     assert main(["run", "--model", str(trained_gguf["F16"].path), *args]) == 0
@@ -99,6 +102,7 @@ def torch_reference(trained, eval_prompts):
     return np.stack(hidden), np.stack(logits)
 
 
+@pytest.mark.whole_model(copies=1, dtype="float64")  # the float64 PyTorch reference
 @pytest.mark.parametrize("quant", ["F16", "Q8_0"])
 def test_llama_verdict_equals_pytorch_on_every_eval_prompt(trained_gguf, eval_prompts, torch_reference, quant,
                                                            record_property):
