@@ -343,9 +343,12 @@ def test_sidecar_group_laws(gguf_text, tiny, tmp_path, edit, check, words, in_so
                                    "metadata.sidecar_consistency"}
 
 
-def test_mmproj_of_another_width(mmproj_gguf, tiny):
-    """The embedded model's mmproj projects to 256, the tiny text model is 64 wide: llama.cpp would refuse."""
-    assert_fails(run(tiny, mmproj=mmproj_gguf["f16"]), "metadata.mmproj", "projection_dim 256")
+def test_mmproj_of_another_width(mmproj_gguf, source_reader, tiny):
+    """The checkpoint's mmproj projects to its text width, the tiny text model is 64 wide: llama.cpp would
+    refuse the pair."""
+    width = int(source_reader.text_config.hidden_size)
+    assert width != 64
+    assert_fails(run(tiny, mmproj=mmproj_gguf["f16"]), "metadata.mmproj", f"projection_dim {width}")
 
 
 def test_sidecar_of_another_text_file(gguf_text, tiny):
