@@ -232,7 +232,7 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
 
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
-    from so8t.pipeline.validation import parity_summary, result_of, validate_text_file
+    from so8t.pipeline.validation import parity_summary, validate_text_file
     from so8t.validation.parity_reference import ParityReference
     from so8t.validation.report import PARITY_CHECK
 
@@ -247,11 +247,11 @@ def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
         sidecar = next((Path(f.path) for f in result.files if f.kind == "sidecar" and f.quant == row.quant), None)
         report = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, reports_dir / f"validate-{row.quant}.json",
                                     reference, image_checked_with)
-        image = result_of(report, "runtime.mmproj_image")
-        if image_checked_with is None and image is not None and image.status == "PASS":
+        image = report.get("runtime.mmproj_image")  # every check has an entry
+        if image_checked_with is None and image.status == "PASS":
             image_checked_with = Path(row.path)
-        parity = result_of(report, PARITY_CHECK)
-        row.validation, row.parity = report.overall, None if parity is None else parity_summary(parity)
+        parity = report.get(PARITY_CHECK)
+        row.validation, row.parity = report.overall, parity_summary(parity)
         if row.validation != "PASS":
             failed.append(row.quant)
     result.ok = not failed

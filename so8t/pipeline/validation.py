@@ -27,11 +27,6 @@ def validate_text_file(
     return report
 
 
-def result_of(report, name: str):
-    """The entry of check ``name`` in ``report`` (None if it did not run)."""
-    return next((c for c in report.checks if c.name == name), None)
-
-
 def parity_summary(parity) -> str:
     """One table cell for a parity result: the figures of a PASS (both sides for block types), else why."""
     d = parity.details or {}
