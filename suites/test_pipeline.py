@@ -131,3 +131,17 @@ def test_demo_trains_the_head_and_prints_its_eval_metrics(demo_run):
     safety = summary["training"]["safety"]
     assert safety["accuracy"] > safety["majority_baseline"]
     assert read_sidecar(out / "gguf" / "so8t-demo-F16.so8t.gguf").head_trained
+
+
+def test_a_validated_run_asks_the_image_prompt_once(source_checkpoint, tmp_path):
+    """The pipeline hands its first file's image answer to the later files' validations (their reports
+    name that file instead of running llama.cpp with the mmproj again)."""
+    out = tmp_path / "two"
+    assert main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet",
+                 "--quantization", "F16,Q8_0", "--model-name", "m"]) == 0
+    first, second = (json.loads((out / "reports" / f"validate-{q}.json").read_text()) for q in ("F16", "Q8_0"))
+    image = {q: next(c for c in r["checks"] if c["name"] == "runtime.mmproj_image")
+             for q, r in (("F16", first), ("Q8_0", second))}
+    assert image["F16"]["status"] == "PASS" and "not repeated" not in image["F16"]["reason"]
+    assert image["Q8_0"]["status"] == "PASS" and "m-F16.gguf" in image["Q8_0"]["reason"]
+    assert "not repeated" in image["Q8_0"]["reason"]
