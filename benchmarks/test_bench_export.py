@@ -11,7 +11,14 @@ Baselines, timed in the same session and interleaved round by round (pedantic's 
   ``ratio_vs_llama_quantize`` = ours / quantize alone (target <= 1.10). Outside the timing, the last
   round's two files are compared tensor by tensor: same types, same bytes.
 
+* the pipeline's set, text {F16, Q8_0, Q4_K_M} + mmproj F16 (``test_export_set``): what a user would run
+  without us, i.e. llama.cpp's converter for text F16 and for the mmproj F16 from the source checkpoint,
+  then ``llama_model_quantize`` of that F16 file to Q8_0 and to Q4_K_M; against our one pass.
+  ``ratio_vs_llama_tools`` = ours / the sum of those four (target <= 0.8). Needs ``LLAMA_CPP_CONVERTER``.
+
 Peak RSS is this process's high-water mark during the export (see conftest); the converter's is its own.
+Every test also records where its last round spent its time (``phase_<read|fold|cast|quantize|write|hash>_
+cpu_s`` / ``_wall_s``, ``so8t.profile``).
 """
 
 from __future__ import annotations
@@ -30,13 +37,20 @@ K_QUANTS = ("Q6_K", "Q4_K_M")
 MODEL_NAME = "bench"
 
 
-def export(so8t_dir: Path, out_dir: Path, quant: str, threads: int, mmproj: bool):
+def export(so8t_dir: Path, out_dir: Path, quant, threads: int, mmproj: bool):
+    """Our export of one type (a name) or several (a list) in one pass."""
     from so8t.gguf.export import SO8TToGGUFConverter
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    types = [quant] if isinstance(quant, str) else list(quant)
     return SO8TToGGUFConverter(so8t_dir, progress=False).export(
-        out_dir, quant_types=[quant], model_name=MODEL_NAME, mmproj=mmproj, sidecar=True, n_threads=threads
+        out_dir, quant_types=types, model_name=MODEL_NAME, mmproj=mmproj, sidecar=True, n_threads=threads
     )
+
+
+def record_phases(benchmark, report) -> None:
+    """Where the last round's export spent its time (``so8t.profile``), as ``phase_<name>`` figures."""
+    benchmark.extra_info.update({f"phase_{k}": v for k, v in report.phases.as_dict().items()})
 
 
 def converter_cmd(script: Path, source: Path, out: Path, outtype: str, mmproj: bool) -> list[str]:
@@ -140,6 +154,7 @@ def test_export_text(benchmark, bench, bench_model, tools, so8t_random, scratch,
             ratio_vs_llama_quantize=round(ours / tools.median(base_seconds), 3),
         )
     benchmark.extra_info.update(info)
+    record_phases(benchmark, reports[-1])
     if quant in CONVERTER_OUTTYPE and script is None:
         _skip_baseline(
             benchmark, "LLAMA_CPP_CONVERTER is not set (path to llama.cpp's convert_hf_to_gguf.py)"
@@ -196,7 +211,70 @@ def test_export_f16_with_mmproj(benchmark, bench, bench_model, tools, so8t_rando
             ratio_vs_llama_converter=round(ours / tools.median(base_seconds), 3),
         )
     benchmark.extra_info.update(info)
+    record_phases(benchmark, reports[-1])
     if script is None:
         _skip_baseline(
             benchmark, "LLAMA_CPP_CONVERTER is not set (path to llama.cpp's convert_hf_to_gguf.py)"
         )
+
+
+#: The pipeline's default text types; the set benchmark times them together with the mmproj.
+SET_QUANTS = ("F16", "Q8_0", "Q4_K_M")
+
+
+def test_export_set(benchmark, bench, bench_model, tools, so8t_random, scratch):
+    """Text F16 + Q8_0 + Q4_K_M + mmproj F16 in our one pass, against llama.cpp's tools doing the same."""
+    script = tools.converter_script()
+    if script is None:
+        pytest.skip("LLAMA_CPP_CONVERTER is not set (path to llama.cpp's convert_hf_to_gguf.py)")
+    out = scratch / "export-set"
+    ref_dir = scratch / "export-set-llama"
+    base: list[dict[str, float]] = []
+    rss = tools.PeakRSS()
+    reports = []
+
+    def setup():
+        tools.fresh(out)
+        tools.fresh(ref_dir).mkdir()
+        steps = {}
+        steps["converter_f16_s"], _, _ = tools.run_child(
+            converter_cmd(script, bench.source, ref_dir / "F16.gguf", "f16", False)
+        )
+        steps["converter_mmproj_s"], _, _ = tools.run_child(
+            converter_cmd(script, bench.source, ref_dir / "mm.gguf", "f16", True)
+        )
+        for quant in SET_QUANTS[1:]:
+            start = time.perf_counter()
+            tools.llama_quantize_alone(ref_dir / "F16.gguf", ref_dir / f"{quant}.gguf", quant, bench.threads)
+            steps[f"quantize_{quant}_s"] = time.perf_counter() - start
+        base.append(steps)
+        for quant in SET_QUANTS:
+            assert tensor_inventory(ref_dir / f"{quant}.gguf"), quant
+        tools.fresh(ref_dir)  # their files go before our round: both sides write to an equally full disk
+
+    def run():
+        with rss:
+            reports.append(export(so8t_random, out, list(SET_QUANTS), bench.threads, mmproj=True))
+
+    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+
+    report = reports[-1]
+    assert [t.quant for t in report.texts] == list(SET_QUANTS)
+    for text in report.texts:
+        check_text_gguf(text.path, text.quant)
+    assert report.mmproj is not None and report.mmproj.is_file()
+    ours = benchmark.stats.stats.median
+    totals = [sum(steps.values()) for steps in base]
+    theirs = tools.median(totals)
+    info = {
+        "model": bench.model,
+        "quant": "+".join(SET_QUANTS) + "+mmproj",
+        "file_size": sum(t.size for t in report.texts) + report.mmproj.stat().st_size,
+        "peak_rss_mb": round(rss.mb, 1),
+        "baseline": "llama.cpp converter text f16 + --mmproj f16, then llama_model_quantize f16 -> Q8_0, Q4_K_M",
+        "llama_tools_s": round(theirs, 4),
+        "ratio_vs_llama_tools": round(ours / theirs, 3),
+    }
+    info.update({step: round(tools.median([b[step] for b in base]), 3) for step in base[0]})  # per step
+    benchmark.extra_info.update(info)
+    record_phases(benchmark, report)

@@ -137,7 +137,8 @@ def export_gguf(
 
     Returns:
         An ``ExportReport``: every text file (type, path, size, content hash, per-tensor types, fallbacks,
-        sidecar), the mmproj path and notes; ``.summary()`` formats it.
+        sidecar), the mmproj path, notes, and ``.phases`` (CPU and wall seconds per phase, see
+        ``so8t.profile``); ``.summary()`` formats it.
 
     Example:
         >>> report = so8t.export_gguf("qwen2vl-so8t", "out", quant_types=["F16", "Q4_K_M"])

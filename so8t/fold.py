@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from so8t import bf16, group
+from so8t import bf16, group, profile
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import SO8TCheckpoint
 
@@ -72,9 +72,10 @@ def fold_linear_blocks(
 def _fold_tensor(checkpoint: SO8TCheckpoint, name: str, tensor: torch.Tensor) -> torch.Tensor:
     site, layer, kind = qwen2vl.fold_site(name)
     rotations = checkpoint.site_rotation(layer, site)
-    if kind == "weight":
-        return fold_linear_blocks(tensor, None, rotations)[0]
-    return group.apply_blocks(tensor.to(torch.float64), rotations)
+    with profile.phase("fold"):
+        if kind == "weight":
+            return fold_linear_blocks(tensor, None, rotations)[0]
+        return group.apply_blocks(tensor.to(torch.float64), rotations)
 
 
 def folded_rows(checkpoint: SO8TCheckpoint, name: str, start: int, stop: int) -> np.ndarray:

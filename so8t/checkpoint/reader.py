@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from so8t import profile
 from so8t.checkpoint import config as cfg
 from so8t.checkpoint import config_rules
 from so8t.checkpoint import names as nm
@@ -265,7 +266,7 @@ class CheckpointReader:
         """``nbytes`` bytes of ``entry``'s file from ``offset``, into memory the result owns."""
         raw = torch.empty(nbytes, dtype=torch.uint8)
         try:
-            with open(entry.file, "rb") as handle:
+            with open(entry.file, "rb") as handle, profile.phase("read"):
                 handle.seek(offset)
                 got = handle.readinto(memoryview(raw.numpy()))
         except OSError as err:

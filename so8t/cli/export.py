@@ -34,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--no-sidecar", dest="sidecar", action="store_false", help="skip the SO8T sidecar file")
     p.add_argument("--threads", type=int, default=0, help="threads for llama.cpp's quantizer (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print where the time went: CPU and wall seconds of read, fold, cast, quantize, write, hash",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,4 +64,6 @@ def run(args) -> int:
         progress=not args.quiet,
     )
     print(report.summary())
+    if args.profile:
+        print(report.phases.summary())
     return 0

@@ -14,6 +14,8 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from so8t import profile
+
 
 class OrderedWriter:
     """One background thread that runs write jobs in submission order: encoded chunks (with their
@@ -48,7 +50,8 @@ class OrderedWriter:
         def job() -> None:
             buf = memoryview(np.ascontiguousarray(encoded.result())).cast("B")
             write(buf)
-            hasher.update(buf)
+            with profile.phase("hash"):
+                hasher.update(buf)
 
         self.call(job)
 

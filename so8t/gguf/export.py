@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from so8t import profile
 from so8t.errors import ExportError
 from so8t.gguf import metadata, quant, text
 from so8t.gguf.tokenizer import read_tokenizer
@@ -45,6 +46,8 @@ class ExportReport:
     mmproj: Path | None = None
     pass_seconds: float = 0.0  # the one read + fold + encode pass shared by all types
     notes: list[str] = field(default_factory=list)
+    #: where the time went, text pass and mmproj together (``so8t.profile``: read, fold, cast, ...)
+    phases: profile.Phases | None = None
 
     def summary(self) -> str:
         lines = []
@@ -104,8 +107,14 @@ class SO8TToGGUFConverter:
         sidecar: bool = True,
         n_threads: int = 0,
     ) -> ExportReport:
-        """Write the files (see the module docstring) and return what was written, with timings and
-        every quantization fallback."""
+        """Write the files (see the module docstring) and return what was written, with timings (per
+        phase: ``report.phases``) and every quantization fallback."""
+        with profile.collect() as phases:
+            report = self._export(out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads)
+        report.phases = phases
+        return report
+
+    def _export(self, out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads) -> ExportReport:
         qts = quant.parse_quant_types(list(quant_types) if not isinstance(quant_types, str) else quant_types)
         model_name = model_name or self.path.name
         paths = self.text_paths(out, qts, model_name)

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from so8t import llama_api
+from so8t import llama_api, profile
 from so8t.errors import ExportError
 
 
@@ -61,7 +61,8 @@ def quantize(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     ``ExportError`` for a row length that is not a multiple of the block, a type that needs an
     importance matrix, or an encoded row ggml rejects."""
     lib = _lib()
-    rows = np.ascontiguousarray(values, dtype=np.float32)
+    with profile.phase("cast"):
+        rows = np.ascontiguousarray(values, dtype=np.float32)
     n_per_row = rows.shape[-1]
     nrows = rows.size // n_per_row
     block = GGML_QUANT_SIZES[ggml_type][0]
@@ -70,8 +71,10 @@ def quantize(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     if lib.ggml_quantize_requires_imatrix(int(ggml_type)):
         raise ExportError(f"{ggml_type.name} needs an importance matrix, which so8t does not compute")
     out = np.empty(nrows * row_bytes(ggml_type, n_per_row), dtype=np.uint8)
-    lib.ggml_quantize_chunk(int(ggml_type), rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row, None)
-    if not lib.ggml_validate_row_data(int(ggml_type), out.ctypes.data, out.nbytes):
+    with profile.phase("quantize"):
+        lib.ggml_quantize_chunk(int(ggml_type), rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row, None)
+        valid = lib.ggml_validate_row_data(int(ggml_type), out.ctypes.data, out.nbytes)
+    if not valid:
         raise ExportError(f"{ggml_type.name}: ggml rejected the quantized rows (non-finite input values?)")
     return out
 

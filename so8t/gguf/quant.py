@@ -29,6 +29,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 from gguf import quants as gq
 
+from so8t import profile
 from so8t.errors import QuantTypeError
 
 
@@ -136,7 +137,8 @@ def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: i
     CPU) while the caller goes on; float types are rounded now, on this thread."""
     if ggml_type in FLOAT_TYPES:
         done: Future = Future()
-        done.set_result(encode(values, ggml_type))
+        with profile.phase("cast"):
+            done.set_result(encode(values, ggml_type))
         return done
     from so8t.gguf import ggml_kernels
 

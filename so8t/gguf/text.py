@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
 
-from so8t import bf16
+from so8t import bf16, profile
 from so8t.errors import ExportError
 from so8t.gguf import ggml_kernels, metadata, names, quant
 from so8t.gguf.background import OrderedWriter, Prefetch
@@ -126,8 +126,9 @@ class _OpenFile:
         self.handle.truncate(self.data_start + self.data_bytes)  # zero padding everywhere, data filled later
 
     def _write_at(self, offset: int, buf: memoryview) -> None:
-        self.handle.seek(self.data_start + offset)
-        self.handle.write(buf)
+        with profile.phase("write"):
+            self.handle.seek(self.data_start + offset)
+            self.handle.write(buf)
 
     def put(self, name: str, rows: np.ndarray) -> None:
         """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
@@ -233,13 +234,15 @@ def _stream_rows(tensor, spec: names.TextTensor, files) -> None:
     wide = tensor.dtype == torch.float64 or not tensor.dtype.is_floating_point
     convert = bf16.to_float64 if wide else bf16.to_float32
     if len(spec.shape) == 1:
-        values = convert(tensor)
+        with profile.phase("cast"):
+            values = convert(tensor)
         for f in files:
             f.put(spec.gguf_name, values)
         return
     rows_per_chunk = max(1, CHUNK_BYTES // (8 * spec.shape[1]))
     for start in range(0, spec.shape[0], rows_per_chunk):
-        values = convert(tensor[start : start + rows_per_chunk])
+        with profile.phase("cast"):
+            values = convert(tensor[start : start + rows_per_chunk])
         for f in files:
             f.put(spec.gguf_name, values)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from so8t import profile
 from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
 from so8t.gguf.background import OrderedWriter
@@ -257,7 +258,8 @@ def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> 
         for piece, out_dtype, at, size in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
             if cache is None or cache[0] != piece.source:
                 cache = (piece.source, reader.get(piece.source))
-            array = _export_array(piece, cache[1], out_dtype)
+            with profile.phase("cast"):
+                array = _export_array(piece, cache[1], out_dtype)
             if array.nbytes != size:
                 raise ExportError(f"{piece.target}: {array.nbytes} bytes, planned {size}")
             io.call(functools.partial(_write_at, handle, data_start + at, array))
@@ -269,8 +271,9 @@ def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> 
 
 def _write_at(handle, position: int, array: np.ndarray) -> None:
     """Write ``array``'s bytes at ``position`` (``ndarray.tofile`` is several times slower)."""
-    handle.seek(position)
-    handle.write(memoryview(array).cast("B"))
+    with profile.phase("write"):
+        handle.seek(position)
+        handle.write(memoryview(array).cast("B"))
 
 
 def _export_array(piece: names.Piece, src, out_dtype: np.dtype) -> np.ndarray:
