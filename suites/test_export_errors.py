@@ -166,3 +166,26 @@ def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf"]
     assert read_gguf(tmp_path / "m-Q8_0.gguf").kv["general.name"] == "demo"
+
+
+def test_mmproj_failure_removes_every_output(so8t_random_dir, tmp_path, monkeypatch):
+    """The mmproj is written on its own thread during the text pass: its error still fails the export,
+    and neither it nor the text files are left."""
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    count = _fail_after(monkeypatch, "so8t.gguf.vision._export_array", calls=3, exc=ExportError)
+    with pytest.raises(ExportError, match="injected failure"):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path, ["F16", "Q8_0"], model_name="m")
+    assert count["n"] > 3, "the failure was injected mid-write"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_mmproj_input_fails_before_the_text_pass(so8t_random_dir, tmp_path, monkeypatch):
+    """What can be checked of the vision tower without its data is checked before the long text pass."""
+    from so8t.gguf.export import SO8TToGGUFConverter
+
+    count = _fail_after(monkeypatch, "so8t.gguf.text.write_text_ggufs", calls=10**9)
+    with pytest.raises(ExportError, match="mmproj dtype"):
+        SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path, ["F16"], mmproj_dtype="q8_0")
+    assert count["n"] == 0, "the text pass started before the mmproj input was checked"
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,8 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 
 from so8t.errors import ConfigError, ExportError
-from so8t.gguf.vision import VisionHParams, write_mmproj
+from so8t.gguf.hparams import VisionHParams
+from so8t.gguf.vision import write_mmproj
 
 #: Keys clip.cpp reads unconditionally for a vision mmproj (a missing one aborts the load), with type.
 REQUIRED_KEYS: dict[str, GGUFValueType] = {

@@ -17,7 +17,9 @@ Outputs (all written atomically: an exception or Ctrl-C leaves none of them behi
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,24 +126,13 @@ class SO8TToGGUFConverter:
         report = ExportReport()
         tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
         keys = metadata.so8t_keys(self.config)
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:  # every output is renamed into place only if all succeed
             tmp = {q.name: stack.enter_context(atomic_path(paths[q.name])) for q in qts}
-            outputs = {q.name: (q, tmp[q.name]) for q in qts}
-            start = time.perf_counter()
-            results = text.write_text_ggufs(
-                self._tensors(),
-                self.hparams,
-                tokenizer,
-                outputs,
-                keys,
-                model_name,
-                progress=self.progress,
-                threads=n_threads,
-            )
-            report.pass_seconds = time.perf_counter() - start
-            for q in qts:
-                r = results[q.name]
-                report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
+            job = None
+            if mmproj:
+                report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
+                job = stack.enter_context(self._mmproj_job(report.mmproj, mmproj_dtype, model_name, stack))
+            self._write_texts(report, qts, paths, tmp, tokenizer, keys, model_name, n_threads)
             if sidecar and self.is_so8t:
                 from so8t.gguf.sidecar import write_sidecar
 
@@ -151,14 +142,62 @@ class SO8TToGGUFConverter:
                     write_sidecar(self.path, side_tmp, t.content_hash, model_name=model_name)
             elif sidecar:
                 report.notes.append("no sidecar: the input is a plain Qwen2-VL checkpoint (no SO8T gates)")
-        if mmproj:
-            from so8t.gguf.vision import write_mmproj
-
-            report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
-            write_mmproj(
-                self.path, report.mmproj, dtype=mmproj_dtype, model_name=model_name, progress=self.progress
-            )
+            if job is not None:
+                job.result()
         return report
+
+    def _write_texts(self, report, qts, paths, tmp, tokenizer, keys, model_name, n_threads) -> None:
+        """The one text pass, into the temporary paths ``tmp`` (per type); fills ``report.texts``."""
+        outputs = {q.name: (q, tmp[q.name]) for q in qts}
+        start = time.perf_counter()
+        results = text.write_text_ggufs(
+            self._tensors(),
+            self.hparams,
+            tokenizer,
+            outputs,
+            keys,
+            model_name,
+            progress=self.progress,
+            threads=n_threads,
+        )
+        report.pass_seconds = time.perf_counter() - start
+        for q in qts:
+            r = results[q.name]
+            report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
+
+    def _mmproj_job(self, final: Path, dtype: str, model_name: str, stack) -> _MmprojJob:
+        from so8t.gguf.vision import MmprojPlan
+
+        plan = MmprojPlan(self.path, dtype, model_name, final)  # bad vision input fails here, at once
+        return _MmprojJob(plan, stack.enter_context(atomic_path(final)), self.progress)
+
+
+class _MmprojJob:
+    """The mmproj data written on its own thread while the text pass runs (``with``: started on entry).
+
+    The text pass leaves the cores partly idle (its reader, writer and main threads wait on each other),
+    and the mmproj needs no quantizer: side by side, the full-size F16 + Q8_0 + Q4_K_M + mmproj export
+    took NN s instead of NN s. ``result()`` waits and raises the thread's error. Leaving the block on an
+    error cancels the thread before its next tensor and waits for it, so nothing is written after the
+    export's temporary files are removed."""
+
+    def __init__(self, plan, path: Path, progress: bool):
+        self._plan, self._path, self._progress = plan, path, progress
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="so8t-mmproj")
+        self._future = None
+
+    def __enter__(self) -> _MmprojJob:  # noqa: PYI034
+        self._future = self._pool.submit(self._plan.write, self._path, self._progress, self._cancel)
+        return self
+
+    def result(self) -> None:
+        self._future.result()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._cancel.set()
+        self._pool.shutdown(wait=True)
 
 
 def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.TextResult) -> TextOutput:

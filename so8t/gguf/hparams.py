@@ -1,4 +1,5 @@
-"""The hyper-parameters llama.cpp's ``qwen2vl`` architecture reads from a text GGUF (``TextHParams``).
+"""The hyper-parameters llama.cpp reads: ``qwen2vl`` from a text GGUF (``TextHParams``), and the
+``qwen2vl_merger`` vision tower from an mmproj (``VisionHParams``).
 
 A view of the typed text config (``so8t.checkpoint.config.TextConfig``, the one parse of config.json and
 the only defaults) in llama.cpp's terms: ``TextHParams.from_text``; ``add_to`` writes the keys
@@ -7,12 +8,17 @@ the only defaults) in llama.cpp's terms: ``TextHParams.from_text``; ``add_to`` w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from gguf import GGUFWriter
 
 from so8t.errors import ConfigError
+from so8t.gguf import vision_names as names
+
+DEFAULT_IMAGE_SIZE = 560  # Note [image size]
+TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
 
 @dataclass(frozen=True)
@@ -84,3 +90,77 @@ class TextHParams:
         writer.add_layer_norm_rms_eps(self.rms_norm_eps)
         writer.add_rope_freq_base(self.rope_theta)
         writer.add_rope_dimension_sections([int(s) for s in self.mrope_section])
+
+
+@dataclass(frozen=True)
+class VisionHParams:
+    """The vision tower's shape, read from config.json (and checked against the tensors while writing)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    ffn_dim: int
+    patch_size: int
+    in_channels: int
+    spatial_merge_size: int
+    projection_dim: int
+    image_size: int
+    hidden_act: str
+    layer_norm_eps: float
+
+    @classmethod
+    def from_vision(cls, vision, path: Path) -> VisionHParams:
+        """From the typed vision config (``so8t.checkpoint.config.VisionConfig``, already validated),
+        refusing what llama.cpp's ``qwen2vl_merger`` cannot run; ``path`` names config.json."""
+        embed_dim, heads = vision.embed_dim, vision.num_heads
+        if vision.temporal_patch_size != TEMPORAL_PATCH_SIZE:
+            raise ConfigError(
+                f"temporal_patch_size {vision.temporal_patch_size} is not supported (llama.cpp's "
+                "qwen2vl_merger needs 2)",
+                path=path,
+            )
+        if (embed_dim // heads) % 4:
+            raise ConfigError(
+                f"vision embed_dim {embed_dim} / num_heads {heads} must give a head size divisible by 4 "
+                "(llama.cpp's vision M-RoPE splits each head in four sections)",
+                path=path,
+            )
+        if vision.hidden_act not in names.ACTIVATION_KEYS:
+            raise ConfigError(
+                f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path
+            )
+        return cls(
+            embed_dim=embed_dim,
+            depth=vision.depth,
+            num_heads=heads,
+            ffn_dim=vision.ffn_dim,
+            patch_size=vision.patch_size,
+            in_channels=vision.in_channels,
+            spatial_merge_size=vision.spatial_merge_size,
+            projection_dim=vision.hidden_size,
+            image_size=vision.image_size or DEFAULT_IMAGE_SIZE,
+            hidden_act=vision.hidden_act,
+            layer_norm_eps=vision.layer_norm_eps,
+        )
+
+    @classmethod
+    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
+        """From a ``vision_config`` dict and the text hidden size (``text["hidden_size"]``), parsed by
+        ``so8t.checkpoint.config.parse_vision`` (the one place with defaults)."""
+        from so8t.checkpoint.config import parse_vision
+
+        return cls.from_vision(parse_vision(vision, Path(path), int(text["hidden_size"])), Path(path))
+
+    def source_shape(self, source: str) -> tuple[int, ...]:
+        """The shape a canonical ``visual.*`` tensor must have (from ``so8t.adapters.qwen2vl.TENSORS``)."""
+        return self._shapes[source]
+
+    @functools.cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        from so8t.adapters.qwen2vl import expand, vision_dims
+
+        rows = expand(vision_dims(self), 0, self.depth, True, part="vision")
+        return {name: shape for name, shape, _ in rows}
+
+    hidden_size = property(lambda self: self.projection_dim, doc="merger output width (text hidden size)")
+    temporal_patch_size = property(lambda self: TEMPORAL_PATCH_SIZE, doc="llama.cpp's two Conv2d halves")

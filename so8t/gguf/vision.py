@@ -32,7 +32,7 @@ not read it, and the loader's legacy up/down swap test only compares ``ffn_down`
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,87 +41,11 @@ from so8t import profile
 from so8t.errors import ConfigError, ExportError
 from so8t.gguf import vision_names as names
 from so8t.gguf.background import OrderedWriter
+from so8t.gguf.hparams import VisionHParams
 from so8t.io import atomic_path
-
-DEFAULT_IMAGE_SIZE = 560  # Note [image size]
-TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
 #: export dtype name -> (numpy dtype of matrices, general.file_type value)
 DTYPES: dict[str, tuple[type, int]] = {"f32": (np.float32, 0), "f16": (np.float16, 1)}
-
-
-@dataclass(frozen=True)
-class VisionHParams:
-    """The vision tower's shape, read from config.json (and checked against the tensors while writing)."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    ffn_dim: int
-    patch_size: int
-    in_channels: int
-    spatial_merge_size: int
-    projection_dim: int
-    image_size: int
-    hidden_act: str
-    layer_norm_eps: float
-
-    @classmethod
-    def from_vision(cls, vision, path: Path) -> VisionHParams:
-        """From the typed vision config (``so8t.checkpoint.config.VisionConfig``, already validated),
-        refusing what llama.cpp's ``qwen2vl_merger`` cannot run; ``path`` names config.json."""
-        embed_dim, heads = vision.embed_dim, vision.num_heads
-        if vision.temporal_patch_size != TEMPORAL_PATCH_SIZE:
-            raise ConfigError(
-                f"temporal_patch_size {vision.temporal_patch_size} is not supported (llama.cpp's "
-                "qwen2vl_merger needs 2)",
-                path=path,
-            )
-        if (embed_dim // heads) % 4:
-            raise ConfigError(
-                f"vision embed_dim {embed_dim} / num_heads {heads} must give a head size divisible by 4 "
-                "(llama.cpp's vision M-RoPE splits each head in four sections)",
-                path=path,
-            )
-        if vision.hidden_act not in names.ACTIVATION_KEYS:
-            raise ConfigError(
-                f"vision hidden_act {vision.hidden_act!r} has no llama.cpp equivalent", path=path
-            )
-        return cls(
-            embed_dim=embed_dim,
-            depth=vision.depth,
-            num_heads=heads,
-            ffn_dim=vision.ffn_dim,
-            patch_size=vision.patch_size,
-            in_channels=vision.in_channels,
-            spatial_merge_size=vision.spatial_merge_size,
-            projection_dim=vision.hidden_size,
-            image_size=vision.image_size or DEFAULT_IMAGE_SIZE,
-            hidden_act=vision.hidden_act,
-            layer_norm_eps=vision.layer_norm_eps,
-        )
-
-    @classmethod
-    def from_configs(cls, vision: dict, text: dict, path: Path) -> VisionHParams:
-        """From a ``vision_config`` dict and the text hidden size (``text["hidden_size"]``), parsed by
-        ``so8t.checkpoint.config.parse_vision`` (the one place with defaults)."""
-        from so8t.checkpoint.config import parse_vision
-
-        return cls.from_vision(parse_vision(vision, Path(path), int(text["hidden_size"])), Path(path))
-
-    def source_shape(self, source: str) -> tuple[int, ...]:
-        """The shape a canonical ``visual.*`` tensor must have (from ``so8t.adapters.qwen2vl.TENSORS``)."""
-        return self._shapes[source]
-
-    @functools.cached_property
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        from so8t.adapters.qwen2vl import expand, vision_dims
-
-        rows = expand(vision_dims(self), 0, self.depth, True, part="vision")
-        return {name: shape for name, shape, _ in rows}
-
-    hidden_size = property(lambda self: self.projection_dim, doc="merger output width (text hidden size)")
-    temporal_patch_size = property(lambda self: TEMPORAL_PATCH_SIZE, doc="llama.cpp's two Conv2d halves")
 
 
 def _piece_shape(piece: names.Piece, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -202,33 +126,51 @@ def write_mmproj(
     Raises ConfigError (vision config unusable, or contradicted by the tensors: via the reader),
     CheckpointError (via the reader), ExportError (a tensor overflows F16), So8tError (output not writable).
     """
-    import gguf
+    return MmprojPlan(so8t_dir, dtype, model_name, out_path).write(out_path, progress)
 
-    from so8t.checkpoint import CheckpointReader
 
-    if dtype not in DTYPES:
-        raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
-    np_dtype, file_type = DTYPES[dtype]
-    reader = CheckpointReader(so8t_dir)  # refuses missing or misshapen vision tensors (config_rules)
-    hp = VisionHParams.from_vision(reader.vision_config, reader.model_config.path)
-    mean, std = _image_stats(reader)
-    writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
-    _add_metadata(writer, hp, mean, std, file_type, model_name)
-    plan, data_bytes = _plan(writer, hp, np_dtype)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        try:
-            writer.write_header_to_file(path=tmp)
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            handle = writer.fout[0]
-            data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
-            handle.truncate(data_start + data_bytes)  # zero padding everywhere, data filled below
-            _write_data(handle, data_start, plan, reader, progress)
-        finally:
-            writer.close()
-            reader.close()
-    return out_path
+class MmprojPlan:
+    """An mmproj laid out and checked (configs, tensor shapes, dtype), its data not yet read: the part of
+    ``write_mmproj`` that can fail on bad input runs here, at once, so a caller that writes the data later
+    (on another thread) still reports such input before it starts anything long."""
+
+    def __init__(self, so8t_dir, dtype: str, model_name: str | None, out_path):
+        import gguf
+
+        from so8t.checkpoint import CheckpointReader
+
+        if dtype not in DTYPES:
+            raise ExportError(f"mmproj dtype must be one of {sorted(DTYPES)}, got {dtype!r}", path=out_path)
+        np_dtype, file_type = DTYPES[dtype]
+        self.reader = CheckpointReader(so8t_dir)  # refuses missing or misshapen vision tensors (config_rules)
+        hp = VisionHParams.from_vision(self.reader.vision_config, self.reader.model_config.path)
+        mean, std = _image_stats(self.reader)
+        self.writer = gguf.GGUFWriter(None, names.ARCHITECTURE)
+        _add_metadata(self.writer, hp, mean, std, file_type, model_name)
+        self.plan, self.data_bytes = _plan(self.writer, hp, np_dtype)
+
+    def write(
+        self, out_path: str | Path, progress: bool = False, cancel: threading.Event | None = None
+    ) -> Path:
+        """Write the file (atomically); when ``cancel`` is set by another thread, stop before the next
+        tensor with ``ExportError``."""
+        import gguf
+
+        out_path = Path(out_path)
+        writer = self.writer
+        with atomic_path(out_path) as tmp:
+            try:
+                writer.write_header_to_file(path=tmp)
+                writer.write_kv_data_to_file()
+                writer.write_ti_data_to_file()
+                handle = writer.fout[0]
+                data_start = gguf.GGUFWriter.ggml_pad(handle.tell(), writer.data_alignment)
+                handle.truncate(data_start + self.data_bytes)  # zero padding everywhere, data filled below
+                _write_data(handle, data_start, self.plan, self.reader, progress, cancel)
+            finally:
+                writer.close()
+                self.reader.close()
+        return out_path
 
 
 def _plan(writer, hp: VisionHParams, np_dtype) -> tuple[list, int]:
@@ -247,7 +189,7 @@ def _plan(writer, hp: VisionHParams, np_dtype) -> tuple[list, int]:
     return plan, offset
 
 
-def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> None:
+def _write_data(handle, data_start: int, plan: list, reader, progress: bool, cancel=None) -> None:
     """Read, cut and cast each planned tensor; the writer thread (``so8t.gguf.background.OrderedWriter``)
     writes tensor i at its offset, in order, while tensor i+1 is read and cast."""
     from tqdm import tqdm
@@ -256,6 +198,8 @@ def _write_data(handle, data_start: int, plan: list, reader, progress: bool) -> 
     io = OrderedWriter(depth=1)
     try:
         for piece, out_dtype, at, size in tqdm(plan, desc="mmproj", unit="tensor", disable=not progress):
+            if cancel is not None and cancel.is_set():
+                raise ExportError("mmproj export cancelled")
             if cache is None or cache[0] != piece.source:
                 cache = (piece.source, reader.get(piece.source))
             with profile.phase("cast"):
