@@ -178,6 +178,53 @@ class PeakRSS:
         self.mb = max(self.mb, _vm_hwm_mb())
 
 
+class TreeRSS:
+    """Peak resident memory of this process and all its descendants *together* (llama.cpp children
+    included), in MB, sampled every ``interval`` seconds with psutil on a background thread during a
+    ``with`` block: ``.mb`` overall, ``.by_label[label]`` while the caller's ``.label`` was ``label``.
+
+    A sum over processes: pages two processes share count twice (none of ours share a file map at the
+    same time). Sampling can miss a spike shorter than ``interval``; ``/usr/bin/time``'s figure is
+    different again, the largest single process. Both are recorded by the pipeline benchmark.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        self.interval, self.mb, self.label = interval, 0.0, None
+        self.by_label: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # it exited between the listing and the read
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            mb, label = self._sample(), self.label
+            self.mb = max(self.mb, mb)
+            if label is not None:
+                self.by_label[label] = max(self.by_label.get(label, 0.0), mb)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):  # returns self
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _vm_hwm_mb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -228,6 +275,7 @@ def tools():
 
 class _Tools:
     PeakRSS = PeakRSS
+    TreeRSS = TreeRSS
     run_child = staticmethod(run_child)
     median = staticmethod(median)
     llama_quantize_alone = staticmethod(llama_quantize_alone)

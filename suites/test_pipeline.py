@@ -134,14 +134,15 @@ def test_demo_trains_the_head_and_prints_its_eval_metrics(demo_run):
 
 
 def test_a_validated_run_asks_the_image_prompt_once(source_checkpoint, tmp_path):
-    """The pipeline hands its first file's image answer to the later files' validations (their reports
-    name that file instead of running llama.cpp with the mmproj again)."""
+    """The pipeline asks the image prompt once, with its smallest file (the least memory), in the first
+    file's validation; the later reports name that file instead of running llama.cpp with the mmproj again."""
     out = tmp_path / "two"
     assert main(["pipeline", "--input-model", str(source_checkpoint), "--output-dir", str(out), "--quiet",
                  "--quantization", "F16,Q8_0", "--model-name", "m"]) == 0
-    first, second = (json.loads((out / "reports" / f"validate-{q}.json").read_text()) for q in ("F16", "Q8_0"))
-    image = {q: next(c for c in r["checks"] if c["name"] == "runtime.mmproj_image")
-             for q, r in (("F16", first), ("Q8_0", second))}
+    gguf = out / "gguf"
+    assert (gguf / "m-Q8_0.gguf").stat().st_size < (gguf / "m-F16.gguf").stat().st_size
+    reports = {q: json.loads((out / "reports" / f"validate-{q}.json").read_text()) for q in ("F16", "Q8_0")}
+    image = {q: next(c for c in r["checks"] if c["name"] == "runtime.mmproj_image") for q, r in reports.items()}
     assert image["F16"]["status"] == "PASS" and "not repeated" not in image["F16"]["reason"]
-    assert image["Q8_0"]["status"] == "PASS" and "m-F16.gguf" in image["Q8_0"]["reason"]
-    assert "not repeated" in image["Q8_0"]["reason"]
+    assert "m-Q8_0.gguf (the same model at another type)" in image["F16"]["reason"]
+    assert image["Q8_0"]["status"] == "PASS" and "m-Q8_0.gguf; not repeated" in image["Q8_0"]["reason"]

@@ -189,6 +189,23 @@ def test_a_run_asks_the_image_prompt_once(gguf_text, mmproj_gguf, so8t_random_di
     assert "not repeated" in outcome.reason
 
 
+def test_the_image_prompt_can_pair_the_mmproj_with_a_sibling_file(gguf_text, mmproj_gguf, so8t_random_dir,
+                                                                  monkeypatch):
+    """``image_text_file`` (the pipeline's smallest file) is what the image child loads, and the report says so."""
+    from so8t.validation import checks_runtime
+    from so8t.validation.context import Context
+
+    asked = []
+    real = checks_runtime._run_probe
+    monkeypatch.setattr(checks_runtime, "_run_probe", lambda args, *rest: asked.append(args) or real(args, *rest))
+    ctx = Context(gguf_text["F16"].path, so8t_random_dir, mmproj_path=mmproj_gguf["f16"],
+                  image_text_file=gguf_text["Q8_0"].path)
+    outcome = checks_runtime.mmproj_image.func(ctx)
+    assert asked == [["image", str(gguf_text["Q8_0"].path), str(mmproj_gguf["f16"])]]
+    assert outcome.status == "PASS", outcome.reason
+    assert f"{gguf_text['Q8_0'].path.name} (the same model at another type)" in outcome.reason
+
+
 # ------------------------------------------------------------------------------ damaged files
 
 

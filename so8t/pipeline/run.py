@@ -240,16 +240,16 @@ def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
     reference = ParityReference(so8t_dir)
     failed = []
     mmproj = next((Path(f.path) for f in result.files if f.kind == "mmproj"), None)
+    texts = [f for f in result.files if f.kind == "text"]
+    smallest = Path(min(texts, key=lambda f: f.size).path) if texts else None  # the image prompt's text file
     image_checked_with = None
-    for row in result.files:
-        if row.kind != "text":
-            continue
+    for row in texts:
         sidecar = next((Path(f.path) for f in result.files if f.kind == "sidecar" and f.quant == row.quant), None)
         report = validate_text_file(Path(row.path), so8t_dir, sidecar, mmproj, reports_dir / f"validate-{row.quant}.json",
-                                    reference, image_checked_with)
+                                    reference, image_checked_with, smallest)
         image = report.get("runtime.mmproj_image")  # every check has an entry
         if image_checked_with is None and image.status == "PASS":
-            image_checked_with = Path(row.path)
+            image_checked_with = smallest
         parity = report.get(PARITY_CHECK)
         row.validation, row.parity = report.overall, parity_summary(parity)
         if row.validation != "PASS":

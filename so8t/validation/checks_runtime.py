@@ -106,16 +106,20 @@ def llama_load(ctx: Context):
 def mmproj_image(ctx: Context):
     """The text file with the mmproj through llama.cpp's multimodal handler, on a small generated image.
 
-    Within one pipeline run the image prompt is asked once: the later files are the same model at other
-    types (each loaded and run by ``runtime.llama_load``) and the mmproj is the same file, so they name the
+    Within one pipeline run the image prompt is asked once, with the run's smallest text file
+    (``ctx.image_text_file``; the least memory): the files are the same model at other types (each loaded
+    and run by ``runtime.llama_load``) and the mmproj is the same file, so the later reports name the
     file it was answered with (``ctx.image_checked_with``)."""
     if ctx.image_checked_with is not None:
-        return passed(f"this run answered an image prompt with this mmproj and {ctx.image_checked_with.name} "
-                      "(the same model at another type); not repeated", measured=ctx.image_checked_with.name)
+        other = "" if ctx.image_checked_with == ctx.gguf_path else " (the same model at another type)"
+        return passed(f"this run answered an image prompt with this mmproj and {ctx.image_checked_with.name}"
+                      f"{other}; not repeated", measured=ctx.image_checked_with.name)
+    text_file = ctx.image_text_file or ctx.gguf_path
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="so8t-probe-") as tmp:
-        info = _run_probe(["image", str(ctx.gguf_path), str(ctx.mmproj_path)], tmp, "an image prompt with the mmproj")
-    return passed(f"answered an image prompt with the mmproj: {info['answer']!r} "
+        info = _run_probe(["image", str(text_file), str(ctx.mmproj_path)], tmp, "an image prompt with the mmproj")
+    paired = "" if text_file == ctx.gguf_path else f" and {text_file.name} (the same model at another type)"
+    return passed(f"answered an image prompt with the mmproj{paired}: {info['answer']!r} "
                   f"({time.perf_counter() - start:.1f} s)", measured=info["answer"])
 
 

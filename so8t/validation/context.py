@@ -87,6 +87,7 @@ class Context:
     mmproj_reader: Any = None
     reference: Any = None  # so8t.validation.parity_reference.ParityReference, shared across a run's files
     image_checked_with: Path | None = None  # a sibling text file this run answered an image prompt with
+    image_text_file: Path | None = None  # the text file to ask the image prompt with (default: gguf_path)
     details: dict[str, Any] | None = None  # structured figures of the running check, for its report entry
     cache: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)

@@ -104,8 +104,11 @@ class SO8TGGUFValidator:
         reference: a :class:`~so8t.validation.parity_reference.ParityReference` of ``so8t_model`` shared with
             other validations of the same run (the pipeline passes one); default: one of this run's own.
         image_checked_with: a text GGUF of the same model that this run already answered an image prompt
-            with, with this ``mmproj`` (the pipeline passes its first file): ``runtime.mmproj_image`` then
-            names it instead of loading both models again; default: the check runs.
+            with, with this ``mmproj``: ``runtime.mmproj_image`` then names it instead of loading both models
+            again; default: the check runs.
+        image_text_file: the text GGUF (of the same model, another type) that ``runtime.mmproj_image``
+            pairs with the mmproj; default: ``gguf_model``. The pipeline passes its smallest file: the
+            llama.cpp process of the image prompt holds both models, so that is its least memory.
 
     Example:
         >>> report = SO8TGGUFValidator("out/model-F16.gguf", so8t_model="qwen2vl-so8t").run()
@@ -115,7 +118,7 @@ class SO8TGGUFValidator:
     def __init__(self, gguf_model: str | Path, so8t_model: str | Path | None = None,
                  sidecar: str | Path | None = None, mmproj: str | Path | None = None,
                  run_runtime: bool = True, checks: tuple[Check, ...] = CHECKS, reference=None,
-                 image_checked_with: str | Path | None = None):
+                 image_checked_with: str | Path | None = None, image_text_file: str | Path | None = None):
         self.gguf_model = Path(gguf_model)
         self.so8t_model = Path(so8t_model) if so8t_model is not None else None
         self.sidecar = Path(sidecar) if sidecar is not None else default_sidecar(self.gguf_model)
@@ -124,12 +127,14 @@ class SO8TGGUFValidator:
         self.checks = checks
         self.reference = reference
         self.image_checked_with = Path(image_checked_with) if image_checked_with is not None else None
+        self.image_text_file = Path(image_text_file) if image_text_file is not None else None
 
     def run(self, progress=None) -> Report:
         """Run every check; ``progress(result)`` is called after each one (for a CLI bar)."""
         start = time.perf_counter()
         ctx = Context(self.gguf_model, self.so8t_model, self.sidecar, self.mmproj, self.run_runtime,
-                      reference=self.reference, image_checked_with=self.image_checked_with)
+                      reference=self.reference, image_checked_with=self.image_checked_with,
+                      image_text_file=self.image_text_file)
         try:
             for chk in self.checks:
                 result = run_check(ctx, chk)
