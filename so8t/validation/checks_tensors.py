@@ -21,6 +21,10 @@ The measured figure is the largest ``|y - x| / bound`` over all elements (must b
 
 from __future__ import annotations
 
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -125,24 +129,45 @@ def _decode(raw: np.ndarray, kind: _T) -> np.ndarray:
         return dequantize(raw, kind)
 
 
-def _row_chunks(path, t, rows_per_chunk: int | None = None):
-    """Dequantized float32 chunks ``(first_row, [rows, n_per_row])`` of a ReaderTensor, in row order."""
-    kind = _T(t.tensor_type)
-    for start, raw in _raw_chunks(path, t, rows_per_chunk):
-        yield start, _decode(raw, kind)
+def _in_order(job, items, workers: int = 0):
+    """``job(item)`` for every item on a pool of ``workers`` threads (0: one per CPU), yielded in item
+    order, with at most two items per worker in flight (memory stays a few chunks). The jobs' numpy, torch
+    and ggml calls release the GIL; torch runs one intra-op thread meanwhile, so the pool does not
+    oversubscribe the cores."""
+    from so8t.gguf.ggml_kernels import torch_single_threaded
+
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="so8t-check") as pool, torch_single_threaded():
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(job, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _all_chunks(path, tensors):
+    """``(tensor, raw rows)`` of every chunk of ``tensors``, in file order."""
+    return ((t, raw) for t in tensors for _start, raw in _raw_chunks(path, t))
+
+
+def _count_nonfinite(item) -> tuple[str, int, int]:
+    """``(tensor, raw rows)`` -> (tensor name, values, NaN/Inf values after dequantizing)."""
+    t, raw = item
+    values = _decode(raw, _T(t.tensor_type))
+    return t.name, values.size, int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 @check("tensors.finite", "tensors", requires=("tensors.types",))
 def finite(ctx: Context):
     total = bad = 0
     first = None
-    for t in ctx.reader.tensors:
-        for _start, values in _row_chunks(ctx.gguf_path, t):
-            n_bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            total += values.size
-            if n_bad and first is None:
-                first = t.name
-            bad += n_bad
+    for name, size, n_bad in _in_order(_count_nonfinite, _all_chunks(ctx.gguf_path, ctx.reader.tensors)):
+        total += size
+        if n_bad and first is None:
+            first = name
+        bad += n_bad
     expect(bad == 0, f"{bad} NaN/Inf values after dequantizing, first in {first}", measured=bad, bound=0)
     return passed(f"{total} values dequantized, all finite", measured=0, bound=0)
 
@@ -174,20 +199,24 @@ def values_vs_source(ctx: Context):
     ctx.cache["checkpoint"] = ckpt
     tensors = {t.name: t for t in ctx.reader.tensors}
     worst, worst_name, worst_abs, compared, no_bound = 0.0, "", 0.0, set(), []
-    for hub_name in ckpt.reader.names():
-        name = gguf_name(hub_name)
-        if name is None or name not in tensors:
-            continue  # a tied lm_head, or vision: the inventory check covers what must be there
-        t = tensors[name]
-        for start, y in _row_chunks(ctx.gguf_path, t):
-            x = folded_rows(ckpt, hub_name, start, start + y.shape[0]).reshape(y.shape)
-            ratio, err = block_error_ratio(_T(t.tensor_type), x, y)
-            if ratio is None:
-                no_bound.append(name)
-                break
-            if ratio > worst:
-                worst, worst_name, worst_abs = ratio, name, err
+
+    def compare(item):  # one chunk of rows: the file's values against the float64 fold of the source
+        hub_name, t, start, raw = item
+        y = _decode(raw, _T(t.tensor_type))
+        x = folded_rows(ckpt, hub_name, start, start + y.shape[0]).reshape(y.shape)
+        return t.name, *block_error_ratio(_T(t.tensor_type), x, y)
+
+    # a tied lm_head, or vision, has no tensor here: the inventory check covers what must be there
+    hub_to_gguf = {h: gguf_name(h) for h in ckpt.reader.names()}
+    pairs = [(h, tensors[name]) for h, name in hub_to_gguf.items() if name in tensors]
+    chunks = ((h, t, start, raw) for h, t in pairs for start, raw in _raw_chunks(ctx.gguf_path, t))
+    for name, ratio, err in _in_order(compare, chunks):
         compared.add(name)
+        if ratio is None:
+            if name not in no_bound:
+                no_bound.append(name)
+        elif ratio > worst:
+            worst, worst_name, worst_abs = ratio, name, err
     expect(set(compared) == set(tensors), f"the checkpoint lacks {sorted(set(tensors) - compared)[:3]}")
     if no_bound:
         raise CheckFailed(f"no error bound for the types of {no_bound[:3]}")
@@ -210,11 +239,9 @@ def mmproj_tensors(ctx: Context):
     missing, extra = sorted(expected - set(present)), sorted(set(present) - expected)
     expect(not missing, f"mmproj tensors missing: {missing[:4]}", measured=len(missing), bound=0)
     expect(not extra, f"unexpected mmproj tensors: {extra[:4]}", measured=len(extra), bound=0)
-    bad = 0
     for t in reader.tensors:
         if len(t.shape) == 1:
             expect(_T(t.tensor_type) == _T.F32, f"mmproj tensor {t.name} (1-D) is {_T(t.tensor_type).name}, not F32")
-        for _start, values in _row_chunks(ctx.mmproj_path, t):
-            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+    bad = sum(n_bad for _n, _s, n_bad in _in_order(_count_nonfinite, _all_chunks(ctx.mmproj_path, reader.tensors)))
     expect(bad == 0, f"{bad} NaN/Inf values in the mmproj", measured=bad, bound=0)
     return passed(f"{len(present)} tensors of a depth-{depth} tower, all finite", measured=len(present))
