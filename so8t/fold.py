@@ -27,6 +27,7 @@ import torch
 
 from so8t import bf16, group, profile
 from so8t.adapters import qwen2vl
+from so8t.checkpoint.lazy_rows import tensor_or_rows
 from so8t.checkpoint.so8t_dir import SO8TCheckpoint
 
 PARTS = ("text", "vision", "all")
@@ -109,7 +110,7 @@ def folded_rows(checkpoint: SO8TCheckpoint, name: str, start: int, stop: int) ->
 
 
 def iter_folded_tensors(
-    so8t_dir: str | Path | SO8TCheckpoint, part: str = "all"
+    so8t_dir: str | Path | SO8TCheckpoint, part: str = "all", lazy_above: int | None = None
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Stream ``(canonical_name, tensor)`` of the plain Qwen2-VL model equivalent to an SO8T checkpoint.
 
@@ -119,6 +120,8 @@ def iter_folded_tensors(
     Args:
         so8t_dir: an SO8T checkpoint directory (or an open :class:`SO8TCheckpoint`).
         part: ``"text"`` (language model incl. embeddings and lm_head), ``"vision"`` or ``"all"``.
+        lazy_above: tensors that are not folded and hold more bytes come as
+            :class:`~so8t.checkpoint.lazy_rows.LazyRows`, read when sliced (None: every tensor is read).
     """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
@@ -127,7 +130,7 @@ def iter_folded_tensors(
         for name in checkpoint.reader.names():
             if part != "all" and qwen2vl.part_of(name) != part:
                 continue
-            tensor = checkpoint.reader.get(name)
             if qwen2vl.fold_site(name) is not None:
-                tensor = _fold_tensor(checkpoint, name, tensor)
-            yield name, tensor
+                yield name, _fold_tensor(checkpoint, name, checkpoint.reader.get(name))
+            else:
+                yield name, tensor_or_rows(checkpoint.reader, name, lazy_above)

@@ -425,3 +425,26 @@ def test_shard_in_a_subdirectory_is_inside(tmp_checkpoint):
     assert path / "weights" / SHARD2 in reader.shard_files
     for name, tensor in expected.items():
         assert torch.equal(reader.get(name), tensor), name
+
+
+def test_lazy_rows_read_only_the_rows_sliced(source_checkpoint, monkeypatch):
+    """``LazyRows`` (the export's embedding): slices equal the stored rows, read then and only then."""
+    from so8t.checkpoint.lazy_rows import LazyRows, tensor_or_rows
+
+    reader = CheckpointReader(source_checkpoint)
+    name = "model.embed_tokens.weight"
+    whole = load_file(str(reader.entry(name).file))[reader.entry(name).name]
+    assert isinstance(tensor_or_rows(reader, name, lazy_above=0), LazyRows)
+    assert torch.equal(tensor_or_rows(reader, name, lazy_above=None), whole)
+    reads = []
+    real = CheckpointReader.get_rows
+    monkeypatch.setattr(CheckpointReader, "get_rows", lambda self, n, a, b: reads.append((a, b)) or real(self, n, a, b))
+    rows = LazyRows(reader, name)
+    assert reads == [] and tuple(rows.shape) == tuple(whole.shape) and rows.dtype == whole.dtype
+    assert rows.nelement() * rows.element_size() == whole.nelement() * whole.element_size()
+    assert torch.equal(rows[5:9], whole[5:9]) and torch.equal(rows[-3:], whole[-3:])
+    assert reads == [(5, 9), (whole.shape[0] - 3, whole.shape[0])]
+    with pytest.raises(TypeError, match="sliced by rows"):
+        rows[3]
+    with pytest.raises(ValueError, match="contiguous"):
+        rows[0:10:2]

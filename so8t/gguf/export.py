@@ -81,13 +81,17 @@ class SO8TToGGUFConverter:
         self.progress = progress
 
     def _tensors(self):
+        """The text pass's stream; tensors over ``text.READ_WHOLE_BYTES`` (the embedding) come unread,
+        as row slices the writer reads chunk by chunk."""
         if self.is_so8t:
             from so8t.fold import iter_folded_tensors
 
-            return iter_folded_tensors(self.path, part="text")
+            return iter_folded_tensors(self.path, part="text", lazy_above=text.READ_WHOLE_BYTES)
         from so8t.checkpoint import CheckpointReader
+        from so8t.checkpoint.lazy_rows import tensor_or_rows
 
-        return CheckpointReader(self.path).items()
+        reader = CheckpointReader(self.path)
+        return ((name, tensor_or_rows(reader, name, text.READ_WHOLE_BYTES)) for name in reader.names())
 
     def text_paths(
         self, out: str | Path, quant_types: list[quant.QuantType], model_name: str

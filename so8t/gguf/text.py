@@ -6,11 +6,11 @@ converted to float64 once and encoded straight into each file's type (see ``quan
 fold runs once per export however many types are asked for. Files are laid out before any data
 arrives: the tensor inventory and every shape follow from the config (``names.text_inventory``), so
 header, metadata and tensor table are written first and each tensor's bytes go to their precomputed
-offset, in whatever order the stream yields them. Large tensors are converted in row chunks, so peak
-memory is the tensor being encoded plus up to ``PREFETCH`` (``PREFETCH_GGML`` with block types) read
-ahead (none while a tensor over ``PREFETCH_ALONE_BYTES``, the embedding, is held; with block types in
-practice a layer's worth, under 300 MB for the 2B model) plus a few ``CHUNK_BYTES`` chunks per file, never
-the float64 copy of the embedding.
+offset, in whatever order the stream yields them. Large tensors are converted in row chunks, and a
+source tensor over ``READ_WHOLE_BYTES`` (the embedding) arrives unread (``LazyRows``) and is read chunk by
+chunk, so peak memory is the tensor being encoded plus up to ``PREFETCH`` (``PREFETCH_GGML`` with block
+types) read ahead (none while a tensor over ``PREFETCH_ALONE_BYTES`` is held; with block types in practice
+a layer's worth, under 300 MB for the 2B model) plus a few ``CHUNK_BYTES`` chunks per file.
 
 Work overlaps on separate threads, with bytes identical to a serial run: one thread reads (and folds)
 the next source tensors (``Prefetch``), the main thread converts chunks and rounds the float types itself
@@ -38,6 +38,7 @@ import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
 
 from so8t import bf16, profile
+from so8t.checkpoint.lazy_rows import LazyRows
 from so8t.errors import ExportError
 from so8t.gguf import ggml_kernels, metadata, names, quant
 from so8t.gguf.background import OrderedWriter, Prefetch
@@ -53,6 +54,9 @@ PREFETCH_GGML = 8  # ... when block types are encoded: a layer has 12 tensors, s
 # stalls the quantizer-bound pass (full-size Q6_K: 25.4 -> 24.3 s, peak RSS +100 MB); float-only passes
 # keep 1, which holds the F16 + mmproj export under 1 GB
 PREFETCH_ALONE_BYTES = 128 << 20  # no read-ahead while encoding a larger tensor (the embedding): peak RSS
+#: a source tensor over this size is not read whole: it arrives as ``LazyRows`` and each chunk of rows is read
+#: when converted (full-size F16 + mmproj export, peak RSS by /usr/bin/time: 869 -> 706 MB)
+READ_WHOLE_BYTES = 64 << 20
 
 
 @dataclass
@@ -248,7 +252,10 @@ def _stream_rows(tensor, spec: names.TextTensor, files) -> None:
 
 
 def _item_nbytes(item) -> int:
+    """Bytes an item holds in memory while it waits (``LazyRows``: none, its rows are read later)."""
     tensor = item[1]
+    if isinstance(tensor, LazyRows):
+        return 0
     return tensor.element_size() * tensor.nelement()
 
 
