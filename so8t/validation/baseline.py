@@ -78,17 +78,20 @@ def permutations(checkpoint: SO8TCheckpoint, realization: int) -> dict[str, tupl
 
 
 def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: str | Path,
-                   rows_per_chunk: int = 1024, realization: int = 0) -> int:
+                   rows_per_chunk: int = 1024, realization: int = 0, tensors=None) -> int:
     """Write realization ``realization`` of the plain-model baseline of text file ``gguf_path`` to
     ``out_path``; returns the number of tensors rewritten. Rows are encoded ``rows_per_chunk`` at a time
-    (memory: one chunk in float32, or one tensor's bytes for a moved tensor)."""
+    (memory: one chunk in float32, or one tensor's bytes for a moved tensor). ``tensors``: the
+    ``GGUFReader`` tensors of ``gguf_path`` when the caller has parsed it already (the copy has the same
+    layout; parsing a full-size header again takes 3 s)."""
     shutil.copyfile(gguf_path, out_path)
     sites = gate_site_tensors(checkpoint)
     perms = {gguf_name(name): value for name, value in permutations(checkpoint, realization).items()}
-    reader = open_gguf(out_path, "r")
+    if tensors is None:
+        tensors = open_gguf(out_path, "r").tensors  # the map is released with the reader, before writing
     placements = [(t.name, GGMLQuantizationType(t.tensor_type), int(t.data_offset), int(t.n_bytes))
-                  for t in reader.tensors if t.name in sites or t.name in perms]
-    del reader  # release the map before writing through a file handle
+                  for t in tensors if t.name in sites or t.name in perms]
+    del tensors
     with open(out_path, "r+b") as handle:
         for name, kind, offset, size in placements:
             handle.seek(offset)

@@ -127,7 +127,8 @@ def _baseline_realizations(ctx: Context, ours: dict, ref, seqs) -> list[dict]:
         plain_file = Path(tmp, "baseline.gguf")
         while len(realizations) < BASELINE_REALIZATIONS and (
                 not realizations or relative_verdict(ours, worst_of(realizations))):
-            build_baseline(ctx.gguf_path, ref.reference.checkpoint, plain_file, realization=len(realizations))
+            build_baseline(ctx.gguf_path, ref.reference.checkpoint, plain_file, realization=len(realizations),
+                           tensors=ctx.reader.tensors)
             probe = run_text_probe(plain_file, tmp, ids=seqs)
             realizations.append(compare_logits(probe["logits"], plain_logits))
     return realizations
