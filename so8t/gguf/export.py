@@ -181,9 +181,12 @@ class _MmprojJob:
 
     The text pass leaves the cores partly idle (its reader, writer and main threads wait on each other),
     and the mmproj needs no quantizer. Side by side, and with the fold in chunks (``so8t.fold``), the
-    full-size F16 + Q8_0 + Q4_K_M + mmproj export took 88 s instead of 109 s. ``result()`` waits and raises the thread's error. Leaving the block on an
-    error cancels the thread before its next tensor and waits for it, so nothing is written after the
-    export's temporary files are removed."""
+    full-size F16 + Q8_0 + Q4_K_M + mmproj export took 88 s instead of 109 s.
+
+    ``result()`` waits and raises the thread's error (the text pass does not watch for it: an mmproj
+    that fails on its data, e.g. a value beyond F16, is reported when the text pass ends). Leaving the
+    block on an error cancels the thread before its next tensor and waits for it, so nothing is written
+    after the export's temporary files are removed."""
 
     def __init__(self, plan, path: Path, progress: bool):
         self._plan, self._path, self._progress = plan, path, progress

@@ -17,7 +17,7 @@ from gguf import GGUFWriter
 from so8t.errors import ConfigError
 from so8t.gguf import vision_names as names
 
-DEFAULT_IMAGE_SIZE = 560  # Note [image size]
+DEFAULT_IMAGE_SIZE = 560  # so8t/gguf/vision.py, Note [image size]
 TEMPORAL_PATCH_SIZE = 2  # llama.cpp splits the Conv3d into exactly two Conv2d kernels
 
 
