@@ -189,3 +189,30 @@ def test_bad_mmproj_input_fails_before_the_text_pass(so8t_random_dir, tmp_path, 
         SO8TToGGUFConverter(so8t_random_dir, progress=False).export(tmp_path, ["F16"], mmproj_dtype="q8_0")
     assert count["n"] == 0, "the text pass started before the mmproj input was checked"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_mmproj_stops_the_text_pass_early(so8t_random_dir, tmp_path, monkeypatch):
+    """The mmproj's error is raised between two text tensors, not after the whole text pass."""
+    import time
+
+    from so8t.gguf import text
+    from so8t.gguf.export import SO8TToGGUFConverter
+    from so8t.gguf.names import text_inventory
+
+    _fail_after(monkeypatch, "so8t.gguf.vision._export_array", calls=0, exc=ExportError)
+    streamed = []
+    real = text._stream_rows
+
+    def slow(tensor, spec, files):  # a text pass long enough to see where it stopped
+        streamed.append(spec.gguf_name)
+        time.sleep(0.05)
+        return real(tensor, spec, files)
+
+    monkeypatch.setattr(text, "_stream_rows", slow)
+    converter = SO8TToGGUFConverter(so8t_random_dir, progress=False)
+    with pytest.raises(ExportError, match="injected failure"):
+        converter.export(tmp_path, ["F16"], model_name="m")
+    hp = converter.hparams
+    total = len(text_inventory(hp.dims, hp.n_layers, hp.tied))
+    assert len(streamed) < total / 2, f"the text pass streamed {len(streamed)} of {total} tensors"
+    assert list(tmp_path.iterdir()) == []

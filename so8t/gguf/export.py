@@ -136,7 +136,7 @@ class SO8TToGGUFConverter:
             if mmproj:
                 report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
                 job = stack.enter_context(self._mmproj_job(report.mmproj, mmproj_dtype, model_name, stack))
-            self._write_texts(report, qts, paths, tmp, tokenizer, keys, model_name, n_threads)
+            self._write_texts(report, qts, paths, tmp, tokenizer, keys, model_name, n_threads, job)
             if sidecar and self.is_so8t:
                 from so8t.gguf.sidecar import write_sidecar
 
@@ -150,12 +150,14 @@ class SO8TToGGUFConverter:
                 job.result()
         return report
 
-    def _write_texts(self, report, qts, paths, tmp, tokenizer, keys, model_name, n_threads) -> None:
-        """The one text pass, into the temporary paths ``tmp`` (per type); fills ``report.texts``."""
+    def _write_texts(self, report, qts, paths, tmp, tokenizer, keys, model_name, n_threads, job) -> None:
+        """The one text pass, into the temporary paths ``tmp`` (per type); fills ``report.texts``. A
+        failed mmproj ``job`` stops it before its next tensor."""
         outputs = {q.name: (q, tmp[q.name]) for q in qts}
+        tensors = self._tensors() if job is None else job.watch(self._tensors())
         start = time.perf_counter()
         results = text.write_text_ggufs(
-            self._tensors(),
+            tensors,
             self.hparams,
             tokenizer,
             outputs,
@@ -183,10 +185,10 @@ class _MmprojJob:
     and the mmproj needs no quantizer. Side by side, and with the fold in chunks (``so8t.fold``), the
     full-size F16 + Q8_0 + Q4_K_M + mmproj export took 88 s instead of 109 s.
 
-    ``result()`` waits and raises the thread's error (the text pass does not watch for it: an mmproj
-    that fails on its data, e.g. a value beyond F16, is reported when the text pass ends). Leaving the
-    block on an error cancels the thread before its next tensor and waits for it, so nothing is written
-    after the export's temporary files are removed."""
+    ``result()`` waits and raises the thread's error; ``watch(stream)`` raises it as soon as it happened,
+    between two tensors of the text pass (an mmproj value beyond F16 need not wait for the text pass to
+    end). Leaving the block on an error cancels the thread before its next tensor and waits for it, so
+    nothing is written after the export's temporary files are removed."""
 
     def __init__(self, plan, path: Path, progress: bool):
         self._plan, self._path, self._progress = plan, path, progress
@@ -200,6 +202,13 @@ class _MmprojJob:
 
     def result(self) -> None:
         self._future.result()
+
+    def watch(self, stream):
+        """``stream``'s items, raising the mmproj's error before the next one once the job has failed."""
+        for item in stream:
+            if self._future.done() and self._future.exception() is not None:
+                raise self._future.exception()
+            yield item
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
