@@ -16,6 +16,7 @@ Baselines, timed in the same session and interleaved round by round (pedantic's 
   then ``llama_model_quantize`` of that F16 file to Q8_0 and to Q4_K_M; against our one pass.
   ``ratio_vs_llama_tools`` = ours / the sum of those four (target <= 0.8). Needs ``LLAMA_CPP_CONVERTER``.
 
+Before and after each baseline run, ``os.sync()`` writes back what the previous side left dirty (``settled``).
 Peak RSS is this process's high-water mark during the export (see conftest); the converter's is its own.
 Every test also records where its last round spent its time (``phase_<read|fold|cast|quantize|write|hash>_
 cpu_s`` / ``_wall_s``, ``so8t.profile``).
@@ -23,6 +24,7 @@ cpu_s`` / ``_wall_s``, ``so8t.profile``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -46,6 +48,18 @@ def export(so8t_dir: Path, out_dir: Path, quant, threads: int, mmproj: bool):
     return SO8TToGGUFConverter(so8t_dir, progress=False).export(
         out_dir, quant_types=types, model_name=MODEL_NAME, mmproj=mmproj, sidecar=True, n_threads=threads
     )
+
+
+def settled(setup):
+    """``setup`` between two ``sync`` calls: each side starts once the other's files are written back, so
+    neither pays for the other's writeback (a converter round leaves 3-4 GB dirty at full size)."""
+
+    def run() -> None:
+        os.sync()
+        setup()
+        os.sync()
+
+    return run
 
 
 def record_phases(benchmark, report) -> None:
@@ -122,7 +136,7 @@ def test_export_text(benchmark, bench, bench_model, tools, so8t_random, scratch,
         with rss:
             reports.append(export(so8t_random, out, quant, bench.threads, mmproj=False))
 
-    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, setup=settled(setup), rounds=bench.rounds, iterations=1, warmup_rounds=0)
 
     (text,) = reports[-1].texts
     check_text_gguf(text.path, quant)
@@ -189,7 +203,7 @@ def test_export_f16_with_mmproj(benchmark, bench, bench_model, tools, so8t_rando
         with rss:
             reports.append(export(so8t_random, out, "F16", bench.threads, mmproj=True))
 
-    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, setup=settled(setup), rounds=bench.rounds, iterations=1, warmup_rounds=0)
 
     report = reports[-1]
     (text,) = report.texts
@@ -256,7 +270,7 @@ def test_export_set(benchmark, bench, bench_model, tools, so8t_random, scratch):
         with rss:
             reports.append(export(so8t_random, out, list(SET_QUANTS), bench.threads, mmproj=True))
 
-    benchmark.pedantic(run, setup=setup, rounds=bench.rounds, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, setup=settled(setup), rounds=bench.rounds, iterations=1, warmup_rounds=0)
 
     report = reports[-1]
     assert [t.quant for t in report.texts] == list(SET_QUANTS)
