@@ -7,14 +7,12 @@ export's peak RSS. ``rows[a:b]`` reads just those rows (``CheckpointReader.get_r
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
 class LazyRows:
-    """The rows of tensor ``name`` of ``reader``, read on slicing: ``shape``, ``dtype`` (torch), ``[a:b]``
-    (a torch tensor of those rows), ``element_size()`` and ``nelement()`` as a torch tensor has them."""
+    """The rows of tensor ``name`` of ``reader``, read on slicing: ``shape``, ``dtype`` (torch) and
+    ``[a:b]`` (a torch tensor of those rows), as a torch tensor has them."""
 
     def __init__(self, reader, name: str):
         entry = reader.entry(name)
@@ -29,12 +27,6 @@ class LazyRows:
         if step != 1:
             raise ValueError(f"LazyRows of {self.name!r}: only contiguous row slices, got step {step}")
         return self.reader.get_rows(self.name, start, stop)
-
-    def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
-    def nelement(self) -> int:
-        return math.prod(self.shape)
 
 
 def tensor_or_rows(reader, name: str, lazy_above: int | None) -> torch.Tensor | LazyRows:

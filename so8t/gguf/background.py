@@ -1,4 +1,5 @@
-"""Background I/O threads for the GGUF writers: an ordered chunk writer and a bounded read-ahead.
+"""Background threads for the GGUF writers and checks: an ordered chunk writer, a bounded read-ahead,
+and an order-keeping parallel map (``ordered_map``).
 
 Both keep the output bytes identical to a serial run (the writer handles chunks strictly in submission
 order) and move every exception from their thread to the caller's. Callers must always ``close()`` them,
@@ -7,14 +8,34 @@ also after an error, so no thread outlives an export.
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from so8t import profile
+
+
+def ordered_map(job: Callable, items: Iterable, workers: int = 0) -> Iterator:
+    """``job(item)`` for every item on a pool of ``workers`` threads (0: one per CPU), yielded in item
+    order, with at most two items per worker in flight (memory stays a few chunks). The jobs' numpy, torch
+    and ggml calls release the GIL; torch runs one intra-op thread meanwhile
+    (``ggml_kernels.torch_single_threaded``), so the pool does not oversubscribe the cores."""
+    from so8t.gguf.ggml_kernels import torch_single_threaded
+
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="so8t-map") as pool, torch_single_threaded():
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(job, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class OrderedWriter:

@@ -25,7 +25,6 @@ never shipped (it lives in a temporary directory removed after the check).
 
 from __future__ import annotations
 
-import collections
 import shutil
 from pathlib import Path
 
@@ -36,13 +35,10 @@ from gguf import GGMLQuantizationType
 from so8t import bf16
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import SO8TCheckpoint
-from so8t.gguf.ggml_kernels import torch_single_threaded
+from so8t.gguf.background import ordered_map
 from so8t.gguf.names import gguf_name
-from so8t.gguf.quant import encode_later
+from so8t.gguf.quant import encode
 from so8t.gguf.reader import open_gguf
-
-#: chunks of rows being encoded ahead of the one written (memory: that many float32 chunks)
-IN_FLIGHT = 4
 
 
 def gate_site_tensors(checkpoint: SO8TCheckpoint) -> dict[str, str]:
@@ -106,26 +102,17 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
 
 def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk) -> int:
     """Encode the unfolded source tensor (its axis permuted if ``perm``) at the handle's position: chunks
-    of rows become jobs on ggml's quantizer pool (``encode_later``, one thread per CPU; the full-size
-    Q4_K_M baseline re-encodes 451 M weights), written in order, at most ``IN_FLIGHT`` chunks ahead."""
+    of rows are encoded side by side (``ordered_map``, one thread per CPU; the full-size Q4_K_M baseline
+    re-encodes 451 M weights) and written in order."""
     source = checkpoint.reader.get(source_name)
     if perm is not None:
         source = source.index_select(perm[1], perm[0])
     matrix = source.reshape(-1, source.shape[-1])
-    written, pending = 0, collections.deque()
-
-    def write_next() -> int:
-        data = pending.popleft().result()
+    chunks = (matrix[start : start + rows_per_chunk] for start in range(0, matrix.shape[0], rows_per_chunk))
+    written = 0
+    for data in ordered_map(lambda rows: encode(bf16.to_float32(rows), kind), chunks):
         handle.write(memoryview(data).cast("B"))
-        return data.nbytes
-
-    with torch_single_threaded():
-        for start in range(0, matrix.shape[0], rows_per_chunk):
-            pending.append(encode_later(bf16.to_float32(matrix[start : start + rows_per_chunk]), kind))
-            if len(pending) > IN_FLIGHT:
-                written += write_next()
-        while pending:
-            written += write_next()
+        written += data.nbytes
     return written
 
 

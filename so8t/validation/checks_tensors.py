@@ -21,13 +21,10 @@ The measured figure is the largest ``|y - x| / bound`` over all elements (must b
 
 from __future__ import annotations
 
-import collections
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from so8t.gguf.background import ordered_map
 from so8t.gguf.quant import block_error_ratio
 from so8t.validation.checks_metadata import hparams
 from so8t.validation.context import CheckFailed, Context, check, expect, passed, skipped
@@ -132,24 +129,6 @@ def _decode(raw: np.ndarray, kind: _T) -> np.ndarray:
         return dequantize(raw, kind)
 
 
-def _in_order(job, items, workers: int = 0):
-    """``job(item)`` for every item on a pool of ``workers`` threads (0: one per CPU), yielded in item
-    order, with at most two items per worker in flight (memory stays a few chunks). The jobs' numpy, torch
-    and ggml calls release the GIL; torch runs one intra-op thread meanwhile, so the pool does not
-    oversubscribe the cores."""
-    from so8t.gguf.ggml_kernels import torch_single_threaded
-
-    workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="so8t-check") as pool, torch_single_threaded():
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.submit(job, item))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def _all_chunks(path, tensors):
     """``(tensor, raw rows)`` of every chunk of ``tensors``, in file order."""
     return ((t, raw) for t in tensors for _start, raw in _raw_chunks(path, t))
@@ -166,7 +145,7 @@ def _count_nonfinite(item) -> tuple[str, int, int]:
 def finite(ctx: Context):
     total = bad = 0
     first = None
-    for name, size, n_bad in _in_order(_count_nonfinite, _all_chunks(ctx.gguf_path, ctx.reader.tensors)):
+    for name, size, n_bad in ordered_map(_count_nonfinite, _all_chunks(ctx.gguf_path, ctx.reader.tensors)):
         total += size
         if n_bad and first is None:
             first = name
@@ -213,7 +192,7 @@ def values_vs_source(ctx: Context):
     hub_to_gguf = {h: gguf_name(h) for h in ckpt.reader.names()}
     pairs = [(h, tensors[name]) for h, name in hub_to_gguf.items() if name in tensors]
     chunks = ((h, t, start, raw) for h, t in pairs for start, raw in _raw_chunks(ctx.gguf_path, t))
-    for name, ratio, err in _in_order(compare, chunks):
+    for name, ratio, err in ordered_map(compare, chunks):
         compared.add(name)
         if ratio is None:
             if name not in no_bound:
@@ -245,6 +224,6 @@ def mmproj_tensors(ctx: Context):
     for t in reader.tensors:
         if len(t.shape) == 1:
             expect(_T(t.tensor_type) == _T.F32, f"mmproj tensor {t.name} (1-D) is {_T(t.tensor_type).name}, not F32")
-    bad = sum(n_bad for _n, _s, n_bad in _in_order(_count_nonfinite, _all_chunks(ctx.mmproj_path, reader.tensors)))
+    bad = sum(n_bad for _n, _s, n_bad in ordered_map(_count_nonfinite, _all_chunks(ctx.mmproj_path, reader.tensors)))
     expect(bad == 0, f"{bad} NaN/Inf values in the mmproj", measured=bad, bound=0)
     return passed(f"{len(present)} tensors of a depth-{depth} tower, all finite", measured=len(present))
