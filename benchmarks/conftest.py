@@ -50,6 +50,16 @@ VERSIONED = (
 N_PROMPT, N_GEN = 128, 32
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The gate's ``-n 1`` (pyproject addopts: crash isolation in an xdist worker) is turned off here:
+    pytest-benchmark refuses to time under xdist. Runs before xdist's own hook (a conftest registers after
+    the installed plugins, and pluggy calls the later one first)."""
+    if getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("so8t benchmarks")
     group.addoption(

@@ -80,7 +80,9 @@ def fold_linear_blocks(
     return folded_w, folded_b
 
 
-def _fold_tensor(checkpoint: SO8TCheckpoint, name: str, tensor: torch.Tensor) -> torch.Tensor:
+def fold_tensor(checkpoint: SO8TCheckpoint, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """The gate-site tensor ``name`` (values ``tensor``, the source's or a permutation of its columns) folded
+    with the checkpoint's gates, float64."""
     site, layer, kind = qwen2vl.fold_site(name)
     rotations = checkpoint.site_rotation(layer, site)
     with profile.phase("fold"):
@@ -98,7 +100,7 @@ def folded_rows(checkpoint: SO8TCheckpoint, name: str, start: int, stop: int) ->
     site = qwen2vl.fold_site(name)
     if len(reader.shape(name)) < 2:
         tensor = reader.get(name)
-        return (_fold_tensor(checkpoint, name, tensor) if site else tensor).to(torch.float64).numpy()
+        return (fold_tensor(checkpoint, name, tensor) if site else tensor).to(torch.float64).numpy()
     rows = reader.get_rows(name, start, stop)
     if site is None:
         return bf16.to_float64(rows)
@@ -131,6 +133,6 @@ def iter_folded_tensors(
             if part != "all" and qwen2vl.part_of(name) != part:
                 continue
             if qwen2vl.fold_site(name) is not None:
-                yield name, _fold_tensor(checkpoint, name, checkpoint.reader.get(name))
+                yield name, fold_tensor(checkpoint, name, checkpoint.reader.get(name))
             else:
                 yield name, tensor_or_rows(checkpoint.reader, name, lazy_above)

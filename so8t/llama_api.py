@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,9 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "llama_log_callback": "the ctypes callback type llama_log_set takes",
     "LLAMA_POOLING_TYPE_NONE": "embedding mode without pooling: one hidden state per position",
     "LLAMA_FLASH_ATTN_TYPE_DISABLED": "flash attention off for the image encoder (exact comparisons)",
+    "llama_print_system_info": "the build's compile-time features (so8t.llama_build: AMX, REPACK, ...)",
+    "llama.llama_cpp.llama_model_default_params": "Llama() builds its model params from it and has no "
+    "use_extra_bufts argument; load() wraps it to turn extra buffers off on AMX builds (so8t.llama_build)",
     # -- raw ctypes bindings of libmtmd (llama.cpp's multimodal library) ------------------------------
     "mtmd_cpp.mtmd_encode_chunk": "runs the vision encoder on an image chunk: how to read image embeddings",
 }
@@ -162,11 +166,35 @@ def pooling_none() -> int:
     return api().LLAMA_POOLING_TYPE_NONE
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load(model_path: str | Path, verbose: bool = False, **kwargs):
-    """``llama_cpp.Llama(model_path, **kwargs)`` with llama.cpp's load notes silenced unless ``verbose``."""
+    """``llama_cpp.Llama(model_path, **kwargs)`` with llama.cpp's load notes silenced unless ``verbose``.
+
+    The one place so8t opens llama.cpp: every load follows ``so8t.llama_build.current_decision()`` on
+    llama.cpp's extra buffer types (off on AMX builds, which crash; Note [AMX] there). ``Llama()`` takes no
+    ``use_extra_bufts`` argument, so for such a load the default-params function it calls is wrapped for the
+    duration of the call (under a lock: the wrap is module-global)."""
+    from so8t.llama_build import current_decision
+
     llama_cpp = api()
-    with llama_cpp._utils.suppress_stdout_stderr(disable=verbose):
-        return llama_cpp.Llama(str(model_path), verbose=verbose, **kwargs)
+    with _LOAD_LOCK, llama_cpp._utils.suppress_stdout_stderr(disable=verbose):
+        if current_decision().allowed:
+            return llama_cpp.Llama(str(model_path), verbose=verbose, **kwargs)
+        bindings = llama_cpp.llama.llama_cpp
+        defaults = bindings.llama_model_default_params
+
+        def without_extra_bufts():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = without_extra_bufts
+        try:
+            return llama_cpp.Llama(str(model_path), verbose=verbose, **kwargs)
+        finally:
+            bindings.llama_model_default_params = defaults
 
 
 def restart(llm) -> None:
@@ -225,7 +253,8 @@ def ends_generation(llm, token: int) -> bool:
 
 
 @contextlib.contextmanager
-def _captured_log(pieces: list[str]):
+def captured_log(pieces: list[str]):
+    """Collect what llama.cpp logs meanwhile into ``pieces`` (its load notes, the quantizer's fallbacks)."""
     llama_cpp = api()
 
     @llama_cpp.llama_log_callback
@@ -252,7 +281,7 @@ def quantize_file(
     if max_buf_size is not None:
         params.max_buf_size = max_buf_size
     pieces: list[str] = []
-    with _captured_log(pieces) if capture_log else contextlib.nullcontext():
+    with captured_log(pieces) if capture_log else contextlib.nullcontext():
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     return int(rc), "".join(pieces)
 

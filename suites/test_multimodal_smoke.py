@@ -38,12 +38,13 @@ def _png_data_url(pixels: np.ndarray) -> str:
 
 
 def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_gguf, parity_image):
-    from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
+    from so8t import llama_api
 
     text_file, mmproj = gguf_text[TEXT_TYPE].path, mmproj_gguf["f16"]
     handler = Qwen25VLChatHandler(clip_model_path=str(mmproj), verbose=False)
-    llm = Llama(str(text_file), chat_handler=handler, n_ctx=512, n_threads=2, verbose=False)
+    llm = llama_api.load(text_file, chat_handler=handler, n_ctx=512, n_threads=2)  # the one way so8t loads
     try:
         question = {"type": "text", "text": "What is in this picture?"}
         image = {"type": "image_url", "image_url": {"url": _png_data_url(parity_image[0])}}

@@ -10,7 +10,7 @@ tokens USER_DEFINED, the rest NORMAL.
 Sources, first found wins: ``vocab.json`` / ``merges.txt`` then ``tokenizer.json``; added tokens from
 ``tokenizer.json`` then ``tokenizer_config.json``; special tokens from ``tokenizer_config.json`` then the
 ``*_token_id`` entries of ``config.json``; the chat template from ``tokenizer_config.json``, then
-``chat_template.jinja``, then ``chat_template.json``.
+``chat_template.jinja``, then ``chat_template.json`` (so8t/checkpoint/chat_template.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gguf import TokenType
 
+from so8t.checkpoint.chat_template import read_chat_template
 from so8t.errors import CheckpointError
 
 PRE_TOKENIZER = "qwen2"
@@ -95,7 +96,7 @@ def read_tokenizer(model_dir: str | Path, vocab_size: int) -> TokenizerMeta:
         eos_id=_special_id("eos", ids, tok_cfg, config),
         pad_id=_special_id("pad", ids, tok_cfg, config),
         add_bos=bool(tok_cfg.get("add_bos_token", False)),
-        chat_template=_read_chat_template(model_dir, tok_cfg),
+        chat_template=read_chat_template(model_dir, tok_cfg),
     )
 
 
@@ -177,16 +178,3 @@ def _read_merges(model_dir: Path, tok_json: dict) -> list[str]:
     merges = tok_json.get("model", {}).get("merges") or []
     return [m if isinstance(m, str) else " ".join(m) for m in merges]
 
-
-def _read_chat_template(model_dir: Path, tok_cfg: dict) -> str | None:
-    template = tok_cfg.get("chat_template")
-    if isinstance(template, list):  # named templates: take "default"
-        named = {t.get("name"): t.get("template") for t in template}
-        template = named.get("default") or next(iter(named.values()), None)
-    if template:
-        return template
-    if (model_dir / "chat_template.jinja").is_file():
-        return (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
-    if (model_dir / "chat_template.json").is_file():
-        return _load_json(model_dir / "chat_template.json").get("chat_template")
-    return None

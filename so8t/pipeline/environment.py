@@ -43,6 +43,8 @@ class Environment:
     free_bytes: int
     needed_bytes: int
     problems: list[str] = field(default_factory=list)
+    llama_build: str = ""  # the CPU features llama.cpp was built with, and the extra-buffer decision
+
 
     @property
     def ok(self) -> bool:
@@ -81,7 +83,18 @@ def check_environment(output_dir: Path, source_bytes: int, n_params: int, quant_
         problems.append(
             f"{probe}: {free / 1e9:.2f} GB free but the pipeline needs about {need / 1e9:.2f} GB"
         )
-    return Environment(platform.python_version(), versions, free, need, problems)
+    return Environment(platform.python_version(), versions, free, need, problems,
+                       llama_build="" if "llama_cpp_python" in missing else llama_build_line())
+
+
+def llama_build_line() -> str:
+    """The llama.cpp build's features and whether loads use extra buffer types (so8t/llama_build.py), so a
+    user can tell which CPU path runs: ``CPU: AVX2 AVX512 REPACK; extra buffers on (...)``."""
+    from so8t import llama_build
+
+    decision = llama_build.current_decision()
+    return (f"{llama_build.summary(llama_build.system_info())}; extra buffers "
+            f"{'on' if decision.allowed else 'off'} ({decision.reason})")
 
 
 def require(env: Environment) -> None:

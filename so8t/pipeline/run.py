@@ -65,6 +65,8 @@ class FileRow:
     seconds: float | None = None
     validation: str | None = None
     parity: str | None = None
+    notes: list[str] = field(default_factory=list)  # failed checks and warnings, printed under the table
+    cost_ratio: float | None = None  # quantization cost: SO8T model / plain source model (block types)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class PipelineResult:
     ok: bool = True
     validated: bool = False
     training: dict | None = None  # eval metrics of the train step
+    warnings: list[str] = field(default_factory=list)  # information for the user; never a failure
 
     def to_json(self) -> dict:
         return {
@@ -86,6 +89,7 @@ class PipelineResult:
             "environment": self.environment,
             "steps": [asdict(s) for s in self.steps],
             "files": [asdict(f) for f in self.files],
+            "warnings": self.warnings,
         }
 
 
@@ -153,7 +157,8 @@ def _check_inputs(options: PipelineOptions, quant_names: list[str]) -> tuple[Pip
     )
     environment.require(env)
     result = PipelineResult(options.output_dir, {"python": env.python, **env.versions,
-                                                 "free_bytes": env.free_bytes, "needed_bytes": env.needed_bytes})
+                                                 "free_bytes": env.free_bytes, "needed_bytes": env.needed_bytes,
+                                                 "llama_build": env.llama_build})
     detail = f"{analysis['params_total']:,} parameters, {env.needed_bytes / 1e9:.2f} of {env.free_bytes / 1e9:.0f} GB"
     result.steps.append(Step("environment + input check", time.perf_counter() - start, detail))
     return result, name
@@ -232,7 +237,8 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
 
 
 def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
-    from so8t.pipeline.validation import parity_summary, validate_text_file
+    from so8t.gguf.parity import SENSITIVITY_WARN
+    from so8t.pipeline.validation import cheapest_close_type, file_notes, parity_summary, validate_text_file
     from so8t.validation.parity_reference import ParityReference
     from so8t.validation.report import PARITY_CHECK
 
@@ -251,8 +257,17 @@ def _validate(result: PipelineResult, so8t_dir: Path, reports_dir: Path) -> str:
         if image_checked_with is None and image.status == "PASS":
             image_checked_with = smallest
         parity = report.get(PARITY_CHECK)
-        row.validation, row.parity = report.overall, parity_summary(parity)
+        row.validation, row.parity, row.notes = report.overall, parity_summary(parity), file_notes(report)
+        row.cost_ratio = ((parity.details or {}).get("quantization_cost") or {}).get("ratio")
         if row.validation != "PASS":
             failed.append(row.quant)
+    sensitive = [r for r in texts if r.cost_ratio is not None and r.cost_ratio > SENSITIVITY_WARN]
+    if sensitive:
+        best = cheapest_close_type(texts, SENSITIVITY_WARN)
+        result.warnings.append(
+            f"the gates make {', '.join(f'{r.quant} ({r.cost_ratio:.3g}x)' for r in sensitive)} cost more than "
+            f"{SENSITIVITY_WARN:g}x the KL the plain source model pays for the same type; "
+            + (f"cheapest type within {SENSITIVITY_WARN:g}x: {best}" if best else
+               f"no validated block type stays within {SENSITIVITY_WARN:g}x"))
     result.ok = not failed
     return "all PASS" if not failed else "FAIL: " + ", ".join(failed)

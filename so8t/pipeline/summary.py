@@ -27,8 +27,12 @@ def format_summary(result) -> str:
         for f in result.files
     ]
     files = format_table(
-        ("file", "type", "name", "size", "export s", "validation", "parity vs PyTorch"), rows
+        ("file", "type", "name", "size", "export s", "verdict", "parity vs PyTorch"), rows
     )
+    notes = [f"  {f.quant} {Path(f.path).name}: {note}" for f in result.files for note in getattr(f, "notes", [])]
+    notes += [f"  warning: {w}" for w in getattr(result, "warnings", [])]
+    if notes:
+        files += "\n\n" + "\n".join(["notes:", *notes])
     training = ""
     if getattr(result, "training", None):
         from so8t.training.metrics import format_metrics
@@ -41,4 +45,6 @@ def format_summary(result) -> str:
                    "check each file with 'so8t validate --gguf-model F --so8t-model SO8T_DIR'")
     else:
         verdict = "PIPELINE OK"
-    return f"{steps}\n\n{files}{training}\n\noutput: {result.output_dir}\n{verdict}"
+    build = (result.environment or {}).get("llama_build")
+    build = f"\nllama.cpp build: {build}" if build else ""
+    return f"{steps}{build}\n\n{files}{training}\n\noutput: {result.output_dir}\n{verdict}"

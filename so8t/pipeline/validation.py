@@ -29,13 +29,30 @@ def validate_text_file(
 
 
 def parity_summary(parity) -> str:
-    """One table cell for a parity result: the figures of a PASS (both sides for block types), else why."""
+    """A short table cell for a parity result (the explanation goes under the table, :func:`file_notes`):
+    the float bound, or for block types the ratio to llama.cpp's quantization of the same weights and
+    what the type costs against the plain source model."""
     d = parity.details or {}
     if parity.status != "PASS" or "ours" not in d:
-        return f"{parity.status}: {parity.reason}"
+        return parity.status
     ours = d["ours"]
     if "baseline" not in d:
-        return f"max|dlogit| {ours['max_abs']:.2e} <= {parity.bound:.2e}, top-1 {ours['top1']:.3f}"
-    base = d["baseline"]
-    return (f"KL {ours['mean_kl']:.2e} vs llama.cpp's {base['mean_kl']:.2e} (ratio {d['kl_ratio']:.3f}), "
-            f"top-1 {ours['top1']:.3f} vs {base['top1']:.3f}")
+        return f"max|dlogit| {ours['max_abs']:.2e} <= {parity.bound:.2e}"
+    cost = d.get("quantization_cost") or {}
+    text = f"KL {ours['mean_kl']:.2e}, ratio {d['kl_ratio']:.2f}"
+    return text + (f", cost {cost['ratio']:.3g}x source" if "ratio" in cost else "")
+
+
+def file_notes(report) -> list[str]:
+    """What a file's row cannot hold: why each check that did not pass failed, and the parity warning."""
+    notes = [f"{c.name} {c.status}: {c.reason}" for c in report.checks if c.status in ("FAIL", "ERROR")]
+    return notes + [f"warning: {w}" for w in report.warnings]
+
+
+def cheapest_close_type(rows, threshold: float) -> str | None:
+    """The smallest validated text file whose quantization cost stays within ``threshold`` times the plain
+    source model's (rows: ``FileRow`` with ``cost_ratio``), as ``"Q8_0 (1.07x)"``; None if there is none."""
+    close = [r for r in rows if r.kind == "text" and r.validation == "PASS" and r.cost_ratio is not None
+             and r.cost_ratio <= threshold]
+    best = min(close, key=lambda r: r.size, default=None)
+    return None if best is None else f"{best.quant} ({best.cost_ratio:.3g}x)"

@@ -205,8 +205,10 @@ def preprocessor_config(spec: TinySpec) -> dict:
     }
 
 
-def write_weights(out_dir: Path, spec: TinySpec, on_tensor=None) -> None:
-    """Write the shard file(s) and, for several shards, the index (weight_map sorted by name)."""
+def write_weights(out_dir: Path, spec: TinySpec, on_tensor=None, values=None) -> None:
+    """Write the shard file(s) and, for several shards, the index (weight_map sorted by name).
+    ``values(hub_name, shape)``: a tensor's float32 values, or None for the random ones of
+    :func:`make_tensor` (the real-weights checkpoint, so8t/testing/real_weights.py, gives its text tower)."""
     weight_map: dict[str, str] = {}
     total = 0
     for file_name, group in shard_plan(spec):
@@ -214,7 +216,8 @@ def write_weights(out_dir: Path, spec: TinySpec, on_tensor=None) -> None:
 
         def make(disk_name: str, shape: Sequence[int], by_disk=by_disk) -> torch.Tensor:
             hub_name, init = by_disk[disk_name]
-            return make_tensor(spec, hub_name, shape, init)
+            given = values(hub_name, shape) if values is not None else None
+            return make_tensor(spec, hub_name, shape, init) if given is None else given
 
         entries = [(_disk_name(spec, name), shape) for name, shape, _ in group]
         total += write_streaming(
@@ -226,16 +229,21 @@ def write_weights(out_dir: Path, spec: TinySpec, on_tensor=None) -> None:
         tok.dump_json(index, out_dir / INDEX_NAME)
 
 
-def write_checkpoint_files(out_dir: Path, spec: TinySpec, on_tensor=None) -> None:
-    """Write every file of the checkpoint into the existing directory ``out_dir``."""
+def write_checkpoint_files(out_dir: Path, spec: TinySpec, on_tensor=None, values=None) -> None:
+    """Write every file of the checkpoint into the existing directory ``out_dir`` (``values``: see
+    :func:`write_weights`)."""
     config = transformers5_config(spec) if spec.layout == "transformers5" else hub_config(spec)
     tok.dump_json(config, out_dir / "config.json")
     tok.dump_json(generation_config(), out_dir / "generation_config.json")
     tok.dump_json(preprocessor_config(spec), out_dir / "preprocessor_config.json")
-    tok.dump_json({"chat_template": tok.CHAT_TEMPLATE}, out_dir / "chat_template.json")
+    if spec.chat_template_in == "jinja":
+        (out_dir / "chat_template.jinja").write_text(tok.CHAT_TEMPLATE, encoding="utf-8")
+    else:
+        tok.dump_json({"chat_template": tok.CHAT_TEMPLATE}, out_dir / "chat_template.json")
     if spec.tokenizer:
-        tok.write_tokenizer_files(out_dir, model_max_length=spec.max_position_embeddings)
-    write_weights(out_dir, spec, on_tensor=on_tensor)
+        tok.write_tokenizer_files(out_dir, model_max_length=spec.max_position_embeddings,
+                                  template_in_config=spec.chat_template_in == "both")
+    write_weights(out_dir, spec, on_tensor=on_tensor, values=values)
 
 
 def build_checkpoint(out_dir: str | Path, spec: TinySpec | None = None) -> Path:

@@ -63,7 +63,8 @@ def _locked(lock_path: Path):
 
 def expected_files(spec: TinySpec) -> set[str]:
     """File names a build of ``spec`` leaves in its directory."""
-    names = {"config.json", "generation_config.json", "preprocessor_config.json", "chat_template.json"}
+    template = "chat_template.jinja" if spec.chat_template_in == "jinja" else "chat_template.json"
+    names = {"config.json", "generation_config.json", "preprocessor_config.json", template}
     names |= {file_name for file_name, _ in shard_plan(spec)}
     if spec.shards > 1:
         names.add(INDEX_NAME)

@@ -32,6 +32,7 @@ class Init(str, Enum):
 
 DTYPES = ("bfloat16", "float16", "float32")
 LAYOUTS = ("hub", "transformers5")
+CHAT_TEMPLATE_PLACES = ("both", "json", "jinja")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class TinySpec:
     dtype: str = "bfloat16"
     seed: int = 0
     tokenizer: bool = True  # False skips the tokenizer files (fast variants for reader tests)
+    # where the chat template lives: "both" (tokenizer_config.json and chat_template.json, as shipped),
+    # "json" (chat_template.json only, the hub layout), "jinja" (chat_template.jinja only, transformers 5)
+    chat_template_in: str = "both"
     # initialisation scales
     matrix_std: float = 0.02
     norm_std: float = 0.05
@@ -79,6 +83,8 @@ class TinySpec:
             raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.chat_template_in not in CHAT_TEMPLATE_PLACES:
+            raise ConfigError(f"chat_template_in must be one of {CHAT_TEMPLATE_PLACES}, got {self.chat_template_in!r}")
         if self.shards < 1:
             raise ConfigError(f"shards must be >= 1, got {self.shards}")
         if self.hidden_size % self.num_attention_heads:

@@ -219,13 +219,14 @@ def tokenizer_json(vocab: dict[str, int], merges: list[str]) -> dict:
     }
 
 
-def tokenizer_config_json(model_max_length: int) -> dict:
-    """``tokenizer_config.json`` as shipped with Qwen2-VL-2B-Instruct."""
+def tokenizer_config_json(model_max_length: int, with_template: bool = True) -> dict:
+    """``tokenizer_config.json`` as shipped with Qwen2-VL-2B-Instruct (without ``chat_template`` unless
+    ``with_template``)."""
     added = {
         str(i): {k: v for k, v in _added_token(i, text).items() if k != "id"}
         for text, i in SPECIAL_IDS.items()
     }
-    return {
+    config = {
         "add_prefix_space": False,
         "added_tokens_decoder": added,
         "additional_special_tokens": list(SPECIAL_TOKENS[1:]),
@@ -241,6 +242,9 @@ def tokenizer_config_json(model_max_length: int) -> dict:
         "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
     }
+    if not with_template:
+        del config["chat_template"]
+    return config
 
 
 def dump_json(obj: object, path: Path, indent: int | None = 2) -> None:
@@ -250,11 +254,11 @@ def dump_json(obj: object, path: Path, indent: int | None = 2) -> None:
 
 
 def write_tokenizer_files(
-    out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None
+    out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None, template_in_config: bool = True
 ) -> None:
     """Write ``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``, ``merges.txt`` into ``out_dir``."""
     vocab, merges = vocab_and_merges(load_ranks(ranks_path))
     dump_json(tokenizer_json(vocab, merges), out_dir / "tokenizer.json")
-    dump_json(tokenizer_config_json(model_max_length), out_dir / "tokenizer_config.json")
+    dump_json(tokenizer_config_json(model_max_length, template_in_config), out_dir / "tokenizer_config.json")
     dump_json(vocab, out_dir / "vocab.json", indent=None)
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")

@@ -49,10 +49,16 @@ class Dataset:
 
 
 def load_tokenizer(model_dir: str | Path):
-    """The checkpoint's own (fast) tokenizer, offline."""
+    """The checkpoint's own (fast) tokenizer, offline, with the chat template read where the exporter reads
+    it (so8t/checkpoint/chat_template.py: ``tokenizer_config.json``, ``chat_template.jinja`` or
+    ``chat_template.json``), so the head is trained on the prompt the exported file renders."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    from so8t.checkpoint.chat_template import read_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    tokenizer.chat_template = read_chat_template(model_dir)
+    return tokenizer
 
 
 def _check_messages(messages, where: str) -> list[dict]:
@@ -114,6 +120,9 @@ def parse_line(tokenizer, raw: str, where: str, max_len: int) -> Example:
             raise DataError("'text' must be a non-empty string", path=where)
         ids, targets = _tokenize(tokenizer, obj["text"], None)
     else:
+        if not tokenizer.chat_template:
+            raise DataError("a 'messages' line needs a chat template, and the checkpoint has none "
+                            "(tokenizer_config.json, chat_template.jinja or chat_template.json)", path=where)
         text, spans = _render_chat(tokenizer, _check_messages(obj["messages"], where), where)
         ids, targets = _tokenize(tokenizer, text, spans)
     if not ids:

@@ -1,23 +1,33 @@
-"""The baseline a block-type file is judged against: llama.cpp's quantization of the *plain* source model.
+"""The baselines a block-type file is judged against: llama.cpp's own quantization of a function.
 
 A quantized SO8T text file differs from what llama.cpp's converter + ``llama-quantize`` make of the
 unrotated source only in the gate-site tensors (``attn_output``, ``ffn_down``: the folded ``o_proj`` /
 ``down_proj``); every other tensor, the per-tensor type mix and the metadata are the same, because the
 exporter quantizes with ggml's own kernels and llama.cpp's own mix (so8t/gguf/ggml_kernels.py,
-so8t/gguf/llama_mix.py). So the baseline file is built by copying our file and re-encoding just the
-gate-site tensors from the *unfolded* source weights, each to the type it has in our file, with the same
-kernels. Same type and shape means the same byte size, so the tensors are rewritten in place and no
-offset moves. Identity gates: the baseline would be the file itself; callers skip it
-(:attr:`so8t.reference.StreamedReference.identity_gates`).
+so8t/gguf/llama_mix.py). So a baseline file is built by copying our file and re-encoding just the tensors a
+realization changes, each to the type it has in our file, with the same kernels. Same type and shape means
+the same byte size, so the tensors are rewritten in place and no offset moves.
 
-Realizations (``realization`` >= 1): llama.cpp's quantization of the plain model is one draw of rounding
-error; the same *function* can be quantized differently. Permuting the FFN's intermediate units (rows of
-``ffn_gate`` / ``ffn_up``, columns of ``ffn_down``) and, within each key/value head, the value dimensions
-(rows and bias of ``attn_v``, the matching columns of ``attn_output`` for every query head of the group)
-leaves the plain model's function unchanged in exact arithmetic (RoPE touches q and k, never v). ggml
-encodes each row on its own, so a permuted row keeps its bytes (rows are moved, not re-encoded), while the
-permuted ``ffn_down`` / ``attn_output`` rows are re-encoded: a different, equally legitimate rounding of
-exactly the tensors the gates change. Realization 0 is the unpermuted file, what llama.cpp itself writes.
+Two functions (``function``):
+
+* ``"so8t"``: the **same** SO8T function as the file, the gate-site tensors re-encoded from the float64
+  fold of the checkpoint (``so8t.fold``). This is what the verdict compares with: llama.cpp's quantization
+  error carried through the same network, with the same per-tensor error magnitude. Realization 0 is the
+  file an honest export wrote (so it is never built; the file itself is that draw); realizations >= 1
+  are other, equally legitimate roundings of the same function (below).
+* ``"plain"``: the plain source function (gate-site tensors re-encoded from the *unfolded* source
+  weights). Realization 0 is exactly what llama.cpp writes for the source model. Its KL is what this type
+  costs the model the user started from, reported beside the verdict as information (how much more
+  sensitive to rounding the gates made the network), never as the verdict itself.
+
+Realizations (``realization`` >= 1): permuting the FFN's intermediate units (rows of ``ffn_gate`` /
+``ffn_up``, columns of ``ffn_down``) and, within each key/value head, the value dimensions (rows and bias
+of ``attn_v``, the matching columns of ``attn_output`` for every query head of the group) leaves either
+function unchanged in exact arithmetic (RoPE touches q and k, never v; a gate rotates the *rows* of
+``attn_output`` / ``ffn_down``, so it commutes with a permutation of their columns). ggml encodes each
+row on its own, so a permuted row keeps its bytes (rows are moved, not re-encoded), while the permuted
+``ffn_down`` / ``attn_output`` rows are re-encoded: a different rounding of exactly the tensors the gates
+change.
 
 The copy's ``so8t.content_hash`` no longer matches its tensors: it is a scratch file for llama.cpp,
 never shipped (it lives in a temporary directory removed after the check).
@@ -73,13 +83,19 @@ def permutations(checkpoint: SO8TCheckpoint, realization: int) -> dict[str, tupl
     return out
 
 
+FUNCTIONS = ("so8t", "plain")
+
+
 def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: str | Path,
-                   rows_per_chunk: int = 1024, realization: int = 0, tensors=None) -> int:
-    """Write realization ``realization`` of the plain-model baseline of text file ``gguf_path`` to
-    ``out_path``; returns the number of tensors rewritten. Rows are encoded ``rows_per_chunk`` at a time
-    (memory: one chunk in float32, or one tensor's bytes for a moved tensor). ``tensors``: the
-    ``GGUFReader`` tensors of ``gguf_path`` when the caller has parsed it already (the copy has the same
-    layout; parsing a full-size header again takes 3 s)."""
+                   rows_per_chunk: int = 1024, realization: int = 0, tensors=None, function: str = "plain") -> int:
+    """Write realization ``realization`` of the ``function`` baseline (module docstring) of text file
+    ``gguf_path`` to ``out_path``; returns the number of tensors rewritten. Rows are encoded
+    ``rows_per_chunk`` at a time (memory: one chunk in float32, or one tensor's bytes for a moved tensor;
+    a folded tensor is folded whole, one float64 tensor). ``tensors``: the ``GGUFReader`` tensors of
+    ``gguf_path`` when the caller has parsed it already (the copy has the same layout; parsing a full-size
+    header again takes 3 s)."""
+    if function not in FUNCTIONS:
+        raise ValueError(f"function must be one of {FUNCTIONS}, got {function!r}")
     shutil.copyfile(gguf_path, out_path)
     sites = gate_site_tensors(checkpoint)
     perms = {gguf_name(name): value for name, value in permutations(checkpoint, realization).items()}
@@ -92,7 +108,8 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
         for name, kind, offset, size in placements:
             handle.seek(offset)
             if name in sites:
-                written = _encode_source(handle, checkpoint, sites[name], kind, perms.get(name), rows_per_chunk)
+                written = _encode_source(handle, checkpoint, sites[name], kind, perms.get(name), rows_per_chunk,
+                                         fold=function == "so8t")
             else:
                 written = _move_rows(handle, offset, size, perms[name][0])
             if written != size:
@@ -100,17 +117,23 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
     return len(placements)
 
 
-def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk) -> int:
-    """Encode the unfolded source tensor (its axis permuted if ``perm``) at the handle's position: chunks
-    of rows are encoded side by side (``ordered_map``, one thread per CPU; the full-size Q4_K_M baseline
-    re-encodes 451 M weights) and written in order."""
+def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk, fold: bool) -> int:
+    """Encode the source tensor (its axis permuted if ``perm``; folded with the checkpoint's gates if
+    ``fold``, in float64 and cast once, as the exporter does) at the handle's position: chunks of rows are
+    encoded side by side (``ordered_map``, one thread per CPU; the full-size Q4_K_M baseline re-encodes
+    451 M weights) and written in order."""
+    from so8t.fold import fold_tensor
+
     source = checkpoint.reader.get(source_name)
     if perm is not None:
         source = source.index_select(perm[1], perm[0])
+    if fold:  # the gate rotates output rows, so it commutes with the column permutation above
+        source = fold_tensor(checkpoint, source_name, source)  # float64, encoded as the exporter does
     matrix = source.reshape(-1, source.shape[-1])
     chunks = (matrix[start : start + rows_per_chunk] for start in range(0, matrix.shape[0], rows_per_chunk))
+    values = (lambda rows: rows.numpy()) if fold else bf16.to_float32
     written = 0
-    for data in ordered_map(lambda rows: encode(bf16.to_float32(rows), kind), chunks):
+    for data in ordered_map(lambda rows: encode(values(rows), kind), chunks):
         handle.write(memoryview(data).cast("B"))
         written += data.nbytes
     return written

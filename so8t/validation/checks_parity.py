@@ -8,13 +8,15 @@ chosen once, see its Note [eps]). Bounds live in ``so8t.gguf.parity``, shared wi
 
 * float types (F32, F16, BF16): max |logit error| within the derived rounding bound ``float_bound``, and
   llama.cpp's argmax equal wherever the reference's top-1 margin exceeds twice that bound;
-* block types: relative to llama.cpp's quantization of the plain source model on the same token ids
+* block types: the file against llama.cpp's quantization of the **same SO8T function**
   (``relative_verdict``: mean-KL ratio <= ``KL_RATIO_MAX``, top-1 no lower than the baseline's by more
-  than ``top1_margin``) against the worst of up to ``BASELINE_REALIZATIONS`` baseline files, built only
-  while the file still fails. The baseline files come from so8t/validation/baseline.py and are scored by the
-  same llama.cpp probe; with identity gates the baseline *is* the file, and the check says so.
+  than ``top1_margin``), the worst of up to ``BASELINE_REALIZATIONS`` realizations, built only while the
+  file still fails (so8t/validation/baseline.py, function ``"so8t"``). Beside the verdict, as information,
+  what the type costs the plain source model (``"plain"`` realization 0, scored against the plain
+  reference) and the ratio: how much more sensitive to rounding the gates made the network
+  (``so8t.gguf.parity.sensitivity_warning``). With identity gates the file is its own baseline for both.
 
-The check's ``details`` hold both sides' statistics and the ratio, for the report.
+The check's ``details`` hold both sides' statistics, the ratio and the quantization cost, for the report.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from so8t.gguf.parity import (
     kl_ratio,
     parity_name,
     relative_verdict,
+    sensitivity_warning,
     top1_margin,
     worst_of,
 )
@@ -76,7 +79,7 @@ def logits_parity(ctx: Context):
     ctx.details = {"quant": quant, "eps": ref.eps, "ours": ours}
     if quant in FLOAT_UNIT_ROUNDOFF:
         return _float_verdict(ctx, quant, head, ours, ref_logits, logits)
-    return _block_verdict(ctx, quant, head, ours, ref, seqs)
+    return _block_verdict(ctx, quant, head, ours, ref, seqs, ref_logits)
 
 
 def _float_verdict(ctx: Context, quant: str, head: str, ours: dict, ref_logits, logits):
@@ -93,42 +96,62 @@ def _float_verdict(ctx: Context, quant: str, head: str, ours: dict, ref_logits, 
                   measured=ours["max_abs"], bound=bound)
 
 
-def _block_verdict(ctx: Context, quant: str, head: str, ours: dict, ref, seqs):
+def _block_verdict(ctx: Context, quant: str, head: str, ours: dict, ref, seqs, ref_logits):
     if ref.identity_gates:
-        base, what = ours, "identity gates: the file is llama.cpp's own quantization of the source, its own baseline"
+        base = plain = ours
+        what = "identity gates: the file is llama.cpp's own quantization of the source, its own baseline"
         realizations = [ours]
     else:
-        realizations = _baseline_realizations(ctx, ours, ref, seqs)
+        realizations = _baseline_realizations(ctx, ours, ref, seqs, ref_logits)
         base = worst_of(realizations)
-        what = f"baseline: llama.cpp's {quant} of the plain source model"
-        if len(realizations) > 1:
-            what += (f", worst of {len(realizations)} realizations (mean KL "
-                     + ", ".join(f"{r['mean_kl']:.3e}" for r in realizations) + ")")
+        what = (f"baseline: llama.cpp's {quant} of the same SO8T weights, worst of {len(realizations)} "
+                "realization(s) (mean KL " + ", ".join(f"{r['mean_kl']:.3e}" for r in realizations) + ")")
+        plain = _plain_cost(ctx, ref, seqs)
     ratio = kl_ratio(ours, base)
     margin = top1_margin(ours["top1"], base["top1"], ours["n"])
+    cost = {"so8t_mean_kl": ours["mean_kl"], "plain_mean_kl": plain["mean_kl"], "ratio": kl_ratio(ours, plain),
+            "plain": plain}
+    warning = sensitivity_warning(quant, cost["ratio"])
     ctx.details.update(baseline=base, baseline_realizations=realizations, kl_ratio=ratio,
-                       kl_ratio_max=KL_RATIO_MAX, top1_margin=margin)
+                       kl_ratio_max=KL_RATIO_MAX, top1_margin=margin, quantization_cost=cost)
+    if warning:
+        ctx.details["warning"] = warning
     summary = (f"{head}: ours {_stats_line(ours)}; {what}: {_stats_line(base)}; KL ratio {ratio:.3f} "
-               f"(<= {KL_RATIO_MAX}), top-1 margin {margin:.3f}")
+               f"(<= {KL_RATIO_MAX}), top-1 margin {margin:.3f}; quantization cost {cost['ratio']:.2f}x the "
+               f"plain source model's ({plain['mean_kl']:.3e})")
     problems = relative_verdict(ours, base)
     expect(not problems, f"{summary}: " + "; ".join(problems), measured=ratio, bound=KL_RATIO_MAX)
     return passed(summary, measured=ratio, bound=KL_RATIO_MAX)
 
 
-def _baseline_realizations(ctx: Context, ours: dict, ref, seqs) -> list[dict]:
-    """Score baseline realizations 0, 1, ... (so8t/validation/baseline.py) on ``seqs`` until the file passes
-    against the worst of them or ``BASELINE_REALIZATIONS`` are scored (so8t.gguf.parity docstring)."""
+def _score_baseline(ctx: Context, ref, seqs, tmp: str, function: str, realization: int, against) -> dict:
     from so8t.validation.baseline import build_baseline
     from so8t.validation.checks_runtime import run_text_probe
 
-    plain_logits = ref.plain(seqs).logits
+    path = Path(tmp, f"baseline-{function}-{realization}.gguf")
+    build_baseline(ctx.gguf_path, ref.reference.checkpoint, path, realization=realization,
+                   tensors=ctx.reader.tensors, function=function)
+    try:
+        probe = run_text_probe(path, tmp, ids=seqs)
+    finally:
+        path.unlink()
+    return compare_logits(probe["logits"], against)
+
+
+def _baseline_realizations(ctx: Context, ours: dict, ref, seqs, ref_logits) -> list[dict]:
+    """Score realizations 1, 2, ... of the SO8T-function baseline (so8t/validation/baseline.py) on ``seqs``
+    until the file passes against the worst of them or ``BASELINE_REALIZATIONS`` are scored (the file
+    itself is realization 0 of an honest export; so8t.gguf.parity docstring)."""
     realizations: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="so8t-baseline-") as tmp:
-        plain_file = Path(tmp, "baseline.gguf")
         while len(realizations) < BASELINE_REALIZATIONS and (
                 not realizations or relative_verdict(ours, worst_of(realizations))):
-            build_baseline(ctx.gguf_path, ref.reference.checkpoint, plain_file, realization=len(realizations),
-                           tensors=ctx.reader.tensors)
-            probe = run_text_probe(plain_file, tmp, ids=seqs)
-            realizations.append(compare_logits(probe["logits"], plain_logits))
+            realizations.append(_score_baseline(ctx, ref, seqs, tmp, "so8t", len(realizations) + 1, ref_logits))
     return realizations
+
+
+def _plain_cost(ctx: Context, ref, seqs) -> dict:
+    """What this type costs the plain source model: llama.cpp's own quantization of it (realization 0 of
+    the ``plain`` baseline) against the plain float64 reference."""
+    with tempfile.TemporaryDirectory(prefix="so8t-baseline-") as tmp:
+        return _score_baseline(ctx, ref, seqs, tmp, "plain", 0, ref.plain(seqs).logits)

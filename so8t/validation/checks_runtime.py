@@ -46,11 +46,25 @@ def _run_probe(args: list[str], out_dir: str, what: str) -> dict:
                           measured=PROBE_TIMEOUT_S, bound=PROBE_TIMEOUT_S) from None
     tail = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
     if proc.returncode < 0:
-        raise CheckFailed(f"llama.cpp crashed during {what} (signal {-proc.returncode}): {tail}",
-                          measured=proc.returncode, bound=0)
+        raise CheckFailed(_crash_line(proc.returncode, what, out_dir), measured=proc.returncode, bound=0)
     expect(proc.returncode == 0, f"llama.cpp could not do {what} (exit {proc.returncode}): {tail}",
            measured=proc.returncode, bound=0)
     return json.loads(Path(out_dir, "probe.json").read_text())
+
+
+BUILD_FILE = "llama_build.json"
+
+
+def _crash_line(returncode: int, what: str, out_dir: str) -> str:
+    """The one line a crash is reported with: signal, the build's features as the child saw them (it
+    writes ``BUILD_FILE`` before it loads anything), and the fix for a known case."""
+    from so8t.llama_build import ExtraBuftsDecision, crash_line
+
+    try:
+        build = json.loads(Path(out_dir, BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        return crash_line(returncode, what, "")
+    return crash_line(returncode, what, build["system_info"], ExtraBuftsDecision(**build["decision"]))
 
 
 def _llama_missing() -> str | None:
@@ -126,9 +140,14 @@ def mmproj_image(ctx: Context):
 def _probe(mode: str, model: str, *rest: str) -> int:
     """Child process. ``text MODEL OUT``: logits at every prompt position and a short greedy generation
     (probe.json, probe.npz). ``image MODEL MMPROJ OUT``: a short answer about a generated image."""
+    import dataclasses
+
+    from so8t.llama_build import current_decision, system_info
     from so8t.runtime import LlamaRuntime, chat_prompt
 
     out_dir = rest[-1]
+    Path(out_dir, BUILD_FILE).write_text(json.dumps(
+        {"system_info": system_info(), "decision": dataclasses.asdict(current_decision())}))
     if mode == "image":
         from PIL import Image
 

@@ -150,6 +150,11 @@ class Report:
                 return check
         raise KeyError(name)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Information a check raised beside its verdict (``details["warning"]``), never a failure."""
+        return [c.details["warning"] for c in self.checks if c.details and c.details.get("warning")]
+
     def by_status(self, status: str) -> list[CheckResult]:
         return [c for c in self.checks if c.status == status]
 
@@ -182,6 +187,7 @@ class Report:
             f"overall {self.overall}: {s['PASS']} passed, {s['FAIL']} failed, {s['SKIP']} skipped, "
             f"{s['ERROR']} errors ({self.duration_s:.1f} s)"
         )
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.overall == "UNVERIFIED":
             lines.append("UNVERIFIED: logit parity against PyTorch did not run; validate with --so8t-model DIR "
                          "(the SO8T checkpoint the file was exported from) to check it")
