@@ -34,6 +34,16 @@ def pet_schedule(step: int, total_steps: int) -> float:
     return SCHEDULE[-1][1]  # pragma: no cover (inf threshold always matches)
 
 
+def pet_sum(hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``||d2_t||^2`` over the valid triples of ``mask`` (``pet_loss`` times their count): no
+    data-dependent branch, so it runs on any device without a device-to-host read."""
+    if hidden_states.shape[1] < 3:
+        return hidden_states.sum() * 0.0
+    d2 = hidden_states[:, :-2] - 2.0 * hidden_states[:, 1:-1] + hidden_states[:, 2:]
+    m = (mask != 0).to(d2.dtype)
+    return (d2.pow(2).sum(dim=-1) * (m[:, :-2] * m[:, 1:-1] * m[:, 2:])).sum()
+
+
 def pet_loss(hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Unscheduled PET loss of ``hidden_states`` ``[batch, seq, hidden]`` with optional ``mask`` ``[batch, seq]``."""
     if hidden_states.dim() != 3:
@@ -43,16 +53,14 @@ def pet_loss(hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> t
     _batch, seq_len, _ = hidden_states.shape
     if seq_len < 3:
         return hidden_states.sum() * 0.0
-    d2 = hidden_states[:, :-2] - 2.0 * hidden_states[:, 1:-1] + hidden_states[:, 2:]
-    sq = d2.pow(2).sum(dim=-1)  # [batch, seq-2]
     if mask is None:
-        return sq.mean()
-    m = (mask != 0).to(sq.dtype)
-    weight = m[:, :-2] * m[:, 1:-1] * m[:, 2:]
-    count = weight.sum()
+        d2 = hidden_states[:, :-2] - 2.0 * hidden_states[:, 1:-1] + hidden_states[:, 2:]
+        return d2.pow(2).sum(dim=-1).mean()
+    m = mask != 0
+    count = (m[:, :-2] & m[:, 1:-1] & m[:, 2:]).sum()
     if count == 0:
-        return sq.sum() * 0.0
-    return (sq * weight).sum() / count
+        return hidden_states.sum() * 0.0
+    return pet_sum(hidden_states, mask) / count
 
 
 class PETRegularizer(nn.Module):

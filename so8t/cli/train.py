@@ -41,9 +41,11 @@ def register(sub) -> None:
     p.add_argument("--save-every", type=int, default=d.SAVE_EVERY,
                    help="write the training state every K steps (and always at the end)")
     p.add_argument("--resume", action="store_true", help="continue from <output>.train/state.pt")
-    p.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float64"), default=d.COMPUTE_DTYPE,
-                   help="dtype of the forward/backward pass")
-    p.add_argument("--device", default=d.DEVICE, help="cpu, or cuda (one GPU per rank under torchrun)")
+    p.add_argument("--compute-dtype", choices=("auto", "float32", "bfloat16", "float64"), default=d.COMPUTE_DTYPE,
+                   help="dtype of the forward/backward pass (auto: bfloat16 on CUDA, float32 on the CPU)")
+    p.add_argument("--device", default=d.DEVICE,
+                   help="auto (CUDA when torch sees a GPU, else cpu), cpu, cuda or cuda:N (one GPU per rank "
+                   "under torchrun)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)

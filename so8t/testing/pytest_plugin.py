@@ -33,6 +33,7 @@ MARKERS = (
     "llama: needs llama-cpp-python (runs in the default gate)",
     "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
+    "cuda: needs a CUDA GPU; skipped, with the reason, where torch sees none (CI)",
 )
 
 

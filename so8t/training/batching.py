@@ -21,15 +21,29 @@ from so8t.training.data import Example
 @dataclass
 class Batch:
     """``input_ids``, ``attention_mask``, ``targets`` (1 = LM target) ``[b, t]``; ``labels`` ``[b]``
-    (class index, -1 = unlabelled)."""
+    (class index, -1 = unlabelled); ``lm_index``: the flat positions ``row * (t - 1) + (t' - 1)`` of the LM
+    targets among the ``[b, t - 1]`` predicting positions, found on the host when the batch is made, so the
+    loss on a GPU needs no data-dependent shape (no device-to-host read)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     targets: torch.Tensor
     labels: torch.Tensor
+    lm_index: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.lm_index is None:
+            self.lm_index = (self.targets[:, 1:] != 0).reshape(-1).nonzero().reshape(-1)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+    def to(self, device) -> Batch:
+        """The same batch on ``device`` (itself when it is there already); every tensor goes along."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask,
+                                                                   self.targets, self.labels, self.lm_index)))
 
 
 def _permutation(n: int, seed: int, epoch: int) -> list[int]:

@@ -17,5 +17,5 @@ LR = 3e-3
 SEED = 0
 EVAL_EVERY = 0
 SAVE_EVERY = 50
-COMPUTE_DTYPE = "float32"
-DEVICE = "cpu"
+COMPUTE_DTYPE = "auto"  # bfloat16 on CUDA, float32 on the CPU (TrainOptions.resolved)
+DEVICE = "auto"  # CUDA when torch sees a GPU, else the CPU

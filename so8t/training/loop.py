@@ -18,13 +18,14 @@ instead of 7 us; a demo step 0.54 s -> 0.08 s). Training runs with ``torch.set_f
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from so8t.pet import SCHEDULE
+from so8t.pet import SCHEDULE, pet_schedule
 from so8t.training import checkpointing as ckpt
 from so8t.training.batching import collate, global_batch_indices, sequential_batches, shard
 from so8t.training.distributed import World, all_reduce_grads, all_reduce_sum, barrier, setup, teardown
@@ -62,7 +63,7 @@ def evaluate(session: Session) -> dict:
     lm_sum, tokens, labels, preds = 0.0, 0, [], []
     with torch.no_grad():
         for batch in sequential_batches(data.examples, session.options.eval_batch_size, session.pad_id):
-            batch = _to(batch, session.world.device)
+            batch = batch.to(session.world.device)
             out = loss_sums(model, batch, need_lm=True)
             lm_sum += float(out.sums["lm"])
             tokens += int(out.counts[0])
@@ -77,19 +78,32 @@ def evaluate(session: Session) -> dict:
     return metrics
 
 
-def _to(batch, device: str):
-    if device == "cpu":
-        return batch
-    for name in ("input_ids", "attention_mask", "targets", "labels"):
-        setattr(batch, name, getattr(batch, name).to(device))
-    return batch
+#: Steps between reads of the logged figures back from the device. On a GPU each read waits for the queued
+#: work (a stall per read), so a CUDA run reads every ``LOG_EVERY_CUDA`` steps, all of them at once; on the CPU
+#: there is nothing to wait for and every step is read as it ends.
+LOG_EVERY_CUDA = 10
 
 
-def train_step(session: Session, step: int) -> dict:
-    """One optimisation step; returns the logged record (global values on every rank)."""
+def log_every(device: str) -> int:
+    return LOG_EVERY_CUDA if str(device).startswith("cuda") else 1
+
+
+@dataclass
+class PendingRecord:
+    """One step's log line before it is read from the device: ``values`` is a float64 tensor on the device,
+    the :data:`PARTS` (NaN without a count), the weighted loss, the gradient max and the global tokens."""
+
+    step: int
+    lr: float
+    pet_factor: float
+    values: torch.Tensor
+
+
+def train_step(session: Session, step: int) -> PendingRecord:
+    """One optimisation step; returns its log line, still on the device (global values on every rank)."""
     o, world = session.options, session.world
     indices = shard(global_batch_indices(len(session.train), o.batch_size, o.seed, step), world.rank, world.size)
-    batch = _to(collate([session.train.examples[i] for i in indices], session.pad_id), world.device)
+    batch = collate([session.train.examples[i] for i in indices], session.pad_id).to(world.device)
     out = loss_sums(session.model, batch, need_lm=o.lm_weight > 0)
     counts = all_reduce_sum(world, out.counts.clone())
     total, _ = combine(out.sums, counts, o.weights, step, max(1, o.steps))
@@ -97,19 +111,31 @@ def train_step(session: Session, step: int) -> dict:
     total.backward()
     all_reduce_grads(world, session.params)
     grads = [p.grad.reshape(-1) for p in session.params if p.grad is not None]
-    grad_max = float(torch.cat(grads).abs().max()) if grads else 0.0  # one reduction, not one per tensor
+    grad_max = torch.cat(grads).abs().max().double() if grads else counts.new_zeros(())  # one reduction
     lr = session.optimizer.param_groups[0]["lr"]
     session.optimizer.step()
     session.scheduler.step()
-    sums = all_reduce_sum(world, torch.stack([out.sums[p].detach().double().cpu() for p in PARTS]))
+    sums = all_reduce_sum(world, torch.stack([out.sums[p].detach().double() for p in PARTS]))
     logged, parts = combine({p: sums[i] for i, p in enumerate(PARTS)}, counts, o.weights, step, max(1, o.steps))
-    record = {"step": step + 1, "lr": lr, "pet_phase": pet_phase(parts["pet_factor"]), **parts}
-    record["loss"] = float(logged)
-    record["grad_max"] = grad_max
-    record["tokens"] = int(all_reduce_sum(world, torch.tensor([float(batch.attention_mask.sum())]))[0])
-    if o.lm_weight == 0:
-        record["lm"] = None  # not computed
-    return record
+    tokens = all_reduce_sum(world, batch.attention_mask.sum().double().reshape(1))
+    values = torch.cat([parts, logged.detach().double().reshape(1), grad_max.reshape(1), tokens])
+    return PendingRecord(step + 1, lr, pet_schedule(step, max(1, o.steps)), values)
+
+
+def read_records(pending: list[PendingRecord], lm_weight: float) -> list[dict]:
+    """The log lines of ``pending`` steps, read from the device in one transfer."""
+    if not pending:
+        return []
+    rows = torch.stack([p.values for p in pending]).tolist()
+    records = []
+    for p, row in zip(pending, rows):
+        parts = {name: (None if math.isnan(v) else v) for name, v in zip(PARTS, row)}
+        record = {"step": p.step, "lr": p.lr, "pet_phase": pet_phase(p.pet_factor), **parts,
+                  "pet_factor": p.pet_factor, "loss": row[3], "grad_max": row[4], "tokens": int(row[5])}
+        if lm_weight == 0:
+            record["lm"] = None  # not computed
+        records.append(record)
+    return records
 
 
 def state_of(session: Session, step: int) -> dict:
@@ -165,20 +191,33 @@ def run_steps(session: Session, directory: Path) -> tuple[int, int]:
     start = _start(session, directory)
     last_saved = start if o.resume else None
     tokens = 0
-    step = start
+    pending: list[PendingRecord] = []
+    every = log_every(world.device)
+
+    def flush() -> None:
+        nonlocal tokens
+        records = read_records(pending, o.lm_weight)
+        pending.clear()
+        for record in records:
+            tokens += record["tokens"]
+            if world.is_main:
+                ckpt.append_metrics(directory / ckpt.METRICS_FILE, record)
+        if records:
+            bar.set_postfix(_postfix(records[-1]))
+
     with _bar(session, start) as bar:
         try:
             for step in range(start, o.steps):
-                record = train_step(session, step)
-                tokens += record["tokens"]
-                if world.is_main:
-                    ckpt.append_metrics(directory / ckpt.METRICS_FILE, record)
-                bar.set_postfix(_postfix(record))
+                pending.append(train_step(session, step))
                 bar.update(1)
                 done = step + 1
-                if o.eval_every and session.eval and done % o.eval_every == 0 and done < o.steps:
+                evaluate_now = bool(o.eval_every and session.eval and done % o.eval_every == 0 and done < o.steps)
+                save_now = bool(o.save_every and done % o.save_every == 0 and done < o.steps)
+                if done % every == 0 or done == o.steps or evaluate_now or save_now:
+                    flush()  # the metrics file is complete up to every state and evaluation written
+                if evaluate_now:
                     _log_eval(session, directory, done)
-                if o.save_every and done % o.save_every == 0 and done < o.steps:
+                if save_now:
                     _save(session, directory, done)
                     last_saved = done
         except KeyboardInterrupt:
@@ -222,6 +261,7 @@ def training_record(session: Session, metrics: dict | None) -> dict:
 
 def train(options: TrainOptions, world: World | None = None) -> TrainResult:
     """Run ``so8t train`` (see the module docstring); joins torchrun's process group if there is one."""
+    options = options.resolved()
     own_world = world is None
     world = world or setup(options.device)
     flush = torch.set_flush_denormal(True)  # Note [denormals]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from so8t.pet import pet_loss, pet_schedule
+from so8t.pet import pet_schedule, pet_sum
 from so8t.safety import SAFETY_CLASSES
 from so8t.training.batching import Batch
 
@@ -56,58 +56,58 @@ def final_hidden_states(model, batch: Batch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def valid_triples(mask: torch.Tensor) -> int:
-    """Number of positions ``t`` with ``mask[t] = mask[t+1] = mask[t+2] = 1`` (PET's count)."""
+def valid_triples(mask: torch.Tensor) -> torch.Tensor:
+    """Number of positions ``t`` with ``mask[t] = mask[t+1] = mask[t+2] = 1`` (PET's count), a 0-d tensor on
+    the mask's device."""
     if mask.shape[1] < 3:
-        return 0
+        return mask.new_zeros(())
     m = mask != 0
-    return int((m[:, :-2] & m[:, 1:-1] & m[:, 2:]).sum())
+    return (m[:, :-2] & m[:, 1:-1] & m[:, 2:]).sum()
 
 
 def batch_counts(batch: Batch) -> torch.Tensor:
-    """The counts of :class:`LossSums` from the batch alone (no forward pass needed)."""
-    lm = int(batch.targets[:, 1:].sum())
-    labelled = batch.labels[batch.labels >= 0]
-    safety = float(class_weights()[labelled].double().sum()) if labelled.numel() else 0.0
-    return torch.tensor([lm, safety, valid_triples(batch.attention_mask)], dtype=torch.float64)
+    """The counts of :class:`LossSums` from the batch alone (no forward pass needed): float64 ``[3]`` on the
+    batch's device, computed there (no device-to-host read; the class weights are made on that device)."""
+    device = batch.labels.device
+    labelled = batch.labels >= 0
+    weights = class_weights(device).double()[batch.labels.clamp_min(0)] * labelled
+    return torch.stack([batch.targets[:, 1:].sum().double(), weights.sum(),
+                        valid_triples(batch.attention_mask).double()])
 
 
 def loss_sums(model, batch: Batch, need_lm: bool = True) -> LossSums:
-    """Forward one batch and return every part's sum (``need_lm=False`` skips the LM head)."""
+    """Forward one batch and return every part's sum (``need_lm=False`` skips the LM head). Every tensor is
+    made on the batch's device and nothing is read back to the host, so a GPU step never stalls here; the
+    tests run it on the ``meta`` device, where any such read or stray CPU tensor fails."""
     hidden = final_hidden_states(model, batch)
     zero = hidden.sum() * 0.0
     sums = {"lm": zero.float(), "safety": zero.float(), "pet": zero.float()}
-    select = batch.targets[:, 1:] != 0
-    if need_lm and bool(select.any()):
-        logits = model.qwen.lm_head(hidden[:, :-1][select]).float()
-        sums["lm"] = F.cross_entropy(logits, batch.input_ids[:, 1:][select], reduction="sum")
-    labelled = batch.labels >= 0
+    if need_lm:
+        predicting = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.lm_index)
+        targets = batch.input_ids[:, 1:].reshape(-1).index_select(0, batch.lm_index)
+        sums["lm"] = F.cross_entropy(model.qwen.lm_head(predicting).float(), targets, reduction="sum")
     safety_logits = None
     if model.safety_head is not None:
         safety_logits = model.safety_head.classify(hidden, batch.attention_mask).float()
-        if bool(labelled.any()):
-            y = batch.labels[labelled]
-            ce = F.cross_entropy(safety_logits[labelled], y, reduction="none")
-            sums["safety"] = (ce * class_weights(ce.device)[y]).sum()
-    n_triples = valid_triples(batch.attention_mask)
-    if n_triples:
-        sums["pet"] = pet_loss(hidden, batch.attention_mask).float() * n_triples
+        labelled = batch.labels >= 0
+        y = batch.labels.clamp_min(0)  # unlabelled rows weigh 0 below
+        ce = F.cross_entropy(safety_logits, y, reduction="none")
+        sums["safety"] = (ce * class_weights(ce.device)[y] * labelled).sum()
+    sums["pet"] = pet_sum(hidden, batch.attention_mask).float()
     return LossSums(sums, batch_counts(batch), safety_logits, batch.labels)
 
 
 def combine(
     sums: dict[str, torch.Tensor], counts: torch.Tensor, weights: dict[str, float], step: int, total: int
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted total loss and each normalised part (floats, unweighted; None without any count)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted total loss (on the graph) and each normalised part, unweighted and detached, as a float64
+    tensor ``[3]`` in :data:`PARTS` order (NaN for a part without any count). Both stay on the device of
+    ``sums``: reading them is the caller's choice (the loop logs every few steps). Counts are whole tokens,
+    triples or class weights >= 1, so a zero count has a zero sum and dividing by ``max(count, 1)`` is
+    exact."""
     pet_factor = pet_schedule(step, total)
-    total_loss = None
-    parts: dict[str, float] = {}
-    for i, name in enumerate(PARTS):
-        count = float(counts[i])
-        value = sums[name] / count if count > 0 else sums[name] * 0.0
-        parts[name] = float(value.detach()) if count > 0 else None
-        weight = weights[name] * (pet_factor if name == "pet" else 1.0)
-        term = value * weight
-        total_loss = term if total_loss is None else total_loss + term
-    parts["pet_factor"] = pet_factor
-    return total_loss, parts
+    counts = counts.to(next(iter(sums.values())).device)
+    values = [sums[name] / counts[i].clamp_min(1.0).to(sums[name].dtype) for i, name in enumerate(PARTS)]
+    total_loss = sum(v * (weights[n] * (pet_factor if n == "pet" else 1.0)) for v, n in zip(values, PARTS))
+    parts = torch.stack([v.detach().double() for v in values])
+    return total_loss, torch.where(counts > 0, parts, torch.full_like(parts, float("nan")))

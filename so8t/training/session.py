@@ -64,13 +64,36 @@ class TrainOptions:
             (any(not w >= 0 for w in self.weights.values()), f"loss weights must be >= 0, got {self.weights}"),
             (self.eval_every < 0 or self.save_every < 0, "--eval-every and --save-every must be >= 0"),
             (self.threads is not None and self.threads < 1, f"--threads must be >= 1, got {self.threads}"),
-            (self.compute_dtype not in COMPUTE_DTYPES, f"--compute-dtype must be one of {list(COMPUTE_DTYPES)}"),
+            (self.compute_dtype not in (*COMPUTE_DTYPES, "auto"),
+             f"--compute-dtype must be one of {[*COMPUTE_DTYPES, 'auto']}"),
         ]
         for bad, message in problems:
             if bad:
                 raise TrainError(message)
         if not Path(self.output_model).parent.is_dir():
             raise TrainError("the output's parent directory does not exist", path=self.output_model)
+
+
+    def resolved(self) -> TrainOptions:
+        """These options with ``--device auto`` and ``--compute-dtype auto`` decided: CUDA when this torch
+        sees a GPU (else the CPU), bfloat16 on CUDA and float32 on the CPU. A CUDA device this torch cannot
+        use is a one-line ``TrainError``, before anything is read."""
+        import dataclasses
+
+        device = str(self.device)
+        kind = device.split(":", 1)[0]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif kind not in ("cpu", "cuda"):
+            raise TrainError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+        elif kind == "cuda" and not torch.cuda.is_available():
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise TrainError(f"--device {device}: torch {torch.__version__} ({build}) sees no CUDA device",
+                             hint="use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        dtype = self.compute_dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        return dataclasses.replace(self, device=device, compute_dtype=dtype)
 
 
 def lr_factor(step: int, total: int) -> float:
