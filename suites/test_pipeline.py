@@ -19,25 +19,42 @@ from so8t.pipeline import environment
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
+#: what ``make demo`` runs (Makefile), in a fresh directory; ``--notify`` only adds the bell tested below
+DEMO_COMMAND = ("pipeline", "--demo", "--notify")
+DEMO_TYPES = ["F16", "Q8_0", "Q4_K_M"]
+#: the summary's tables fit a terminal of this width (explanations go under them, wrapped)
+TERMINAL = 110
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """``so8t pipeline --demo`` (random gates + safety head) for F16, as a user runs it."""
-    out = tmp_path_factory.mktemp("pipeline") / "demo"
-    done = subprocess.run(
-        [sys.executable, "-m", "so8t.cli", "pipeline", "--demo", "--output-dir", str(out),
-         "--quantization", "F16", "--quiet", "--notify"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    return out, done
+    """``so8t pipeline --demo`` exactly as ``make demo`` runs it: random gates, a trained safety head, the
+    default types F16, Q8_0 and Q4_K_M, every file validated, output ``./so8t-demo``."""
+    cwd = tmp_path_factory.mktemp("pipeline")
+    done = subprocess.run([sys.executable, "-m", "so8t.cli", *DEMO_COMMAND], cwd=cwd,
+                          capture_output=True, text=True, timeout=900, check=False)
+    return cwd / "so8t-demo", done
+
+
+def test_make_demo_runs_this_command():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert "$(BIN)/so8t pipeline --demo\n" in makefile
 
 
 def test_demo_succeeds_and_prints_the_summary(demo_run):
+    """The README's first command ends green: exit 0, every file PASS, tables within a terminal."""
     _, done = demo_run
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "PIPELINE OK" in done.stdout
-    for step in ("environment + input check", "convert", "export", "validate"):
+    for step in ("environment + input check", "convert", "train", "export", "validate"):
         assert step in done.stdout
-    assert "so8t-demo-F16.gguf" in done.stdout and "PASS" in done.stdout
+    for quant in DEMO_TYPES:
+        assert f"so8t-demo-{quant}.gguf" in done.stdout
+    summary = done.stdout.split("\ntrained safety head")[0]  # the tables and the notes under them
+    wide = [line for line in summary.splitlines() if len(line) > TERMINAL]
+    assert not wide, wide
 
 
 def test_demo_writes_every_artefact(demo_run):
@@ -59,10 +76,18 @@ def test_summary_and_validation_reports_agree(demo_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
     texts = [f for f in summary["files"] if f["kind"] == "text"]
-    assert [t["quant"] for t in texts] == ["F16"]
-    report = json.loads((out / "reports" / "validate-F16.json").read_text())
-    assert report["overall"] == "PASS" == texts[0]["validation"]
-    assert any(c["name"] == "parity.logits" and c["status"] == "PASS" for c in report["checks"])
+    assert [t["quant"] for t in texts] == DEMO_TYPES
+    for text in texts:
+        report = json.loads((out / "reports" / f"validate-{text['quant']}.json").read_text())
+        assert report["overall"] == "PASS" == text["validation"]
+        parity = next(c for c in report["checks"] if c["name"] == "parity.logits")
+        assert parity["status"] == "PASS"
+        cost = (parity["details"] or {}).get("quantization_cost")
+        if text["quant"] != "F16":  # block types carry what the type costs against the plain source model
+            assert cost["ratio"] == pytest.approx(text["cost_ratio"])
+            assert cost["ratio"] == pytest.approx(cost["so8t_mean_kl"] / cost["plain_mean_kl"])
+            warned = any(text["quant"] in w for w in summary["warnings"])
+            assert warned == (cost["ratio"] > 2.0), (summary["warnings"], cost)
     for key in ("torch", "transformers", "safetensors", "gguf", "llama_cpp_python"):
         assert summary["environment"][key]
 

@@ -232,7 +232,7 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     accuracy = safety.get("accuracy")
     detail = f"{run.steps} steps, {run.tokens / max(run.seconds, 1e-9):.0f} tokens/s"
     if accuracy is not None:
-        detail += f", eval safety accuracy {accuracy:.1%} (majority baseline {safety['majority_baseline']:.1%})"
+        detail += f", eval safety accuracy {accuracy:.1%} (majority {safety['majority_baseline']:.1%})"
     return detail
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from so8t.tables import format_table, human_bytes
+
+
+#: Columns the summary fits in (a terminal); the per-file explanations go under the table, wrapped.
+WIDTH = 110
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -29,10 +34,11 @@ def format_summary(result) -> str:
     files = format_table(
         ("file", "type", "name", "size", "export s", "verdict", "parity vs PyTorch"), rows
     )
-    notes = [f"  {f.quant} {Path(f.path).name}: {note}" for f in result.files for note in getattr(f, "notes", [])]
-    notes += [f"  warning: {w}" for w in getattr(result, "warnings", [])]
+    notes = [f"{Path(f.path).name}: {note}" for f in result.files for note in getattr(f, "notes", [])]
+    notes += [f"warning: {w}" for w in getattr(result, "warnings", [])]
     if notes:
-        files += "\n\n" + "\n".join(["notes:", *notes])
+        wrapped = [textwrap.fill(n, WIDTH, initial_indent="  ", subsequent_indent="    ") for n in notes]
+        files += "\n\n" + "\n".join(["notes:", *wrapped])
     training = ""
     if getattr(result, "training", None):
         from so8t.training.metrics import format_metrics
