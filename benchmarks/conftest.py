@@ -201,7 +201,7 @@ class TreeRSS:
     def __init__(self, interval: float = 0.1):
         import threading
 
-        self.interval, self.mb, self.label = interval, 0.0, None
+        self.interval, self.mb, self._label = interval, 0.0, None
         self.by_label: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
@@ -218,12 +218,25 @@ class TreeRSS:
                 pass
         return total / 2**20
 
+    @property
+    def label(self) -> str | None:
+        return self._label
+
+    @label.setter
+    def label(self, value: str | None) -> None:
+        """A new label takes one sample at once, so a step shorter than ``interval`` has a figure too."""
+        self._label = value
+        self._record(value)
+
+    def _record(self, label: str | None) -> None:
+        mb = self._sample()
+        self.mb = max(self.mb, mb)
+        if label is not None:
+            self.by_label[label] = max(self.by_label.get(label, 0.0), mb)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            mb, label = self._sample(), self.label
-            self.mb = max(self.mb, mb)
-            if label is not None:
-                self.by_label[label] = max(self.by_label.get(label, 0.0), mb)
+            self._record(self._label)
             self._stop.wait(self.interval)
 
     def __enter__(self):  # returns self

@@ -17,9 +17,10 @@ other's writeback.
   everything). ``mincore`` checks that the pages are gone (``extra_info["resident_after_evict"]``, the
   largest resident fraction seen before a timed side; the test fails above 5%).
 
-Target (issue 13): conversion at most ``TARGET_RATIO`` (1.5) times the copy, warm and cold, checked on
-full-size checkpoints (``--so8t-bench-full`` or ``--so8t-model``); the embedded model's files are so small
-that the fixed cost (gates file, config) dominates, so there the ratio is only recorded.
+Target (issue 13): conversion at most ``TARGET_RATIO`` (1.5) times the copy, warm and cold, on full-size
+checkpoints. A benchmark records figures and asserts correctness only: the ratio and the target go to
+``extra_info`` and the nightly regression check judges them (on small models the fixed cost of the gates
+file and the config dominates the ratio).
 """
 
 from __future__ import annotations
@@ -139,10 +140,7 @@ def _run(benchmark, bench, tools, scratch, cold: bool) -> None:
     if cold:
         benchmark.extra_info["resident_after_evict"] = round(max(resident), 4)
         assert max(resident) <= MAX_RESIDENT_COLD, f"eviction left {max(resident):.1%} of the source cached"
-    if bench.model != "embedded":
-        assert ratio <= TARGET_RATIO, (
-            f"convert {convert_median:.3f} s = {ratio:.2f} x copy {copy_median:.3f} s"
-        )
+    benchmark.extra_info["target_ratio_vs_copy"] = TARGET_RATIO  # judged by the nightly check, not here
 
 
 def _check_output(source: Path, out: Path) -> None:

@@ -217,8 +217,11 @@ def run(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     verbose: bool = False,
+    guard: bool = True,
+    on_escalate: str = "answer",
+    refusal: str | None = None,
 ) -> RunResult:
-    """Greedy generation with stock llama.cpp, with the SO8T safety verdict from the sidecar.
+    """Greedy generation with stock llama.cpp behind the SO8T safety head's guard (so8t/runner.py).
 
     Args:
         model: text GGUF written by ``so8t.export_gguf``.
@@ -231,21 +234,27 @@ def run(
         n_ctx: context length.
         n_threads: llama.cpp threads (default: all cores, at most 8).
         verbose: llama.cpp's own log on stderr.
+        guard: decide with the trained safety head before the first token (same context, same prefill);
+            REFUSE generates nothing and returns ``refusal``.
+        on_escalate: ``"answer"`` (default: answer, the verdict says ESCALATE) or ``"refuse"``.
+        refusal: the text returned for a refused request (default ``so8t.runner.DEFAULT_REFUSAL``).
 
     Returns:
-        A ``RunResult``: ``.text``, ``.generation`` (tokens and tokens/s from llama.cpp's perf counters;
-        None for an image), ``.safety`` (the verdict, or None) and ``.safety_status`` (``"verdict"``,
-        ``"untrained"``, ``"no-head"``, ``"no-sidecar"`` or ``"image"``).
+        A ``RunResult``: ``.text``, ``.refused``, ``.generation`` (tokens and tokens/s from llama.cpp's perf
+        counters; None for an image), ``.safety`` (the verdict, or None) and ``.safety_status``
+        (``"verdict"``, ``"untrained"``, ``"no-head"``, ``"no-sidecar"``, ``"image"`` or ``"off"``: no
+        verdict, and the guard was not active).
 
     Example:
         >>> result = so8t.run("out/qwen2vl-so8t-F16.gguf", "Hello!", max_tokens=16)
         >>> result.text, result.safety_status
         ('Hello! How can I help?', 'verdict')
     """
-    from so8t.runner import run_prompt
+    from so8t.runner import DEFAULT_REFUSAL, run_prompt
 
     return run_prompt(model, prompt, max_tokens=max_tokens, chat=chat, image=image, mmproj=mmproj,
-                      sidecar=sidecar, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+                      sidecar=sidecar, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose, guard=guard,
+                      on_escalate=on_escalate, refusal=DEFAULT_REFUSAL if refusal is None else refusal)
 
 
 def run_pipeline(

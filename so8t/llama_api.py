@@ -41,6 +41,8 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     # -- raw ctypes bindings of llama.h ---------------------------------------------------------------
     "llama_get_logits_ith": "pointer to the logits of output i of the last decode",
     "llama_get_embeddings_ith": "pointer to the final-norm hidden state of output i (safety head input)",
+    "llama_set_embeddings": "turns hidden-state output on for the guard's one decode of the prompt's last "
+    "token and off again (a context with embeddings on outputs every token of a batch)",
     "llama_perf_context": "llama.cpp's own prompt / generation token counts and timings",
     "llama_perf_context_reset": "zeroes those counters before a timed generation",
     "llama_model_get_vocab": "the vocabulary handle that the two calls below take",
@@ -215,6 +217,11 @@ def logits_row(llm, i: int, n_vocab: int) -> np.ndarray:
     """A copy of the logits of output ``i`` (``-1``: the last) of the last decode, float32."""
     ptr = api().llama_get_logits_ith(_private(llm, "_ctx").ctx, i)
     return np.ctypeslib.as_array(ptr, (n_vocab,)).copy()
+
+
+def set_embeddings(llm, on: bool) -> None:
+    """Whether the next decodes also output final-norm hidden states (every token of a batch while on)."""
+    api().llama_set_embeddings(_private(llm, "_ctx").ctx, bool(on))
 
 
 def embedding_row(llm, i: int, n_embd: int) -> np.ndarray:

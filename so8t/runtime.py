@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Generation:
     prompt_tokens_per_s: float
     gen_tokens_per_s: float
     stopped_at_eos: bool
+    guarded: bool = False  # the guard stopped it before the first token (nothing was generated)
 
 
 def default_sidecar(model_path: str | Path) -> Path | None:
@@ -91,7 +93,8 @@ class LlamaRuntime:
         if self.f32_kv:
             kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32 keys and values
         if embedding:
-            kwargs.update(embedding=True, pooling_type=llama_api.pooling_none())
+            kwargs["embedding"] = True
+        kwargs["pooling_type"] = llama_api.pooling_none()  # hidden states per token, when they are on
         if chat_handler is not None:
             kwargs["chat_handler"] = chat_handler
         try:
@@ -166,8 +169,15 @@ class LlamaRuntime:
         n = self.n_embd
         return self._decode_all(self._embedder, ids, lambda llm, i: llama_api.embedding_row(llm, i, n))
 
-    def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True) -> Generation:
-        """Greedy generation (argmax at every step); tokens/s from llama.cpp's perf counters."""
+    def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True,
+                 guard: Callable[[np.ndarray], bool] | None = None) -> Generation:
+        """Greedy generation (argmax at every step); tokens/s from llama.cpp's perf counters.
+
+        ``guard``: called with the final-norm hidden state of the prompt's last token, from the same
+        context and the same prefill as the generation, before the first token is chosen; when it returns
+        False nothing is generated (``Generation.guarded`` says so). The prompt is decoded up to its last
+        token without extra outputs, then that token with hidden-state output on (llama.cpp outputs every
+        token of a batch while it is on), then output is turned off again for the generation."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         llm = self.llm
         llama_api.restart(llm)
@@ -176,11 +186,19 @@ class LlamaRuntime:
         stopped = False
         pos = 0
         pending = ids
+        if guard is not None:
+            pos = self._prefill(llm, ids[:-1], 0)
+            llama_api.set_embeddings(llm, True)
+            try:
+                llama_api.decode(llm, ids[-1:], n_past=pos, all_outputs=True)
+                hidden = llama_api.embedding_row(llm, -1, self.n_embd)
+            finally:
+                llama_api.set_embeddings(llm, False)
+            pos, pending = pos + 1, []
+            if not guard(hidden):
+                return Generation("", [], len(ids), 0.0, 0.0, False, guarded=True)
         for _ in range(max_tokens):
-            for start in range(0, len(pending), llm.n_batch):
-                chunk = pending[start : start + llm.n_batch]
-                llama_api.decode(llm, chunk, n_past=pos, all_outputs=False)
-                pos += len(chunk)
+            pos = self._prefill(llm, pending, pos)
             token = int(np.argmax(llama_api.logits_row(llm, -1, self.n_vocab)))
             if stop_at_eos and llama_api.ends_generation(llm, token):
                 stopped = True
@@ -199,18 +217,33 @@ class LlamaRuntime:
             stopped_at_eos=stopped,
         )
 
+    @staticmethod
+    def _prefill(llm, ids: list[int], pos: int) -> int:
+        """Decode ``ids`` from position ``pos`` in batches, only the last token as an output; the new
+        position."""
+        for start in range(0, len(ids), llm.n_batch):
+            chunk = ids[start : start + llm.n_batch]
+            llama_api.decode(llm, chunk, n_past=pos, all_outputs=False)
+            pos += len(chunk)
+        return pos
+
     # -- SO8T safety head ----------------------------------------------------------------------
 
-    def safety(self, prompt: str | list[int]):
-        """The sidecar's safety verdict on the last position's final-norm hidden state, or None when
-        no sidecar was given (or it has no safety head)."""
+    def safety_head(self):
+        """The sidecar's safety head (``verdict(hidden)``), or None without a sidecar or a head in it."""
         if self.sidecar_path is None:
             return None
         if self._sidecar is None:
             from so8t.gguf.sidecar_reader import read_sidecar
 
             self._sidecar = read_sidecar(self.sidecar_path)
-        head = self._sidecar.safety_head()
+        return self._sidecar.safety_head()
+
+    def safety(self, prompt: str | list[int]):
+        """The sidecar's safety verdict on the last position's final-norm hidden state, or None when
+        no sidecar was given (or it has no safety head). A second context in embedding mode and a second
+        prefill: for inspection; ``generate(guard=...)`` decides within the generation's own prefill."""
+        head = self.safety_head()
         if head is None:
             return None
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)

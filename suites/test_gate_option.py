@@ -46,3 +46,28 @@ def test_documented_command_gates_a_checkpoint_outside_the_repository(how, tmp_p
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"so8t gate checkpoint: {model}" in done.stdout
     assert "1 passed" in done.stdout
+
+
+def _collect(args: list[str], cwd: Path) -> tuple[str, list[str]]:
+    """(the configfile line, the collected tree) of ``pytest --collect-only ARGS`` run from ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    config = next((line for line in lines if line.startswith(("configfile:", "rootdir:"))
+                   and "configfile" in line), "no configfile line")
+    tree = [line for line in lines if line.lstrip().startswith("<")]
+    return config, tree
+
+
+def test_space_and_equals_forms_collect_the_same_tests(tmp_path):
+    """Note [space form] in so8t/testing/pytest_plugin.py: with a space, pytest would take the path for a
+    test path (rootdir the checkpoint, no configfile, benchmarks/ collected too); both forms must run with
+    the project's configfile and collect the same node ids."""
+    model = Path(shutil.copytree(default_checkpoint("tied"), tmp_path / "user-model"))
+    spaced = _collect(["--so8t-model", str(model)], REPO)
+    joined = _collect([f"--so8t-model={model}"], REPO)
+    assert joined[0] == "configfile: pyproject.toml", joined[0]
+    assert spaced == joined
+    assert joined[1] and not any("benchmarks" in line for line in joined[1])

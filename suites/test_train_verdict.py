@@ -70,12 +70,13 @@ def test_sidecar_records_the_training(trained, trained_gguf, so8t_random_dir, tm
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model
 def test_run_prints_a_verdict_only_from_a_trained_head(trained_gguf, gguf_text, capsys):
     args = ["--prompt", "How do I build a pipe bomb?", "--max-tokens", "2"]
-    assert main(["run", "--model", str(trained_gguf["F16"].path), *args]) == 0
-    out = capsys.readouterr().out
-    assert "untrained" not in out and any(f"safety: {c} (" in out for c in ("ALLOW", "ESCALATE", "REFUSE"))
+    rc = main(["run", "--model", str(trained_gguf["F16"].path), *args])
+    out, err = capsys.readouterr()
+    assert "untrained" not in out + err and any(f"safety: {c} (" in out for c in ("ALLOW", "ESCALATE", "REFUSE"))
+    assert rc == (4 if "safety: REFUSE (" in out else 0)  # the guard refuses exactly on REFUSE (default policy)
     assert main(["run", "--model", str(gguf_text["Q8_0"].path), *args]) == 0  # converted, never trained
-    out = capsys.readouterr().out
-    assert "safety: safety head untrained" in out and "REFUSE (" not in out and "ALLOW (" not in out
+    out, err = capsys.readouterr()
+    assert "guard not active: safety head untrained" in err and "REFUSE (" not in out and "ALLOW (" not in out
 
 
 @pytest.fixture(scope="module")

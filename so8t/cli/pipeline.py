@@ -46,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--train-data", metavar="F.jsonl",
                    help="run 'so8t train' after convert (with --demo: the shipped demo safety set)")
     p.add_argument("--eval-data", metavar="F.jsonl", help="evaluation data for the train step")
+    p.add_argument("--train-steps", type=int, default=150, help="optimisation steps of the train step")
+    p.add_argument("--train-batch-size", type=int, default=16, help="global batch size of the train step")
     p.add_argument("--notify", action="store_true", help="signal completion (desktop notification or bell)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -91,6 +93,8 @@ def run(args) -> int:
             progress=not args.quiet,
             train_data=train_data,
             eval_data=eval_data,
+            train_steps=args.train_steps,
+            train_batch_size=args.train_batch_size,
         )
     finally:
         if args.notify:

@@ -1,5 +1,7 @@
-"""``so8t run``: run an exported text GGUF with llama.cpp (greedy), optionally with an image and the
-SO8T safety head from the sidecar."""
+"""``so8t run``: run an exported text GGUF with llama.cpp (greedy) behind the SO8T safety head's guard,
+optionally with an image.
+
+Exit status: 0 answered, 4 refused by the guard (nothing was generated), 2 usage or input error."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ def register(sub) -> None:
         default="auto",
         help="SO8T sidecar GGUF for the safety verdict ('auto': <model stem>.so8t.gguf if present; 'none')",
     )
+    p.add_argument("--no-guard", action="store_true",
+                   help="generate without the guard (no safety verdict); by default the trained safety head "
+                   "decides before the first token, in the same llama.cpp prefill, and REFUSE generates nothing")
+    p.add_argument("--on-escalate", choices=("answer", "refuse"), default="answer",
+                   help="what the guard does with ESCALATE: answer and report it, or refuse like REFUSE")
+    p.add_argument("--refusal-text", default=None, help="printed instead of an answer when the guard refuses")
     p.add_argument("--ctx", type=int, default=2048, help="context length")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores, max 8)")
     p.set_defaults(func=run)
@@ -40,9 +48,12 @@ def run(args) -> int:
         n_ctx=args.ctx,
         n_threads=args.threads,
         verbose=args.verbose,
+        guard=not args.no_guard,
+        on_escalate=args.on_escalate,
+        refusal=args.refusal_text,
     )
     print(result.text)
-    if result.generation is not None:
+    if result.generation is not None and not result.refused:
         gen = result.generation
         print(
             f"[{gen.prompt_tokens} prompt tokens at {gen.prompt_tokens_per_s:.1f} tok/s, "
@@ -50,15 +61,25 @@ def run(args) -> int:
             file=sys.stderr,
         )
     _print_safety(result)
-    return 0
+    return REFUSED if result.refused else 0
+
+
+#: Exit status of a request the guard refused.
+REFUSED = 4
 
 
 def _print_safety(result) -> None:
     """A verdict only from a head ``so8t train`` trained; otherwise say why there is none."""
-    if result.safety_status == "no-head":
-        print("safety: (the sidecar has no safety head)", file=sys.stderr)
-    elif result.safety_status == "untrained":
-        print("safety: safety head untrained (no verdict; train it with 'so8t train')")
+    not_active = {
+        "no-head": "guard not active: the sidecar has no safety head",
+        "no-sidecar": "guard not active: no sidecar (--sidecar; the exporter writes <stem>.so8t.gguf)",
+        "untrained": "guard not active: safety head untrained (no verdict; train it with 'so8t train')",
+        "image": "guard not active: image prompts are not guarded (llama.cpp's multimodal prefill)",
+        "off": "guard off (--no-guard): no safety verdict",
+    }
+    if result.safety_status in not_active:
+        print(f"safety: {not_active[result.safety_status]}", file=sys.stderr)
     elif result.safety_status == "verdict":
         probs = " ".join(f"{k}={v:.3f}" for k, v in result.safety.probabilities.items())
-        print(f"safety: {result.safety.label} ({probs})")
+        action = "refused before the first token" if result.refused else "answered"
+        print(f"safety: {result.safety.label} ({probs}); {action}")

@@ -56,6 +56,39 @@ def pytest_addoption(parser):
     )
 
 
+def _space_form(args) -> int | None:
+    """Index of a ``--so8t-model`` followed by its value as a separate argument, or None."""
+    args = list(args)
+    return next((i for i, a in enumerate(args[:-1]) if a == "--so8t-model" and not args[i + 1].startswith("-")),
+                None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Note [space form]: pytest derives its rootdir and configfile *before* it loads installed plugins, so
+    in ``pytest --so8t-model /path`` it takes ``/path`` for a test path: rootdir ``/path``, no configfile,
+    none of the project's ``addopts``/``testpaths``. When that happened, and pytest was started from the
+    command line, the same command is run again with ``--so8t-model=/path`` (which pytest reads right);
+    called in-process (``pytest.main``), it is a usage error that says which form to write."""
+    import os
+    import sys
+
+    invoked = list(early_config.invocation_params.args)
+    i = _space_form(invoked)
+    if i is None or early_config.inipath is not None:
+        return
+    fixed = [*invoked[:i], f"--so8t-model={invoked[i + 1]}", *invoked[i + 2 :]]
+    if sys.argv[1:] != invoked:
+        raise pytest.UsageError(f"pytest took {invoked[i + 1]} for a test path (no configfile); write "
+                                f"--so8t-model={invoked[i + 1]}")
+    capture = early_config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # pytest has redirected fds 1 and 2 by now: give them back to the new process
+        capture.stop_global_capturing()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", *fixed])
+
+
 def pytest_configure(config):
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)

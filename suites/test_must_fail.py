@@ -1,0 +1,73 @@
+"""Files whose bytes hold something other than the SO8T weights FAIL, now that parity compares a block-type
+file with llama.cpp's quantization of the same function (docs/validation.md).
+
+The cases the verdict must still catch, on the gate's own random-gate export (and, with
+``--so8t-model=PATH``, on the user's checkpoint, the real-weights one included), each with the check that
+catches it. The other cases (a Q8_0 block scale times four, the wrong-side fold, a flipped byte, a wrong
+rope base or head count) are pinned in suites/test_validator.py; here: the fold forgotten in one layer, at
+two block types, and the honest files that must PASS.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader
+
+from so8t.gguf import metadata
+from so8t.validation import CHECKS, SO8TGGUFValidator
+
+STRUCTURE = tuple(c for c in CHECKS if c.category in ("file", "tensors") or c.name in
+                  ("metadata.architecture", "metadata.hparams", "metadata.so8t_keys"))
+
+
+def _reencode(path: Path, tensor_name: str, source_name: str, checkpoint) -> None:
+    """Write ``source_name``'s *unfolded* weights, encoded as the file's type of ``tensor_name``, over that
+    tensor in place, and re-stamp the content hash (so only the values can tell)."""
+    from so8t import bf16
+    from so8t.gguf.quant import encode
+
+    target = next(t for t in GGUFReader(path).tensors if t.name == tensor_name)
+    values = bf16.to_float32(checkpoint.reader.get(source_name))
+    data = encode(values.reshape(-1, values.shape[-1]), GGMLQuantizationType(int(target.tensor_type)))
+    assert data.nbytes == int(target.n_bytes)
+    with open(path, "r+b") as handle:
+        handle.seek(int(target.data_offset))
+        handle.write(data.tobytes())
+    metadata.patch_content_hash(path, metadata.content_hash_of_file(path))
+
+
+@pytest.mark.parametrize("quant", ["Q8_0", "Q4_K_M"])
+@pytest.mark.parametrize("site", ["attn_output", "ffn_down"])
+def test_a_fold_forgotten_in_one_layer_fails(gguf_text, so8t_random_dir, tmp_path, quant, site):
+    from so8t.checkpoint.so8t_dir import SO8TCheckpoint
+    from so8t.validation.baseline import gate_site_tensors
+
+    checkpoint = SO8TCheckpoint(so8t_random_dir)
+    sites = gate_site_tensors(checkpoint)
+    name = f"blk.0.{site}.weight"
+    src = gguf_text[quant].path
+    path = Path(shutil.copyfile(src, tmp_path / src.name))
+    _reencode(path, name, sites[name], checkpoint)
+    report = SO8TGGUFValidator(path, so8t_model=so8t_random_dir, checks=STRUCTURE).run()
+    failed = {c.name: c.reason for c in report.checks if c.status == "FAIL"}
+    assert report.overall == "FAIL" and set(failed) == {"tensors.values_vs_source"}, failed
+    assert name in failed["tensors.values_vs_source"]
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("quant", ["Q4_0", "Q6_K", "Q5_K_M"])
+def test_honest_block_files_pass_against_the_same_function(gguf_text, so8t_random_dir, quant):
+    """The exporter's own files, random gates: the parity verdict against llama.cpp's quantization of the
+    same SO8T weights passes, and both sides plus the quantization cost are in the report."""
+    checks = tuple(c for c in CHECKS if c.category != "group" and c.name != "runtime.mmproj_image")
+    parity = SO8TGGUFValidator(gguf_text[quant].path, so8t_model=so8t_random_dir, checks=checks).run().get(
+        "parity.logits")
+    assert parity.status == "PASS", parity.reason
+    d = parity.details
+    assert "of the same SO8T weights" in parity.reason and d["kl_ratio"] <= d["kl_ratio_max"]
+    cost = d["quantization_cost"]
+    assert cost["ratio"] == pytest.approx(cost["so8t_mean_kl"] / cost["plain_mean_kl"])
+    assert ("warning" in d) == (cost["ratio"] > 2.0)
