@@ -7,7 +7,6 @@ from pathlib import Path
 
 from so8t.tables import format_table, human_bytes
 
-
 #: Columns the summary fits in (a terminal); the per-file explanations go under the table, wrapped.
 WIDTH = 110
 
