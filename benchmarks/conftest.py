@@ -54,10 +54,13 @@ N_PROMPT, N_GEN = 128, 32
 def pytest_cmdline_main(config):
     """The gate's ``-n 1`` (pyproject addopts: crash isolation in an xdist worker) is turned off here:
     pytest-benchmark refuses to time under xdist. Runs before xdist's own hook (a conftest registers after
-    the installed plugins, and pluggy calls the later one first)."""
+    the installed plugins, and pluggy calls the later one first). pytest-benchmark also reads the worker
+    variable xdist sets, which a run started from inside a gate worker inherits."""
     if getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0
         config.option.dist = "no"
+    if not hasattr(config, "workerinput"):  # started from inside a gate worker (suites/test_nightly.py):
+        os.environ.pop("PYTEST_XDIST_WORKER", None)  # that worker's variable is not ours
 
 
 def pytest_addoption(parser):

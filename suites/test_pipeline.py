@@ -86,8 +86,9 @@ def test_summary_and_validation_reports_agree(demo_run):
         if text["quant"] != "F16":  # block types carry what the type costs against the plain source model
             assert cost["ratio"] == pytest.approx(text["cost_ratio"])
             assert cost["ratio"] == pytest.approx(cost["so8t_mean_kl"] / cost["plain_mean_kl"])
-            warned = any(text["quant"] in w for w in summary["warnings"])
-            assert warned == (cost["ratio"] > 2.0), (summary["warnings"], cost)
+            assert ("warning" in parity["details"]) == (cost["ratio"] > 2.0), parity["details"]
+            sensitive = " ".join(w.split("; ")[0] for w in summary["warnings"])  # before "; cheapest type ..."
+            assert (f"{text['quant']} (" in sensitive) == (cost["ratio"] > 2.0), summary["warnings"]
     for key in ("torch", "transformers", "safetensors", "gguf", "llama_cpp_python"):
         assert summary["environment"][key]
 

@@ -170,6 +170,7 @@ def fingerprint(options: TrainOptions, world: World, train: Dataset, evaluation:
 
 def open_session(options: TrainOptions, world: World) -> Session:
     """Check options, read all data (errors before any output), build model and optimizer."""
+    options = options.resolved()
     options.check()
     if options.batch_size < world.size:
         raise TrainError(f"--batch-size {options.batch_size} is smaller than the {world.size} ranks")
