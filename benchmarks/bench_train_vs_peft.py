@@ -50,14 +50,16 @@ def so8t_stepper(args):
     from so8t.data import DEMO_TRAIN
     from so8t.training import TrainOptions
     from so8t.training.distributed import World
-    from so8t.training.loop import train_step
+    from so8t.training.loop import read_records, train_step
     from so8t.training.session import open_session
 
     options = TrainOptions(Path(args.so8t), DEMO_TRAIN, Path("/nonexistent-out"), steps=args.steps + 1,
-                           batch_size=args.batch_size, lr=args.lr, compute_dtype=args.dtype)
+                           batch_size=args.batch_size, lr=args.lr, compute_dtype=args.dtype,
+                           device=args.device).resolved()
     options.check = lambda: None  # the output is never written here
-    session = open_session(options, World())
-    return lambda step: train_step(session, step)["tokens"]
+    session = open_session(options, World(device=options.device))
+    # read back every step: a timed step must have finished (the training loop reads every 10 on CUDA)
+    return lambda step: read_records([train_step(session, step)], options.lm_weight)[0]["tokens"]
 
 
 def peft_stepper(args):
@@ -86,7 +88,7 @@ def peft_stepper(args):
             self.qwen = peft_model.base_model.model
             self.safety_head = SafetyHead(int(qwen.config.text_config.hidden_size), seed=0)
 
-    model = Shim().eval()
+    model = Shim().eval().to(args.device)
     params = [p for p in model.parameters() if p.requires_grad]
     n_oft = sum(1 for n, p in model.named_parameters() if p.requires_grad and "oft_" in n)
     assert n_oft == 2 * qwen.config.text_config.num_hidden_layers, n_oft
@@ -96,13 +98,14 @@ def peft_stepper(args):
 
     def step(s: int) -> int:
         batch = collate([data.examples[i] for i in global_batch_indices(len(data), args.batch_size, 0, s)], pad)
+        batch = batch.to(args.device)
         out = loss_sums(model, batch)
         total, _ = combine(out.sums, out.counts, DEFAULT_WEIGHTS, s, args.steps + 1)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         sched.step()
-        return int(batch.attention_mask.sum())
+        return int(batch.attention_mask.sum())  # a read back: the step has finished on any device
 
     return step
 
@@ -125,7 +128,10 @@ def child(args) -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             tokens.append(n)
-    result = {"impl": args.impl, "load_s": load_s, "step_s": statistics.median(times), "step_times": times,
+    gpu = {}
+    if args.device.startswith("cuda"):
+        gpu = {"peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30}
+    result = {"impl": args.impl, "load_s": load_s, "step_s": statistics.median(times), "step_times": times, **gpu,
               "cpu_step_s": statistics.median(cpu),
               "tokens_per_step": statistics.mean(tokens), "tokens_per_s": sum(tokens) / sum(times),
               "peak_rss_mb": max(load_hwm, vm_hwm_mb()), "train_peak_rss_mb": vm_hwm_mb()}
@@ -153,7 +159,8 @@ def parent(args) -> dict:
         results[impl]["round_step_s"] = [r["step_s"] for r in runs]
     ours, theirs = results["so8t"], results["peft"]
     summary = {
-        "config": {k: getattr(args, k) for k in ("source", "steps", "batch_size", "threads", "dtype", "lr", "rounds")},
+        "config": {k: getattr(args, k) for k in ("source", "steps", "batch_size", "threads", "dtype", "device", "lr",
+                                                 "rounds")},
         "results": results,
         "ratio_step_time": ours["step_s"] / theirs["step_s"],
         "ratio_cpu_step_time": ours["cpu_step_s"] / theirs["cpu_step_s"],
@@ -175,6 +182,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (peak GPU memory is reported on CUDA)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per side (best median counts)")
     p.add_argument("--out", default=None, help="write the summary JSON here")
