@@ -67,7 +67,8 @@ FLOAT_UNIT_ROUNDOFF = {"F32": 0.0, "F16": 2.0**-11, "BF16": 2.0**-8}
 #: Block types may cost at most this factor of the mean KL of llama.cpp's own quantization of the same
 #: SO8T weights (see above).
 KL_RATIO_MAX = 1.25
-#: Baseline realizations a block-type file may be judged against, llama.cpp's own file included.
+#: Baseline realizations (permuted re-encodings of the same SO8T weights) a block-type file is judged
+#: against, at most.
 BASELINE_REALIZATIONS = 4
 #: Quantization-cost ratio (SO8T model / plain source model) above which the report warns (module docstring).
 SENSITIVITY_WARN = 2.0
