@@ -33,6 +33,7 @@ def test_guard_ttft(benchmark, bench, bench_model, tools, scratch):
     from so8t.runtime import LlamaRuntime
 
     so8t_dir = Qwen2VLToSO8TConverter(bench.source, progress=False, safety_features=True).convert(scratch / "so8t")
+    (scratch / "gguf").mkdir()
     text = SO8TToGGUFConverter(so8t_dir, progress=False).export(
         scratch / "gguf", quant_types=["Q8_0"], model_name="guard", mmproj=False, n_threads=bench.threads).texts[0]
     ids = np.random.default_rng(5).integers(0, 151643, N_PROMPT).tolist()
