@@ -55,7 +55,8 @@ def run_prompt(model, prompt: str, *, max_tokens: int = 64, chat: bool = True, i
     """See ``so8t.run``."""
     import numpy as np
 
-    from so8t.runtime import LlamaRuntime, chat_prompt
+    from so8t.chat import chat_prompt
+    from so8t.runtime import LlamaRuntime
 
     if image and not mmproj:
         raise So8tError("--image needs --mmproj (the vision GGUF written by 'so8t export')")

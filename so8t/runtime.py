@@ -1,16 +1,10 @@
 """Run an exported SO8T model with stock llama.cpp (through llama-cpp-python).
 
-``LlamaRuntime(model.gguf, mmproj=..., sidecar=...)`` loads the text GGUF (and the mmproj for images)
-and offers: ``tokenize``/``detokenize`` (llama.cpp's tokenizer), ``logits(ids)`` for every position,
-``hidden_states(ids)`` (the final-norm hidden state per position, from llama.cpp's embedding mode, the
-input of the SO8T safety head), ``generate`` (greedy) with prompt and generation tokens/s read from
-llama.cpp's own perf counters, ``safety`` (the sidecar's safety head on the last hidden state) and
-``describe_image`` (the multimodal chat handler).
-
-Decoding goes through llama-cpp-python's ``Llama`` object; the private batch/context wrappers needed
-for all-position outputs (its public ``eval`` keeps only what ``logits_all`` allocated at load time) are
-reached through ``so8t.llama_api``, the one module that touches llama-cpp-python's internals. KV cache:
-F16 by default as llama.cpp does; ``f32_kv=True`` (``type_k = type_v = 0``) removes the ~5e-5 logit noise F16 keys/values add, for parity checks.
+``LlamaRuntime(model.gguf, mmproj=..., sidecar=...)``: ``tokenize``/``detokenize`` (llama.cpp's tokenizer),
+``logits(ids)`` at every position, ``hidden_states(ids)`` (final-norm hidden states, the safety head's
+input), ``generate``/``stream`` (greedy, optionally behind the guard; tokens/s from llama.cpp's perf
+counters), ``safety`` and ``multimodal_chat`` (images through the mmproj). Private wrappers are reached
+through ``so8t.llama_api``. KV cache F16 as llama.cpp does; ``f32_kv=True`` removes its ~5e-5 logit noise.
 
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
 and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny
@@ -29,14 +23,6 @@ import numpy as np
 
 from so8t import llama_api
 from so8t.errors import RuntimeLoadError
-
-CHATML_SYSTEM = "You are a helpful assistant."
-
-
-def chat_prompt(user: str, system: str | None = CHATML_SYSTEM) -> str:
-    """Qwen2-VL's ChatML prompt for one user turn, ending where the assistant's answer starts."""
-    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
-    return f"{head}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
 @dataclass
@@ -171,51 +157,25 @@ class LlamaRuntime:
 
     def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True,
                  guard: Callable[[np.ndarray], bool] | None = None) -> Generation:
-        """Greedy generation (argmax at every step); tokens/s from llama.cpp's perf counters.
-
-        ``guard``: called with the final-norm hidden state of the prompt's last token, from the same
-        context and the same prefill as the generation, before the first token is chosen; when it returns
-        False nothing is generated (``Generation.guarded`` says so). The prompt is decoded up to its last
-        token without extra outputs, then that token with hidden-state output on (llama.cpp outputs every
-        token of a batch while it is on), then output is turned off again for the generation."""
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        llm = self.llm
-        llama_api.restart(llm)
-        llama_api.perf_reset(llm)
-        out: list[int] = []
-        stopped = False
-        pos = 0
-        pending = ids
-        if guard is not None:
-            pos = self._prefill(llm, ids[:-1], 0)
-            llama_api.set_embeddings(llm, True)
-            try:
-                llama_api.decode(llm, ids[-1:], n_past=pos, all_outputs=True)
-                hidden = llama_api.embedding_row(llm, -1, self.n_embd)
-            finally:
-                llama_api.set_embeddings(llm, False)
-            pos, pending = pos + 1, []
-            if not guard(hidden):
-                return Generation("", [], len(ids), 0.0, 0.0, False, guarded=True)
-        for _ in range(max_tokens):
-            pos = self._prefill(llm, pending, pos)
-            token = int(np.argmax(llama_api.logits_row(llm, -1, self.n_vocab)))
-            if stop_at_eos and llama_api.ends_generation(llm, token):
-                stopped = True
-                break
-            out.append(token)
-            pending = [token]
-            if pos + 1 > self.n_ctx:
-                break
-        perf = llama_api.perf(llm)
+        """Greedy generation; tokens/s from llama.cpp's perf counters; ``guard``: see :class:`TokenStream`."""
+        stream = self.stream(prompt, max_tokens, stop_at_eos, guard)
+        out = list(stream)
+        perf = llama_api.perf(self.llm)
         return Generation(
             text=self.detokenize(out),
             tokens=out,
-            prompt_tokens=len(ids),
-            prompt_tokens_per_s=_rate(perf.prompt_tokens, perf.prompt_ms),
-            gen_tokens_per_s=_rate(perf.gen_tokens, perf.gen_ms),
-            stopped_at_eos=stopped,
+            prompt_tokens=stream.prompt_tokens,
+            prompt_tokens_per_s=0.0 if stream.guarded else _rate(perf.prompt_tokens, perf.prompt_ms),
+            gen_tokens_per_s=0.0 if stream.guarded else _rate(perf.gen_tokens, perf.gen_ms),
+            stopped_at_eos=stream.stopped_at_eos,
+            guarded=stream.guarded,
         )
+
+    def stream(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True,
+               guard: Callable[[np.ndarray], bool] | None = None) -> TokenStream:
+        """The greedy tokens one at a time (:class:`TokenStream`), for streaming answers."""
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        return TokenStream(self, ids, max_tokens, stop_at_eos, guard)
 
     @staticmethod
     def _prefill(llm, ids: list[int], pos: int) -> int:
@@ -255,31 +215,76 @@ class LlamaRuntime:
         """Answer ``question`` about ``image`` through llama.cpp's multimodal path (needs ``mmproj``)."""
         if self.mmproj is None:
             raise RuntimeLoadError("an image needs the mmproj file (--mmproj)", path=self.model_path)
-        from llama_cpp.llama_chat_format import Qwen25VLChatHandler
-
         image = Path(image)
         if not image.is_file():
             raise RuntimeLoadError("image not found", path=image)
+        parts = [{"type": "image_url", "image_url": {"url": image.resolve().as_uri()}}, {"type": "text", "text": question}]
+        return self.multimodal_chat([{"role": "user", "content": parts}], max_tokens)
+
+    def multimodal_chat(self, messages: list[dict], max_tokens: int = 32) -> str:
+        """Greedy answer to OpenAI-style ``messages`` with image parts, through llama.cpp's Qwen2-VL chat
+        handler and the mmproj (a context of its own, loaded for the call)."""
+        if self.mmproj is None:
+            raise RuntimeLoadError("an image needs the mmproj file (--mmproj)", path=self.model_path)
+        from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
         handler = Qwen25VLChatHandler(clip_model_path=str(self.mmproj), verbose=self.verbose)
         llm = self._load(embedding=False, chat_handler=handler)
         try:
-            response = llm.create_chat_completion(
-                messages=[
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image_url", "image_url": {"url": image.resolve().as_uri()}},
-                            {"type": "text", "text": question},
-                        ],
-                    }
-                ],
-                max_tokens=max_tokens,
-                temperature=0.0,
-                top_k=1,
-            )
+            response = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1)
         finally:
             llm.close()
         return response["choices"][0]["message"]["content"] or ""
+
+
+class TokenStream:
+    """Greedy tokens of one prompt, yielded as llama.cpp chooses them (perf counters reset at the start).
+
+    ``guard``: called with the final-norm hidden state of the prompt's last token, from the same context and
+    the same prefill as the generation, before the first token is chosen; when it returns False nothing is
+    generated and ``guarded`` is True. The prompt is decoded up to its last token without extra outputs,
+    then that token with hidden-state output on (llama.cpp outputs every token of a batch while it is on),
+    then output is turned off again for the generation. After the iteration: ``tokens``, ``guarded``,
+    ``stopped_at_eos``."""
+
+    def __init__(self, runtime: LlamaRuntime, ids: list[int], max_tokens: int, stop_at_eos: bool, guard):
+        self.runtime, self.ids, self.max_tokens, self.stop_at_eos, self.guard = runtime, ids, max_tokens, stop_at_eos, guard
+        self.tokens: list[int] = []
+        self.guarded = self.stopped_at_eos = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        rt, ids = self.runtime, self.ids
+        llm = rt.llm
+        llama_api.restart(llm)
+        llama_api.perf_reset(llm)
+        pos, pending = 0, ids
+        if self.guard is not None:
+            pos = rt._prefill(llm, ids[:-1], 0)
+            llama_api.set_embeddings(llm, True)
+            try:
+                llama_api.decode(llm, ids[-1:], n_past=pos, all_outputs=True)
+                hidden = llama_api.embedding_row(llm, -1, rt.n_embd)
+            finally:
+                llama_api.set_embeddings(llm, False)
+            pos, pending = pos + 1, []
+            if not self.guard(hidden):
+                self.guarded = True
+                return
+        for _ in range(self.max_tokens):
+            pos = rt._prefill(llm, pending, pos)
+            token = int(np.argmax(llama_api.logits_row(llm, -1, rt.n_vocab)))
+            if self.stop_at_eos and llama_api.ends_generation(llm, token):
+                self.stopped_at_eos = True
+                return
+            self.tokens.append(token)
+            yield token
+            pending = [token]
+            if pos + 1 > rt.n_ctx:
+                return
 
 
 def _rate(n: int, ms: float) -> float:

@@ -85,7 +85,7 @@ def test_float_types_keep_the_decided_argmax(quant, llama_logits, reference_eps0
 @pytest.fixture(scope="session")
 def probe_ids(hf_tokenizer) -> list[list[int]]:
     """The validator's probe prompts, tokenized by the checkpoint's own (transformers) tokenizer."""
-    from so8t.runtime import chat_prompt
+    from so8t.chat import chat_prompt
     from so8t.validation.probes import PROBE_PROMPTS
 
     return [hf_tokenizer.encode(chat_prompt(p), add_special_tokens=False) for p in PROBE_PROMPTS]

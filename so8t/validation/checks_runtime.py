@@ -142,8 +142,9 @@ def _probe(mode: str, model: str, *rest: str) -> int:
     (probe.json, probe.npz). ``image MODEL MMPROJ OUT``: a short answer about a generated image."""
     import dataclasses
 
+    from so8t.chat import chat_prompt
     from so8t.llama_build import current_decision, system_info
-    from so8t.runtime import LlamaRuntime, chat_prompt
+    from so8t.runtime import LlamaRuntime
 
     out_dir = rest[-1]
     Path(out_dir, BUILD_FILE).write_text(json.dumps(
