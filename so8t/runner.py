@@ -53,8 +53,6 @@ def run_prompt(model, prompt: str, *, max_tokens: int = 64, chat: bool = True, i
                sidecar="auto", n_ctx: int = 2048, n_threads: int | None = None, verbose: bool = False,
                guard: bool = True, on_escalate: str = "answer", refusal: str = DEFAULT_REFUSAL) -> RunResult:
     """See ``so8t.run``."""
-    import numpy as np
-
     from so8t.chat import chat_prompt
     from so8t.runtime import LlamaRuntime
 
@@ -70,16 +68,24 @@ def run_prompt(model, prompt: str, *, max_tokens: int = 64, chat: bool = True, i
             text = rt.describe_image(image, prompt, max_tokens=max_tokens)
             return RunResult(text, prompt, side, "image")
         fed = chat_prompt(prompt) if chat else prompt
-        status = _safety_status(side) if guard else "off"
-        seen = {}
-
-        def allows(hidden) -> bool:
-            seen["verdict"] = verdict = rt.safety_head().verdict(np.asarray(hidden, dtype=np.float64))
-            return not blocks(verdict.label, on_escalate)
-
-        gen = rt.generate(fed, max_tokens=max_tokens, guard=allows if status == "verdict" else None)
+        status = safety_status(side) if guard else "off"
+        seen: dict = {}
+        gen = rt.generate(fed, max_tokens=max_tokens, guard=head_guard(rt, on_escalate, seen) if status == "verdict"
+                          else None)
     text = refusal if gen.guarded else gen.text
     return RunResult(text, fed, side, status, generation=gen, safety=seen.get("verdict"), refused=gen.guarded)
+
+
+def head_guard(runtime, on_escalate: str, seen: dict):
+    """The guard callable for ``LlamaRuntime.generate``/``stream``: the sidecar's head on the hidden state,
+    its verdict kept in ``seen["verdict"]``; False (stop) when :func:`blocks` says so."""
+    import numpy as np
+
+    def allows(hidden) -> bool:
+        seen["verdict"] = verdict = runtime.safety_head().verdict(np.asarray(hidden, dtype=np.float64))
+        return not blocks(verdict.label, on_escalate)
+
+    return allows
 
 
 def blocks(label: str, on_escalate: str) -> bool:
@@ -87,7 +93,7 @@ def blocks(label: str, on_escalate: str) -> bool:
     return label == "REFUSE" or (label == "ESCALATE" and on_escalate == "refuse")
 
 
-def _safety_status(sidecar: Path | None) -> str:
+def safety_status(sidecar: Path | None) -> str:
     if sidecar is None:
         return "no-sidecar"
     from so8t.gguf.sidecar_reader import read_sidecar

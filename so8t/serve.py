@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from so8t.runner import DEFAULT_REFUSAL, blocks, resolve_sidecar
+from so8t.runner import DEFAULT_REFUSAL, head_guard, resolve_sidecar, safety_status
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -53,7 +53,6 @@ class Engine:
     """The loaded model, its guard status and the lock every generation holds."""
 
     def __init__(self, config: "ServeConfig"):
-        from so8t.runner import _safety_status
         from so8t.runtime import LlamaRuntime
 
         self.config = config
@@ -61,7 +60,7 @@ class Engine:
         side = resolve_sidecar(config.model, config.sidecar)
         self.runtime = LlamaRuntime(config.model, sidecar=side, mmproj=config.mmproj, n_ctx=config.n_ctx,
                                     n_threads=config.n_threads)
-        self.status = _safety_status(side) if config.guard else "off"
+        self.status = safety_status(side) if config.guard else "off"
         self.lock = threading.Lock()
 
     def prepare(self, body: dict) -> tuple[list[int] | None, list, int]:
@@ -93,16 +92,8 @@ class Engine:
         return ids, messages, min(max_tokens, self.runtime.n_ctx - len(ids))
 
     def guard(self, seen: dict):
-        """The guard callable for ``LlamaRuntime.stream`` (None when the head does not decide)."""
-        if self.status != "verdict":
-            return None
-        import numpy as np
-
-        def allows(hidden) -> bool:
-            seen["verdict"] = verdict = self.runtime.safety_head().verdict(np.asarray(hidden, dtype=np.float64))
-            return not blocks(verdict.label, self.config.on_escalate)
-
-        return allows
+        """The guard callable of ``so8t run`` for ``LlamaRuntime.stream`` (None when the head does not decide)."""
+        return head_guard(self.runtime, self.config.on_escalate, seen) if self.status == "verdict" else None
 
     def safety_field(self, seen: dict, refused: bool, status: str | None = None) -> dict:
         verdict = seen.get("verdict")

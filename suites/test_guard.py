@@ -84,7 +84,7 @@ def test_so8t_run_behind_the_guard(gguf_text, monkeypatch, capsys, label, argv, 
     from so8t.cli import main
     from so8t.runtime import LlamaRuntime
 
-    monkeypatch.setattr(runner, "_safety_status", lambda side: "verdict")
+    monkeypatch.setattr(runner, "safety_status", lambda side: "verdict")
     monkeypatch.setattr(LlamaRuntime, "safety_head", lambda self: _Head(label))
     got = main(["run", "--model", str(gguf_text["Q8_0"].path), "--prompt", PROMPT, "--max-tokens", "3",
                 "--refusal-text", "No.", *argv])
