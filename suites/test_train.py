@@ -249,6 +249,7 @@ def test_safety_metrics_by_hand():
     assert m["accuracy"] == pytest.approx(22 / 30)
     assert m["refuse_recall"] == pytest.approx(9 / 10) and m["escalate_recall"] == pytest.approx(5 / 10)
     assert m["over_compliance_rate"] == pytest.approx(3 / 20)  # (2 + 1) dangerous answered ALLOW
+    assert m["over_refusal_rate"] == pytest.approx(2 / 10)  # (1 + 1) safe prompts flagged
     assert m["per_class"]["ALLOW"]["precision"] == pytest.approx(8 / 11)
     assert m["per_class"]["ESCALATE"]["precision"] == pytest.approx(5 / 6)
     assert m["majority_baseline"] == pytest.approx(10 / 30)
