@@ -287,7 +287,7 @@ def llama_quantize_alone(src: Path, dst: Path, quant: str, threads: int) -> None
     """llama.cpp's quantizer called directly (the K-quant baseline): ``src`` GGUF -> ``dst`` of ``quant``."""
     from gguf import LlamaFileType
 
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     rc, _ = llama_api.quantize_file(src, dst, int(LlamaFileType[f"MOSTLY_{quant}"]), threads, capture_log=False)
     assert rc == 0, f"llama_model_quantize {src} -> {quant} returned {rc}"

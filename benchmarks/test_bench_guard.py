@@ -6,7 +6,7 @@ head (its head's weights do not change the time). Four ways, in one llama.cpp pr
 by round (a shared machine drifts; each way is timed once per round, in rotating order):
 
 * ``plain``: no guard;
-* ``guarded``: the guard of ``so8t run`` (so8t/runner.py): the same context and prefill, the prompt's last
+* ``guarded``: the guard of ``so8t run`` (so8t/llama/runner.py): the same context and prefill, the prompt's last
   token decoded on its own with hidden-state output on, the head applied, then the first token; the timed
   operation of the benchmark;
 * ``two_context``: the old path, a second context in embedding mode and a second prefill of the prompt;
@@ -30,7 +30,7 @@ ROUNDS = 7
 def test_guard_ttft(benchmark, bench, bench_model, tools, scratch):
     from so8t.conversion import Qwen2VLToSO8TConverter
     from so8t.gguf.export import SO8TToGGUFConverter
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     so8t_dir = Qwen2VLToSO8TConverter(bench.source, progress=False, safety_features=True).convert(scratch / "so8t")
     (scratch / "gguf").mkdir()

@@ -16,7 +16,7 @@ first generated ~5% slower, in either order (Q4_0, full size), which biased the 
 ``prompt_tps_ratio``; the medians of both sides are recorded too. The SO8T file has seeded random
 gates, so its weights really are rotated.
 
-llama.cpp runs through ``so8t.runtime.LlamaRuntime.generate`` (greedy argmax, EOS ignored so every
+llama.cpp runs through ``so8t.llama.runtime.LlamaRuntime.generate`` (greedy argmax, EOS ignored so every
 round generates exactly 32 tokens); llama.cpp evaluates 31 of them one by one (the last one is not fed
 back), which is what ``gen_tps`` counts.
 """
@@ -62,7 +62,7 @@ def prompt_ids(vocab_size: int) -> list[int]:
 
 
 def load(path, threads: int):
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     return LlamaRuntime(path, n_ctx=N_PROMPT + N_GEN + 16, n_threads=threads)
 

@@ -18,7 +18,7 @@ Layout (the folder tree is the architecture):
 - ``so8t.training``: training of the gates and the safety head.
 - ``so8t.adapters``: the only place that knows Qwen2-VL tensor names.
 - ``so8t.gguf``: GGUF export (text, mmproj, sidecar, quant types).
-- ``so8t.runtime`` / ``so8t.runner`` / ``so8t.validation`` / ``so8t.pipeline``: llama.cpp runtime, one
+- ``so8t.llama.runtime`` / ``so8t.llama.runner`` / ``so8t.validation`` / ``so8t.pipeline``: llama.cpp runtime, one
   prompt through it, validator, pipeline.
 - ``so8t.testing``: the embedded default checkpoint (built deterministically, no downloads).
 - ``so8t.cli``: the ``so8t`` command (through the functions above).

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # names for the annotations only; importing them here would load torch
     from so8t.conversion import ConversionResult
     from so8t.gguf.export import ExportReport
+    from so8t.llama.runner import RunResult
     from so8t.pipeline.run import PipelineResult
-    from so8t.runner import RunResult
     from so8t.training import TrainResult
     from so8t.validation import CheckResult, Report
 
@@ -221,7 +221,7 @@ def run(
     on_escalate: str = "answer",
     refusal: str | None = None,
 ) -> RunResult:
-    """Greedy generation with stock llama.cpp behind the SO8T safety head's guard (so8t/runner.py).
+    """Greedy generation with stock llama.cpp behind the SO8T safety head's guard (so8t/llama/runner.py).
 
     Args:
         model: text GGUF written by ``so8t.export_gguf``.
@@ -237,7 +237,7 @@ def run(
         guard: decide with the trained safety head before the first token (same context, same prefill);
             REFUSE generates nothing and returns ``refusal``.
         on_escalate: ``"answer"`` (default: answer, the verdict says ESCALATE) or ``"refuse"``.
-        refusal: the text returned for a refused request (default ``so8t.runner.DEFAULT_REFUSAL``).
+        refusal: the text returned for a refused request (default ``so8t.llama.runner.DEFAULT_REFUSAL``).
 
     Returns:
         A ``RunResult``: ``.text``, ``.refused``, ``.generation`` (tokens and tokens/s from llama.cpp's perf
@@ -250,7 +250,7 @@ def run(
         >>> result.text, result.safety_status
         ('Hello! How can I help?', 'verdict')
     """
-    from so8t.runner import DEFAULT_REFUSAL, run_prompt
+    from so8t.llama.runner import DEFAULT_REFUSAL, run_prompt
 
     return run_prompt(model, prompt, max_tokens=max_tokens, chat=chat, image=image, mmproj=mmproj,
                       sidecar=sidecar, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose, guard=guard,

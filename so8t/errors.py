@@ -73,4 +73,4 @@ class RuntimeLoadError(So8tError):
 
 
 class LlamaApiError(RuntimeLoadError):
-    """The installed llama-cpp-python lacks a private or low-level symbol so8t uses (``so8t.llama_api``)."""
+    """The installed llama-cpp-python lacks a private or low-level symbol so8t uses (``so8t.llama.api``)."""

@@ -1,6 +1,6 @@
 """llama.cpp on the CPUs users have: the AMX decision, the load that applies it, and crash isolation.
 
-Note [AMX] in so8t/llama_build.py: a build that reports ``AMX_INT8 = 1`` crashes in ggml's AMX extra
+Note [AMX] in so8t/llama/build.py: a build that reports ``AMX_INT8 = 1`` crashes in ggml's AMX extra
 buffer on the first quantized matrix product, so so8t loads with extra buffer types off there, and only
 there (CPU_REPACK keeps speeding Q4_0 / Q4_K elsewhere). The decision is a function of the build's
 reported features, tested here with both answers; the load test checks, on the installed build, which
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from so8t import llama_build
+from so8t.llama import build as llama_build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def test_a_crash_line_names_signal_build_and_fix():
 
 
 def _load_log(path: Path, monkeypatch, override: str | None) -> str:
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     if override is None:
         monkeypatch.delenv(llama_build.EXTRA_BUFTS_ENV, raising=False)
@@ -109,7 +109,7 @@ def test_a_loaded_file_gives_the_same_logits_with_and_without_extra_buffers(gguf
     """Turning extra buffers off changes where weights live, not what llama.cpp computes."""
     import numpy as np
 
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     logits = {}
     for override in ("0", "1"):

@@ -47,7 +47,7 @@ def text_config(source_checkpoint) -> dict:
 @pytest.fixture(scope="session")
 def llama_logits(gguf_text, parity_ids) -> dict:
     """llama.cpp logits at every position, per type, with an F32 KV cache (type_k = type_v = 0)."""
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     out = {}
     for quant, t in gguf_text.items():
@@ -85,14 +85,14 @@ def test_float_types_keep_the_decided_argmax(quant, llama_logits, reference_eps0
 @pytest.fixture(scope="session")
 def probe_ids(hf_tokenizer) -> list[list[int]]:
     """The validator's probe prompts, tokenized by the checkpoint's own (transformers) tokenizer."""
-    from so8t.chat import chat_prompt
+    from so8t.llama.chat import chat_prompt
     from so8t.validation.probes import PROBE_PROMPTS
 
     return [hf_tokenizer.encode(chat_prompt(p), add_special_tokens=False) for p in PROBE_PROMPTS]
 
 
 def _llama_probe(path, seqs) -> np.ndarray:
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(path, f32_kv=True, n_ctx=512, n_threads=2) as rt:
         return np.concatenate([rt.logits(s) for s in seqs])
@@ -227,7 +227,7 @@ def test_greedy_generation_matches_pytorch(
 ):
     """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
     between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided)."""
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     expected, margins = reference_greedy
     with LlamaRuntime(gguf_text[quant].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
@@ -241,7 +241,7 @@ def test_greedy_generation_matches_pytorch(
 def test_f16_kv_cache_noise_is_small(gguf_text, parity_ids, reference_eps0, text_config):
     """llama.cpp's default F16 KV cache rounds keys and values to 2^-11: the logits move by at most
     C * 2^-11 * S over the F32-KV result."""
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(gguf_text["F32"].path, f32_kv=False, n_ctx=256, n_threads=2) as rt:
         got = rt.logits(parity_ids).astype(np.float64)
@@ -253,7 +253,7 @@ def test_f16_kv_cache_noise_is_small(gguf_text, parity_ids, reference_eps0, text
 
 def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_eps0, text_config):
     """llama.cpp's embedding-mode output is the final-norm hidden state (the safety head's input)."""
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(gguf_text["F32"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
         hidden = rt.hidden_states(parity_ids).astype(np.float64)

@@ -41,7 +41,7 @@ mixed_text = st.lists(
 
 @pytest.fixture(scope="module")
 def llama_rt(gguf_text):
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(gguf_text["Q8_0"].path, n_ctx=64, n_threads=1) as rt:
         yield rt

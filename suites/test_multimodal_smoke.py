@@ -40,7 +40,7 @@ def _png_data_url(pixels: np.ndarray) -> str:
 def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_gguf, parity_image):
     from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     text_file, mmproj = gguf_text[TEXT_TYPE].path, mmproj_gguf["f16"]
     handler = Qwen25VLChatHandler(clip_model_path=str(mmproj), verbose=False)
@@ -79,7 +79,7 @@ def test_image_embeddings_match_the_pytorch_vision_tower(
     pixels, pixel_values, grid_thw = parity_image
     with torch.no_grad():
         want = vision_tower_ref(pixel_values.to(torch.float32), grid_thw=grid_thw).pooler_output.numpy()
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     got = llama_api.image_embeddings(gguf_text[TEXT_TYPE].path, mmproj_gguf[dtype], pixels)
     merge = source_reader.vision_config["spatial_merge_size"]

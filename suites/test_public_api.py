@@ -83,7 +83,7 @@ def test_import_so8t_loads_neither_torch_nor_llama_cpp():
 def test_the_llama_probe_child_starts_without_torch():
     """``python -m so8t.validation.checks_runtime`` (one child per llama.cpp run of a validation) imports
     only what it runs; torch alone would add about 2 s to each child."""
-    code = ("import so8t.validation.checks_runtime, so8t.validation.probes, so8t.runtime, sys; "
+    code = ("import so8t.validation.checks_runtime, so8t.validation.probes, so8t.llama.runtime, sys; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"]

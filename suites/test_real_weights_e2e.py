@@ -48,7 +48,7 @@ def test_the_pipeline_passes_on_real_weights(real_run):
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_the_guard_decides_before_the_first_token(real_run, prompt):
     import so8t
-    from so8t.runner import DEFAULT_REFUSAL
+    from so8t.llama.runner import DEFAULT_REFUSAL
 
     out, _ = real_run
     result = so8t.run(out / "gguf" / "real-Q8_0.gguf", prompt, max_tokens=8)

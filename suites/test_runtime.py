@@ -1,4 +1,4 @@
-"""``so8t.runtime`` and ``so8t run``: generation with llama.cpp's perf counters, the safety verdict from
+"""``so8t.llama.runtime`` and ``so8t run``: generation with llama.cpp's perf counters, the safety verdict from
 the sidecar head on llama.cpp's final hidden state, images through the mmproj, and load errors."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.llama
 
 @pytest.fixture(scope="module")
 def rt_f32(gguf_text):
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(
         gguf_text["F32"].path, sidecar=gguf_text["F32"].sidecar, f32_kv=True, n_ctx=256, n_threads=2
@@ -57,14 +57,14 @@ def test_safety_verdict_matches_pytorch_head(rt_f32, parity_ids, reference_eps0,
 
 
 def test_no_sidecar_no_verdict(gguf_text, parity_ids):
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(gguf_text["Q8_0"].path, n_ctx=128, n_threads=2) as rt:
         assert rt.safety(parity_ids[:8]) is None
 
 
 def test_default_sidecar_is_found_next_to_the_model(gguf_text):
-    from so8t.runtime import default_sidecar
+    from so8t.llama.runtime import default_sidecar
 
     assert default_sidecar(gguf_text["Q4_K_M"].path) == gguf_text["Q4_K_M"].sidecar
     assert default_sidecar(gguf_text["Q4_K_M"].sidecar) is None  # a sidecar has no sidecar
@@ -72,7 +72,7 @@ def test_default_sidecar_is_found_next_to_the_model(gguf_text):
 
 
 def test_missing_and_corrupt_files_are_load_errors(tmp_path):
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     with pytest.raises(RuntimeLoadError, match="file not found"):
         LlamaRuntime(tmp_path / "absent.gguf")
@@ -103,7 +103,7 @@ def test_image_through_mmproj(gguf_text, mmproj_gguf, tmp_path):
     image through llama.cpp's multimodal handler (random weights: any text, but the image path runs)."""
     from PIL import Image
 
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     image = tmp_path / "square.png"
     rng = np.random.default_rng(5)

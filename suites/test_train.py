@@ -90,7 +90,7 @@ def test_cli_bad_data_exits_2_and_writes_nothing(so8t_random_dir, tmp_path, caps
 
 
 def test_chat_rendering_targets_assistant_tokens_and_matches_run_prompt(tokenizer):
-    from so8t.chat import chat_prompt
+    from so8t.llama.chat import chat_prompt
     from so8t.training.data import parse_line
 
     prompt = parse_line(tokenizer, json.dumps({"messages": [USER], "label": "REFUSE"}), "f:1", 999)

@@ -112,7 +112,7 @@ def test_llama_verdict_equals_pytorch_on_every_eval_prompt(trained_gguf, eval_pr
     may disagree with PyTorch only where PyTorch's top-two gap is within 2 L |dh| of that prompt; at F16 no
     disagreement is allowed at all."""
     from so8t.gguf.sidecar_reader import read_sidecar
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.runtime import LlamaRuntime
 
     text = trained_gguf[quant]
     head = read_sidecar(text.sidecar).safety_head()

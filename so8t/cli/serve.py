@@ -1,5 +1,5 @@
 """``so8t serve``: an OpenAI-compatible server (chat completions, streaming, models) over llama.cpp, behind
-the SO8T safety head's guard (so8t/serve.py)."""
+the SO8T safety head's guard (so8t/llama/serve.py)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from so8t.runner import DEFAULT_REFUSAL
-    from so8t.serve import ServeConfig, serve
+    from so8t.llama.runner import DEFAULT_REFUSAL
+    from so8t.llama.serve import ServeConfig, serve
 
     config = ServeConfig(Path(args.model), sidecar=args.sidecar, mmproj=Path(args.mmproj) if args.mmproj else None,
                          n_ctx=args.ctx, n_threads=args.threads, model_name=args.model_name, guard=not args.no_guard,

@@ -28,12 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from so8t import llama_api, profile
 from so8t.errors import ExportError
+from so8t.llama import api as llama_api
+from so8t.llama import profile
 
 
 def _lib():
-    """ggml as llama-cpp-python loaded it, prototypes declared (``so8t.llama_api.ggml``)."""
+    """ggml as llama-cpp-python loaded it, prototypes declared (``so8t.llama.api.ggml``)."""
     return llama_api.ggml()
 
 

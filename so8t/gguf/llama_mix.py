@@ -67,7 +67,7 @@ def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl
 def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: int = 0) -> list[str]:
     """Quantize GGUF ``src`` into ``dst`` with ``llama_model_quantize``; returns llama.cpp's fallback
     messages. Raises ``ExportError`` if llama.cpp reports a failure."""
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     rc, log = llama_api.quantize_file(src, dst, int(file_type), n_threads, QUANTIZE_BUFFER_BYTES)
     if rc != 0:

@@ -88,9 +88,9 @@ def check_environment(output_dir: Path, source_bytes: int, n_params: int, quant_
 
 
 def llama_build_line() -> str:
-    """The llama.cpp build's features and whether loads use extra buffer types (so8t/llama_build.py), so a
+    """The llama.cpp build's features and whether loads use extra buffer types (so8t/llama/build.py), so a
     user can tell which CPU path runs: ``CPU: AVX2 AVX512 REPACK; extra buffers on (...)``."""
-    from so8t import llama_build
+    from so8t.llama import build as llama_build
 
     decision = llama_build.current_decision()
     return (f"{llama_build.summary(llama_build.system_info())}; extra buffers "

@@ -3,7 +3,7 @@
 Isolation: llama.cpp is C code; a file it misreads could crash the whole process. So (1) these checks
 run only after every file, metadata and tensor check passed, and (2) the load runs in a child process
 (``python -m so8t.validation.checks_runtime text MODEL OUT_DIR [IDS.npz]``, through
-``so8t.runtime.LlamaRuntime`` with an F32 KV cache; ``image MODEL MMPROJ OUT_DIR`` for the multimodal
+``so8t.llama.runtime.LlamaRuntime`` with an F32 KV cache; ``image MODEL MMPROJ OUT_DIR`` for the multimodal
 path): a crash, a hang (timeout) or a refusal becomes a FAIL with llama.cpp's last words.
 
 The text probe tokenizes each of the chat-formatted probe prompts (so8t/validation/probes.py) with
@@ -58,7 +58,7 @@ BUILD_FILE = "llama_build.json"
 def _crash_line(returncode: int, what: str, out_dir: str) -> str:
     """The one line a crash is reported with: signal, the build's features as the child saw them (it
     writes ``BUILD_FILE`` before it loads anything), and the fix for a known case."""
-    from so8t.llama_build import ExtraBuftsDecision, crash_line
+    from so8t.llama.build import ExtraBuftsDecision, crash_line
 
     try:
         build = json.loads(Path(out_dir, BUILD_FILE).read_text())
@@ -142,9 +142,9 @@ def _probe(mode: str, model: str, *rest: str) -> int:
     (probe.json, probe.npz). ``image MODEL MMPROJ OUT``: a short answer about a generated image."""
     import dataclasses
 
-    from so8t.chat import chat_prompt
-    from so8t.llama_build import current_decision, system_info
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.build import current_decision, system_info
+    from so8t.llama.chat import chat_prompt
+    from so8t.llama.runtime import LlamaRuntime
 
     out_dir = rest[-1]
     Path(out_dir, BUILD_FILE).write_text(json.dumps(

@@ -1,7 +1,7 @@
 """The probe prompts the parity verdict is measured on.
 
 Several short chat turns in English and Japanese, each wrapped in Qwen2-VL's ChatML prompt
-(:func:`so8t.chat.chat_prompt`) and scored at every position (the logits llama.cpp produces while
+(:func:`so8t.llama.chat.chat_prompt`) and scored at every position (the logits llama.cpp produces while
 reading the prompt). Each prompt is its own sequence (positions restart at 0, no shared KV cache).
 
 ``MIN_POSITIONS``: a verdict rests on at least this many scored positions in all. With the Qwen2 BPE

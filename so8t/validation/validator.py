@@ -23,7 +23,7 @@ import platform
 import time
 from pathlib import Path
 
-from so8t.runtime import default_sidecar
+from so8t.llama.runtime import default_sidecar
 from so8t.validation import (
     checks_file,
     checks_group,

@@ -1,4 +1,4 @@
-"""llama.cpp's image encoder through libmtmd's raw bindings (part of the ``so8t.llama_api`` package, the one
+"""llama.cpp's image encoder through libmtmd's raw bindings (with ``so8t.llama.api``, the one
 home of llama-cpp-python's private and low-level API)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from so8t.errors import RuntimeLoadError
-from so8t.llama_api import api, load
+from so8t.llama.api import api, load
 
 
 def image_embeddings(text_file: str | Path, mmproj: str | Path, pixels: np.ndarray) -> np.ndarray:

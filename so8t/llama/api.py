@@ -3,7 +3,7 @@
 so8t uses llama-cpp-python (``llama-cpp-python>=0.3.36,<0.4``, pinned in pyproject.toml) through its public
 ``Llama`` class and chat handlers and, where those cannot do the job, through private attributes of its
 wrappers and the raw ctypes bindings of llama.cpp, libmtmd and ggml. Every use of the second kind is in
-this package (libmtmd's image path in ``images.py``);
+this module and in ``so8t/llama/images.py`` (libmtmd's image path);
 :data:`PRIVATE_SYMBOLS` and :data:`GGML_SYMBOLS` say per symbol what it is and why so8t needs it. The first
 :func:`api` / :func:`ggml` call checks the installed package has them all and raises a one-line
 :class:`~so8t.errors.LlamaApiError` naming a missing one (not an ``AttributeError`` mid-export); the
@@ -55,9 +55,9 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "llama_log_callback": "the ctypes callback type llama_log_set takes",
     "LLAMA_POOLING_TYPE_NONE": "embedding mode without pooling: one hidden state per position",
     "LLAMA_FLASH_ATTN_TYPE_DISABLED": "flash attention off for the image encoder (exact comparisons)",
-    "llama_print_system_info": "the build's compile-time features (so8t.llama_build: AMX, REPACK, ...)",
+    "llama_print_system_info": "the build's compile-time features (so8t.llama.build: AMX, REPACK, ...)",
     "llama.llama_cpp.llama_model_default_params": "Llama() builds its model params from it and has no "
-    "use_extra_bufts argument; load() wraps it to turn extra buffers off on AMX builds (so8t.llama_build)",
+    "use_extra_bufts argument; load() wraps it to turn extra buffers off on AMX builds (so8t.llama.build)",
     # -- raw ctypes bindings of libmtmd (llama.cpp's multimodal library) ------------------------------
     "mtmd_cpp.mtmd_encode_chunk": "runs the vision encoder on an image chunk: how to read image embeddings",
 }
@@ -175,11 +175,11 @@ _LOAD_LOCK = threading.Lock()
 def load(model_path: str | Path, verbose: bool = False, **kwargs):
     """``llama_cpp.Llama(model_path, **kwargs)`` with llama.cpp's load notes silenced unless ``verbose``.
 
-    The one place so8t opens llama.cpp: every load follows ``so8t.llama_build.current_decision()`` on
+    The one place so8t opens llama.cpp: every load follows ``so8t.llama.build.current_decision()`` on
     llama.cpp's extra buffer types (off on AMX builds, which crash; Note [AMX] there). ``Llama()`` takes no
     ``use_extra_bufts`` argument, so for such a load the default-params function it calls is wrapped for the
     duration of the call (under a lock: the wrap is module-global)."""
-    from so8t.llama_build import current_decision
+    from so8t.llama.build import current_decision
 
     llama_cpp = api()
     with _LOAD_LOCK, llama_cpp._utils.suppress_stdout_stderr(disable=verbose):
@@ -294,4 +294,4 @@ def quantize_file(
     return int(rc), "".join(pieces)
 
 
-from so8t.llama_api.images import image_embeddings  # noqa: F401  (uses api() and load() above)
+from so8t.llama.images import image_embeddings  # noqa: F401  (uses api() and load() above)

@@ -86,7 +86,7 @@ def extra_bufts_decision(system_info: str, override: str | None = None) -> Extra
 @functools.lru_cache(maxsize=1)
 def system_info() -> str:
     """``llama_print_system_info()`` of the installed llama-cpp-python (loads llama.cpp)."""
-    from so8t import llama_api
+    from so8t.llama import api as llama_api
 
     return llama_api.api().llama_print_system_info().decode("utf-8", "replace")
 

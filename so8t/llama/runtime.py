@@ -4,7 +4,7 @@
 ``logits(ids)`` at every position, ``hidden_states(ids)`` (final-norm hidden states, the safety head's
 input), ``generate``/``stream`` (greedy, optionally behind the guard; tokens/s from llama.cpp's perf
 counters), ``safety`` and ``multimodal_chat`` (images through the mmproj). Private wrappers are reached
-through ``so8t.llama_api``. KV cache F16 as llama.cpp does; ``f32_kv=True`` removes its ~5e-5 logit noise.
+through ``so8t.llama.api``. KV cache F16 as llama.cpp does; ``f32_kv=True`` removes its ~5e-5 logit noise.
 
 Note [eps]: the llama.cpp in llama-cpp-python 0.3.36 ignores ``qwen2vl.attention.layer_norm_rms_epsilon``
 and runs RMSNorm with eps = 0 (docs/reference.md section 5); logits differ from PyTorch by ~1e-3 on tiny
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from so8t import llama_api
 from so8t.errors import RuntimeLoadError
+from so8t.llama import api as llama_api
 
 
 @dataclass

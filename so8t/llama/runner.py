@@ -33,14 +33,14 @@ class RunResult:
     prompt: str  # what llama.cpp was given (chat-formatted unless ``chat=False``; the question for images)
     sidecar: Path | None
     safety_status: str
-    generation: object | None = None  # so8t.runtime.Generation; None for an image prompt
+    generation: object | None = None  # so8t.llama.runtime.Generation; None for an image prompt
     safety: object | None = None  # so8t.safety verdict (label, probabilities) when status is "verdict"
     refused: bool = False  # the guard stopped the request before the first token; ``text`` is the refusal
 
 
 def resolve_sidecar(model: str | Path, sidecar: str | Path | None) -> Path | None:
     """``"auto"``: the exporter's sibling ``<stem>.so8t.gguf`` if present; ``"none"``/None: no sidecar."""
-    from so8t.runtime import default_sidecar
+    from so8t.llama.runtime import default_sidecar
 
     if sidecar == "auto":
         return default_sidecar(model)
@@ -53,8 +53,8 @@ def run_prompt(model, prompt: str, *, max_tokens: int = 64, chat: bool = True, i
                sidecar="auto", n_ctx: int = 2048, n_threads: int | None = None, verbose: bool = False,
                guard: bool = True, on_escalate: str = "answer", refusal: str = DEFAULT_REFUSAL) -> RunResult:
     """See ``so8t.run``."""
-    from so8t.chat import chat_prompt
-    from so8t.runtime import LlamaRuntime
+    from so8t.llama.chat import chat_prompt
+    from so8t.llama.runtime import LlamaRuntime
 
     if image and not mmproj:
         raise So8tError("--image needs --mmproj (the vision GGUF written by 'so8t export')")

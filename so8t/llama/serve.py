@@ -4,12 +4,12 @@ Endpoints (FastAPI, served by uvicorn): ``GET /v1/models``; ``POST /v1/chat/comp
 as server-sent events ending with ``data: [DONE]``). One llama.cpp context serves every request, one at a
 time (a lock; llama.cpp contexts are not thread-safe): concurrent clients queue.
 
-The guard is the one of ``so8t run`` (so8t/runner.py): a trained head decides from the same prefill before
+The guard is the one of ``so8t run`` (so8t/llama/runner.py): a trained head decides from the same prefill before
 the first token. A refused request is a normal completion whose ``finish_reason`` is ``"content_filter"``
 (as OpenAI marks a response its content policy stopped), with no generated token (``usage.
 completion_tokens`` 0) and the configured refusal text as content. Every response carries the extra field
 ``so8t``: ``{"guard": status, "label", "probabilities", "refused"}`` with ``status`` one of
-``so8t.runner.SAFETY_STATUSES`` (``"verdict"`` when the head decided; otherwise why it did not, e.g.
+``so8t.llama.runner.SAFETY_STATUSES`` (``"verdict"`` when the head decided; otherwise why it did not, e.g.
 ``"untrained"``; ``"image"``: messages with image parts go through llama.cpp's multimodal handler and the
 mmproj, unguarded, and say so). Streaming sends it in the last chunk.
 
@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from so8t.runner import DEFAULT_REFUSAL, head_guard, resolve_sidecar, safety_status
+from so8t.llama.runner import DEFAULT_REFUSAL, head_guard, resolve_sidecar, safety_status
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -53,7 +53,7 @@ class Engine:
     """The loaded model, its guard status and the lock every generation holds."""
 
     def __init__(self, config: "ServeConfig"):
-        from so8t.runtime import LlamaRuntime
+        from so8t.llama.runtime import LlamaRuntime
 
         self.config = config
         self.name = config.model_name or Path(config.model).stem
@@ -65,7 +65,7 @@ class Engine:
 
     def prepare(self, body: dict) -> tuple[list[int] | None, list, int]:
         """(prompt ids, or None for an image conversation; the messages; max tokens) of a request body."""
-        from so8t.chat import chatml
+        from so8t.llama.chat import chatml
 
         if body.get("model") != self.name:
             raise RequestError(404, f"model {body.get('model')!r} not found; this server has {self.name!r}",
