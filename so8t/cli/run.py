@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from so8t.cli.common import add_command
+from so8t.cli.common import add_command, add_guard_options
 
 
 def register(sub) -> None:
@@ -18,19 +18,7 @@ def register(sub) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate")
     p.add_argument("--mmproj", default=None, help="mmproj GGUF (needed for --image)")
     p.add_argument("--image", default=None, help="image file to ask about (needs --mmproj)")
-    p.add_argument(
-        "--sidecar",
-        default="auto",
-        help="SO8T sidecar GGUF for the safety verdict ('auto': <model stem>.so8t.gguf if present; 'none')",
-    )
-    p.add_argument("--no-guard", action="store_true",
-                   help="generate without the guard (no safety verdict); by default the trained safety head "
-                   "decides before the first token, in the same llama.cpp prefill, and REFUSE generates nothing")
-    p.add_argument("--on-escalate", choices=("answer", "refuse"), default="answer",
-                   help="what the guard does with ESCALATE: answer and report it, or refuse like REFUSE")
-    p.add_argument("--refusal-text", default=None, help="printed instead of an answer when the guard refuses")
-    p.add_argument("--ctx", type=int, default=2048, help="context length")
-    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores, max 8)")
+    add_guard_options(p)
     p.set_defaults(func=run)
 
 

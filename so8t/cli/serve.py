@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from so8t.cli.common import add_command
+from so8t.cli.common import add_command, add_guard_options
 
 
 def register(sub) -> None:
@@ -20,13 +20,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to bind")
     p.add_argument("--model-name", default=None, help="the model id clients ask for (default: the file's stem)")
     p.add_argument("--mmproj", default=None, help="mmproj GGUF: serves messages with image parts (unguarded)")
-    p.add_argument("--sidecar", default="auto", help="SO8T sidecar ('auto': <model stem>.so8t.gguf; 'none')")
-    p.add_argument("--no-guard", action="store_true", help="serve without the guard")
-    p.add_argument("--on-escalate", choices=("answer", "refuse"), default="answer",
-                   help="what the guard does with ESCALATE")
-    p.add_argument("--refusal-text", default=None, help="the content of a refused completion")
-    p.add_argument("--ctx", type=int, default=2048, help="context length")
-    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores, max 8)")
+    add_guard_options(p)
     p.set_defaults(func=run)
 
 
