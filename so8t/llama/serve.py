@@ -202,7 +202,10 @@ def create_app(config: ServeConfig):
         if not isinstance(body, dict):
             raise RequestError(400, "the request body must be a JSON object", "invalid_json")
         ids, messages, max_tokens = await run_in_threadpool(engine.prepare, body)
-        if body.get("stream") and ids is not None:
+        if body.get("stream") and ids is None:
+            raise RequestError(400, "messages with images are answered whole; send them without 'stream'",
+                               "stream_not_supported")
+        if body.get("stream"):
             return StreamingResponse(_released(_chunks(engine, ids, max_tokens)), media_type="text/event-stream")
         return await run_in_threadpool(_completion, engine, ids, messages, max_tokens)
 
