@@ -28,9 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from so8t import profile
 from so8t.errors import ExportError
 from so8t.llama import api as llama_api
-from so8t.llama import profile
 
 
 def _lib():
