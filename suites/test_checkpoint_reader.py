@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from so8t.checkpoint import CheckpointReader
@@ -153,20 +154,50 @@ def test_items_streams_by_prefix_and_untied_has_lm_head(source_checkpoint, untie
     depth = int(reader.vision_config["depth"])  # 7 global vision tensors + 12 per block (hub layout)
     assert len(visual) == 7 + 12 * depth and all(n.startswith("visual.") for n in visual)
     assert visual == sorted(visual, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
+    # tied or not is read off the files themselves (safetensors headers), whatever checkpoint is under test
+    stored = set()
+    for shard in (p for p in reader.shard_files if p.suffix == ".safetensors"):
+        with safe_open(shard, "pt") as handle:
+            stored |= set(handle.keys())
+    assert reader.tied == ("lm_head.weight" not in stored) == ("lm_head.weight" not in reader)
     untied = CheckpointReader(untied_checkpoint)
-    assert reader.tied and "lm_head.weight" not in reader
     assert not untied.tied and "lm_head.weight" in untied
     assert len(untied) == N_TIED + 1
     assert not torch.equal(untied.get("lm_head.weight"), untied.get("model.embed_tokens.weight"))
 
 
 def test_shard_and_aux_files(source_checkpoint):
+    """Shards as the index names them (or the one ``model.safetensors``), then the index; every
+    tokenizer / processor / generation file the directory holds is an aux file, whichever of them it has."""
     reader = CheckpointReader(source_checkpoint)
+    index = source_checkpoint / INDEX
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) + [INDEX]
+    else:
+        shards = ["model.safetensors"]
+    assert [p.name for p in reader.shard_files] == shards
+    aux = {p.name for p in reader.aux_files}
+    present = {p.name for p in source_checkpoint.iterdir() if p.is_file()}
+    known = {
+        "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "generation_config.json",
+        "preprocessor_config.json", "chat_template.json", "chat_template.jinja",
+    }
+    assert known & present <= aux and aux <= present
+    assert "tokenizer.json" in aux or {"vocab.json", "merges.txt"} <= aux  # a tokenizer is required
+    assert "config.json" not in aux
+    assert len(reader.preprocessor_config["image_mean"]) == 3
+
+
+def test_default_model_files():
+    """The embedded default model ships every file a hub checkpoint can have (the user-like variant of
+    ``so8t.testing.default`` drops vocab.json / merges.txt)."""
+    from so8t.testing import default_checkpoint
+
+    reader = CheckpointReader(default_checkpoint("tied"))
     assert [p.name for p in reader.shard_files] == [SHARD1, SHARD2, INDEX]
     aux = {p.name for p in reader.aux_files}
     assert {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"} <= aux
     assert {"generation_config.json", "preprocessor_config.json", "chat_template.json"} <= aux
-    assert "config.json" not in aux
     assert reader.preprocessor_config["image_mean"] == [0.48145466, 0.4578275, 0.40821073]
 
 

@@ -105,20 +105,31 @@ def test_the_load_uses_the_buffers_the_decision_allows(gguf_text, monkeypatch):
 
 
 @pytest.mark.llama
+@pytest.mark.skipif(
+    any(f in llama_build.enabled(llama_build.system_info()) for f in llama_build.CRASHING_EXTRA_BUFTS),
+    reason="this llama.cpp build has AMX_INT8: turning extra buffers on is the known crash (Note [AMX] in "
+    "so8t/llama/build.py), so there is no second set of logits to compare",
+)
 def test_a_loaded_file_gives_the_same_logits_with_and_without_extra_buffers(gguf_text, parity_ids, monkeypatch):
-    """Turning extra buffers off changes where weights live, not what llama.cpp computes."""
+    """Turning extra buffers off changes where weights live and which kernels run, not what the file means.
+
+    Q8_0 gives the same logits bit for bit. Q4_0's repacked kernels are a different, equally valid
+    computation of the same quantized product: they may move the logits, but only by a small part of what
+    the Q4_0 rounding itself moves them (the F32 file, measured in the same run). The tenth is a margin, not a
+    fit: 0.037 of it was measured on the user-like variant (docs/reference.md section 12), less on the
+    embedded model."""
     import numpy as np
 
     from so8t.llama.runtime import LlamaRuntime
 
-    logits = {}
-    for override in ("0", "1"):
+    def logits(quant: str, override: str) -> np.ndarray:
         monkeypatch.setenv(llama_build.EXTRA_BUFTS_ENV, override)
-        with LlamaRuntime(gguf_text["Q4_0"].path, n_ctx=256, n_threads=2, f32_kv=True) as rt:
-            logits[override] = rt.logits(parity_ids)
-    # repacked kernels sum in another order: float32 rounding of the products, relative to the logit scale
-    scale = float(np.abs(logits["0"]).max())
-    assert np.abs(logits["0"] - logits["1"]).max() <= 1e-3 * scale
+        with LlamaRuntime(gguf_text[quant].path, n_ctx=256, n_threads=2, f32_kv=True) as rt:
+            return rt.logits(parity_ids).astype(np.float64)
+
+    assert np.array_equal(logits("Q8_0", "0"), logits("Q8_0", "1"))
+    off, on, exact = logits("Q4_0", "0"), logits("Q4_0", "1"), logits("F32", "0")
+    assert np.abs(on - off).max() <= 0.1 * np.abs(off - exact).max()
 
 
 def test_a_native_crash_is_one_failed_test_and_the_gate_goes_on(tmp_path):

@@ -194,12 +194,22 @@ def test_relative_verdict_arithmetic():
     assert not relative_verdict(stats(0.0, 1.0), stats(0.0, 1.0))
 
 
-def test_quant_types_order_by_bits(llama_logits, reference_eps0):
-    """Coarser grids lose more: KL(Q8_0) < KL(Q6_K) < KL(Q4_K_M) < KL(Q4_0); both 4-bit files keep the tied
-    embedding at Q6_K (llama.cpp's mix), so the last step compares the 4-bit grids themselves."""
+def test_quant_types_order_by_bits(llama_logits, reference_eps0, gguf_text):
+    """Coarser grids lose more: KL(Q8_0) < KL(Q6_K) < KL(Q4_K_M) < KL(Q4_0); both 4-bit files keep the
+    output matrix at Q6_K (llama.cpp's mix), so the last step compares the 4-bit grids themselves. Where
+    llama.cpp's fallback gives two files the same type for every tensor (Q6_K falls back to Q8_0 on rows
+    that fit no 256 block), they are the same quantization and their KL is equal."""
+    from so8t.gguf.metadata import read_gguf
+
     ref = reference_eps0["logits"]
-    kl = {q: compare_logits(llama_logits[q], ref)["mean_kl"] for q in ("Q8_0", "Q6_K", "Q4_K_M", "Q4_0")}
-    assert kl["Q8_0"] < kl["Q6_K"] < kl["Q4_K_M"] < kl["Q4_0"], kl
+    order = ("Q8_0", "Q6_K", "Q4_K_M", "Q4_0")
+    kl = {q: compare_logits(llama_logits[q], ref)["mean_kl"] for q in order}
+    types = {q: {t.name: t.ggml_type for t in read_gguf(gguf_text[q].path).tensors} for q in order}
+    for finer, coarser in zip(order, order[1:]):
+        if types[finer] == types[coarser]:
+            assert kl[finer] == kl[coarser], (finer, coarser, kl)
+        else:
+            assert kl[finer] < kl[coarser], (finer, coarser, kl)
 
 
 @pytest.fixture(scope="module")
@@ -226,16 +236,24 @@ def test_greedy_generation_matches_pytorch(
     quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
 ):
     """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
-    between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided)."""
+    between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided).
+
+    Which steps are decided depends on the model, not on the code: on a checkpoint whose first step
+    already has no margin, generation cannot be compared, so the test checks what can be: llama.cpp fed
+    PyTorch's greedy sequence (teacher forcing) picks PyTorch's token at every step that has a margin."""
     from so8t.llama.runtime import LlamaRuntime
 
     expected, margins = reference_greedy
+    bound = _float_bound(quant, reference_eps0["logits"], text_config)
+    decided = [i for i, m in enumerate(margins) if m > 2 * bound]
+    if not decided:
+        pytest.skip(f"no greedy step of this model has a margin above 2 x {bound:.2e}: {margins}")
+    n_prefix = next((i for i, m in enumerate(margins) if m <= 2 * bound), len(margins))
     with LlamaRuntime(gguf_text[quant].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
         got = rt.generate(parity_ids, max_tokens=16, stop_at_eos=False).tokens
-    bound = _float_bound(quant, reference_eps0["logits"], text_config)
-    n_decided = next((i for i, m in enumerate(margins) if m <= 2 * bound), len(margins))
-    assert n_decided >= 4, f"reference margins too small to compare: {margins}"
-    assert got[:n_decided] == expected[:n_decided]
+        forced = rt.logits(list(parity_ids) + expected[:-1])[len(parity_ids) - 1 :]
+    assert got[:n_prefix] == expected[:n_prefix]
+    assert [int(forced[i].argmax()) for i in decided] == [expected[i] for i in decided]
 
 
 def test_f16_kv_cache_noise_is_small(gguf_text, parity_ids, reference_eps0, text_config):

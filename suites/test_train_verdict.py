@@ -109,8 +109,9 @@ def test_llama_verdict_equals_pytorch_on_every_eval_prompt(trained_gguf, eval_pr
                                                            record_property):
     """Margin: the head maps hidden-state error |dh|_inf to logit error |dz|_inf <= ||W2||_inf * 1.13 *
     ||W0||_inf * |dh|_inf, and the gap between the top two classes moves by at most 2 |dz|_inf. So llama.cpp
-    may disagree with PyTorch only where PyTorch's top-two gap is within 2 L |dh| of that prompt; at F16 no
-    disagreement is allowed at all."""
+    may disagree with PyTorch only where PyTorch's top-two gap is within 2 L |dh| of that prompt. How many
+    prompts sit that close depends on the model and the trained head (none on the embedded model at F16, one
+    of 60 on the user-like variant), so the count is recorded (``record_property``), not asserted."""
     from so8t.gguf.sidecar_reader import read_sidecar
     from so8t.llama.runtime import LlamaRuntime
 
@@ -137,5 +138,3 @@ def test_llama_verdict_equals_pytorch_on_every_eval_prompt(trained_gguf, eval_pr
     record_property(f"verdict_disagreements_{quant}", disagreements)
     print(f"{quant}: {disagreements} of {len(eval_prompts)} eval verdicts differ from PyTorch")
     assert not outside, outside
-    if quant == "F16":
-        assert disagreements == 0

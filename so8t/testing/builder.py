@@ -242,7 +242,7 @@ def write_checkpoint_files(out_dir: Path, spec: TinySpec, on_tensor=None, values
         tok.dump_json({"chat_template": tok.CHAT_TEMPLATE}, out_dir / "chat_template.json")
     if spec.tokenizer:
         tok.write_tokenizer_files(out_dir, model_max_length=spec.max_position_embeddings,
-                                  template_in_config=spec.chat_template_in == "both")
+                                  template_in_config=spec.chat_template_in == "both", bpe_files=spec.bpe_files)
     write_weights(out_dir, spec, on_tensor=on_tensor, values=values)
 
 

@@ -25,6 +25,16 @@ BUILDER_VERSION = 1
 VARIANTS: dict[str, TinySpec] = {
     "tied": TinySpec(),
     "untied": TinySpec(tied=False),
+    # A checkpoint shaped the way users' checkpoints differ from ours (docs/reference.md section 13): untied,
+    # tokenizer.json only, chat template only in chat_template.json, hidden and FFN sizes that are multiples
+    # of 128 but not of 256 (llama.cpp's K-quant mixes fall back on those rows), 6 heads over 2 KV heads.
+    "user-like": TinySpec(
+        tied=False, bpe_files=False, chat_template_in="json", hidden_size=384, intermediate_size=1152,
+        num_attention_heads=6, num_key_value_heads=2, mrope_section=(8, 12, 12), vision_embed_dim=192,
+        vision_num_heads=3,
+    ),
+    # The chat template only in chat_template.jinja (transformers 5), otherwise the default model.
+    "jinja": TinySpec(chat_template_in="jinja"),
 }
 
 
@@ -69,7 +79,9 @@ def expected_files(spec: TinySpec) -> set[str]:
     if spec.shards > 1:
         names.add(INDEX_NAME)
     if spec.tokenizer:
-        names |= {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"}
+        names |= {"tokenizer.json", "tokenizer_config.json"}
+        if spec.bpe_files:
+            names |= {"vocab.json", "merges.txt"}
     return names
 
 

@@ -70,6 +70,9 @@ class TinySpec:
     dtype: str = "bfloat16"
     seed: int = 0
     tokenizer: bool = True  # False skips the tokenizer files (fast variants for reader tests)
+    # False writes the tokenizer as tokenizer.json + tokenizer_config.json only, without the slow-tokenizer
+    # files vocab.json / merges.txt (as many hub checkpoints ship it)
+    bpe_files: bool = True
     # where the chat template lives: "both" (tokenizer_config.json and chat_template.json, as shipped),
     # "json" (chat_template.json only, the hub layout), "jinja" (chat_template.jinja only, transformers 5)
     chat_template_in: str = "both"

@@ -254,11 +254,15 @@ def dump_json(obj: object, path: Path, indent: int | None = 2) -> None:
 
 
 def write_tokenizer_files(
-    out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None, template_in_config: bool = True
+    out_dir: Path, model_max_length: int = 32768, ranks_path: Path | None = None, template_in_config: bool = True,
+    bpe_files: bool = True,
 ) -> None:
-    """Write ``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``, ``merges.txt`` into ``out_dir``."""
+    """Write ``tokenizer.json``, ``tokenizer_config.json`` and (``bpe_files``) ``vocab.json``, ``merges.txt``
+    into ``out_dir``."""
     vocab, merges = vocab_and_merges(load_ranks(ranks_path))
     dump_json(tokenizer_json(vocab, merges), out_dir / "tokenizer.json")
     dump_json(tokenizer_config_json(model_max_length, template_in_config), out_dir / "tokenizer_config.json")
+    if not bpe_files:
+        return
     dump_json(vocab, out_dir / "vocab.json", indent=None)
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
