@@ -18,6 +18,7 @@ rotation (docs/validation.md has the measured spread); the full-size figures are
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -205,7 +206,7 @@ def test_quant_types_order_by_bits(llama_logits, reference_eps0, gguf_text):
     order = ("Q8_0", "Q6_K", "Q4_K_M", "Q4_0")
     kl = {q: compare_logits(llama_logits[q], ref)["mean_kl"] for q in order}
     types = {q: {t.name: t.ggml_type for t in read_gguf(gguf_text[q].path).tensors} for q in order}
-    for finer, coarser in zip(order, order[1:]):
+    for finer, coarser in itertools.pairwise(order):
         if types[finer] == types[coarser]:
             assert kl[finer] == kl[coarser], (finer, coarser, kl)
         else:
