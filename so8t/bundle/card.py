@@ -67,8 +67,8 @@ def file_rows(files, sizes: dict, reports: dict[str, dict]) -> list[tuple[str, s
 
 def _source(name: str, so8t_dir, cfg: dict) -> list[str]:
     source = cfg.get("source") or {}
-    return ["## Source", "", f"- source checkpoint: `{source.get('name', '?')}` (sha256 of its weight files' "
-            f"hashes: `{source.get('sha256', '?')}`)", f"- SO8T checkpoint: `{so8t_dir.name}`",
+    return ["## Source", "", (f"- source checkpoint: `{source.get('name', '?')}` (sha256 of its weight files' "
+            f"hashes: `{source.get('sha256', '?')}`)"), f"- SO8T checkpoint: `{so8t_dir.name}`",
             f"- exported as `{name}`", ""]
 
 
@@ -76,9 +76,9 @@ def _gates(cfg: dict) -> list[str]:
     sites = cfg.get("gate_sites") or {}
     order = "; ".join(f"{site}: `x @ " + " @ ".join(f"R_{g}" for g in gates) + "`" for site, gates in sites.items())
     head = cfg.get("safety_head")
-    return ["## Gates", "", f"- SO(8) gates, rotation dim {cfg.get('rotation_dim')}, map `{cfg.get('map')}`, "
+    return ["## Gates", "", (f"- SO(8) gates, rotation dim {cfg.get('rotation_dim')}, map `{cfg.get('map')}`, "
             f"initialised `{cfg.get('rotation_init')}` (seed {cfg.get('seed')}), {cfg.get('num_layers')} layers, "
-            f"hidden size {cfg.get('hidden_size')}",
+            f"hidden size {cfg.get('hidden_size')}"),
             f"- sites (on the residual writes, folded into the text GGUF's weights): {order}",
             "- safety head: " + (", ".join(cfg.get("safety_classes", [])) if head else "none"), ""]
 
@@ -90,8 +90,8 @@ def _training(cfg: dict) -> list[str]:
                 + (" and the safety head is untrained." if cfg.get("safety_head") else "."), ""]
     data = t.get("train_data") or {}
     ev = t.get("eval_data")
-    lines = ["## Training", "", f"- `so8t train`: {t.get('steps')} steps, batch {t.get('batch_size')}, lr "
-             f"{t.get('lr')}, seed {t.get('seed')}, loss weights {t.get('loss_weights')}",
+    lines = ["## Training", "", (f"- `so8t train`: {t.get('steps')} steps, batch {t.get('batch_size')}, lr "
+             f"{t.get('lr')}, seed {t.get('seed')}, loss weights {t.get('loss_weights')}"),
              f"- train data: `{data.get('name')}` ({data.get('examples')} examples, sha256 `{data.get('sha256')}`)",
              "- eval data: " + (f"`{ev['name']}` ({ev['examples']} examples, sha256 `{ev['sha256']}`)" if ev else
                                 "none"),
@@ -102,8 +102,8 @@ def _training(cfg: dict) -> list[str]:
 def _metrics(cfg: dict) -> list[str]:
     metrics = (cfg.get("training") or {}).get("eval_metrics")
     if not metrics:
-        return ["## Guard eval metrics", "", "None: the checkpoint was not trained with eval data "
-                "(`so8t train --eval-data`).", ""]
+        return ["## Guard eval metrics", "", ("None: the checkpoint was not trained with eval data "
+                "(`so8t train --eval-data`)."), ""]
     from so8t.training.metrics import format_metrics
 
     return ["## Guard eval metrics", "", "```", format_metrics(metrics), "```", ""]
@@ -131,9 +131,9 @@ def card_text(name: str, so8t_dir, config: dict, rows, text: str | None, mmproj:
 
     cfg = config.get("so8t") or {}
     lines = [f"<!-- {MARK}; so8t export and so8t pipeline rewrite this file -->", f"# {name}", "",
-             f"`{name}` is an SO8T model: Qwen2-VL whose decoder layers pass every residual write through "
+             (f"`{name}` is an SO8T model: Qwen2-VL whose decoder layers pass every residual write through "
              "learnable SO(8) rotations, exported for llama.cpp with the gates folded into the weights (the "
-             "text GGUF runs on stock llama.cpp as `qwen2vl`).", ""]
+             "text GGUF runs on stock llama.cpp as `qwen2vl`)."), ""]
     lines += _source(name, so8t_dir, cfg) + _gates(cfg) + _training(cfg) + _metrics(cfg)
     lines += ["## Files", "", "| file | type | size (bytes) | verdict | mean KL vs PyTorch |", "| --- | --- | ---: | --- | ---: |"]
     lines += [f"| `{n}` | {kind} | {size} | {verdict} | {kl} |" for n, kind, size, verdict, kl in rows]

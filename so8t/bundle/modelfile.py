@@ -1,6 +1,6 @@
 """The Ollama ``Modelfile`` of an export: FROM lines, the chat template as a Go template, stop tokens.
 
-Ollama's Modelfile (docs/modelfile.mdx of ollama/ollama): ``FROM <path>`` relative to the Modelfile, one
+Ollama's Modelfile (the Modelfile reference, modelfile.mdx, of ollama/ollama): ``FROM <path>`` relative to the Modelfile, one
 line per GGUF file; ``TEMPLATE`` with the text in triple double quotes, in Go's text/template syntax; ``PARAMETER stop "<s>"``, one line
 per stop sequence; ``#`` comments. Read in Ollama's source (server/create.go, parser/parser.go; snapshot of
 2026-08): several FROM lines add their files to one model; a GGUF whose ``general.type`` is ``mmproj`` (ours,

@@ -53,7 +53,6 @@ def run(args) -> int:
 
     import so8t
     from so8t.gguf.quant import parse_quant_types
-
     from so8t.gguf.split import parse_split_size
 
     types = parse_quant_types(args.quantization or ["F16"])  # fail fast on Q8_K / unknown names
