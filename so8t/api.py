@@ -115,6 +115,8 @@ def export_gguf(
     sidecar: bool = True,
     n_threads: int = 0,
     progress: bool = True,
+    split_max_size: int | str = 0,
+    bundle: bool = True,
 ) -> ExportReport:
     """Fold the gates into the weights and write GGUF files that stock llama.cpp runs.
 
@@ -134,10 +136,15 @@ def export_gguf(
         sidecar: write the SO8T sidecars.
         n_threads: threads of llama.cpp's quantizer (0: all cores).
         progress: show progress bars on stderr.
+        split_max_size: 0 (default) writes whole files; else bytes, or a string as ``gguf-split
+            --split-max-size`` takes it (``"2G"``, ``"500M"``, ``"2000000"``): a larger text file is written
+            as ``<stem>-00001-of-0000N.gguf`` parts with the ``split.*`` keys (so8t/gguf/split.py).
+        bundle: also write the Ollama ``Modelfile``, the model card ``README.md`` and ``SHA256SUMS`` in the
+            output directory (so8t/bundle/); refused when a README.md or Modelfile there is not so8t's.
 
     Returns:
         An ``ExportReport``: every text file (type, path, size, content hash, per-tensor types, fallbacks,
-        sidecar), the mmproj path, notes, and ``.phases`` (CPU and wall seconds per phase, see
+        sidecar, ``parts`` when split), the mmproj path, ``bundle`` (the bundle's paths), notes, and ``.phases`` (CPU and wall seconds per phase, see
         ``so8t.profile``); ``.summary()`` formats it.
 
     Example:
@@ -146,10 +153,12 @@ def export_gguf(
         ['qwen2vl-so8t-F16.gguf', 'qwen2vl-so8t-Q4_K_M.gguf']
     """
     from so8t.gguf.export import SO8TToGGUFConverter
+    from so8t.gguf.split import parse_split_size
 
+    max_bytes = parse_split_size(split_max_size) if split_max_size not in (0, "0", None) else 0
     return SO8TToGGUFConverter(so8t_model, progress=progress).export(
         output, quant_types=quant_types, model_name=model_name, mmproj=mmproj, mmproj_dtype=mmproj_dtype,
-        sidecar=sidecar, n_threads=n_threads,
+        sidecar=sidecar, n_threads=n_threads, split_max_size=max_bytes, bundle=bundle,
     )
 
 

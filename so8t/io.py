@@ -55,6 +55,18 @@ def atomic_path(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_path(near: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path of ``near`` that is removed on exit whatever happens (a file the
+    caller turns into other outputs, e.g. the whole text GGUF before ``so8t.gguf.split`` cuts it)."""
+    near = Path(near)
+    tmp = near.parent / f".{near.name}.scratch-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, read in 4 MiB chunks."""
     digest = hashlib.sha256()

@@ -119,7 +119,7 @@ def test_overwrite_replaces_a_previous_output(demo_run, source_checkpoint, tmp_p
                  "--quantization", "Q8_0", "--no-validate", "--overwrite", "--model-name", "m"])
     assert code == 0
     assert sorted(p.name for p in (out / "gguf").iterdir()) == [
-        "m-Q8_0.gguf", "m-Q8_0.so8t.gguf", "mmproj-m-f16.gguf"
+        "Modelfile", "README.md", "SHA256SUMS", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf", "mmproj-m-f16.gguf"
     ]
 
 
@@ -172,3 +172,100 @@ def test_a_validated_run_asks_the_image_prompt_once(source_checkpoint, tmp_path)
     assert image["F16"]["status"] == "PASS" and "not repeated" not in image["F16"]["reason"]
     assert "m-Q8_0.gguf (the same model at another type)" in image["F16"]["reason"]
     assert image["Q8_0"]["status"] == "PASS" and "m-Q8_0.gguf; not repeated" in image["Q8_0"]["reason"]
+
+
+# --- the bundle (so8t/bundle/): Modelfile, README.md model card, SHA256SUMS in the demo's gguf/ -------------
+
+#: a conversation with a system turn, and one without (the template then adds the default system turn)
+CONVERSATIONS = (
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is SO(8)?"},
+     {"role": "assistant", "content": "The rotations of 8-dim space."}, {"role": "user", "content": "東京は? 🙂"}],
+    [{"role": "user", "content": "Hello there"}],
+)
+
+
+def _modelfile(path):
+    """(FROM args, TEMPLATE text, stop params) of an Ollama Modelfile, by its documented syntax."""
+    import re
+
+    text = path.read_text()
+    template = re.search(r'^TEMPLATE """(.*?)"""', text, re.MULTILINE | re.DOTALL)
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    froms = [line.split(None, 1)[1] for line in lines if line.upper().startswith("FROM ")]
+    stops = [json.loads(line.split(None, 2)[2]) for line in lines if line.upper().startswith("PARAMETER STOP ")]
+    return froms, template.group(1) if template else None, stops
+
+
+def test_demo_modelfile_points_at_its_files_and_renders_the_chat_template(demo_run):
+    """FROM lines name files of the directory (one text file, the mmproj); the Go TEMPLATE renders each
+    conversation exactly as transformers renders the checkpoint's own chat template; stops hold the
+    tokenizer's EOS tokens."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from suites.go_template import render
+
+    out, _ = demo_run
+    gguf = out / "gguf"
+    froms, template, stops = _modelfile(gguf / "Modelfile")
+    assert all((gguf / f).resolve().is_file() and (gguf / f).resolve().parent == gguf.resolve() for f in froms)
+    assert sorted(f.split("/")[-1] for f in froms) == ["mmproj-so8t-demo-f16.gguf", "so8t-demo-Q4_K_M.gguf"]
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "so8t-demo-so8t"))
+    for messages in CONVERSATIONS:
+        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        got = render(template, {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]})
+        assert got == expected
+    eos = GenerationConfig.from_pretrained(str(out / "so8t-demo-so8t")).eos_token_id
+    assert set(tokenizer.convert_ids_to_tokens(eos if isinstance(eos, list) else [eos])) <= set(stops)
+    assert tokenizer.eos_token in stops
+
+
+def _card_rows(card: str) -> dict[str, list[str]]:
+    rows = [line for line in card.splitlines() if line.startswith("| `")]
+    return {cells[0].strip("`"): cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
+
+
+def test_demo_card_agrees_with_the_reports(demo_run):
+    """Every file of gguf/ but the bundle is a row with its size on disk; each text file's verdict and KL are
+    its report's; the guard's eval accuracy is the one the train step recorded."""
+    out, _ = demo_run
+    gguf = out / "gguf"
+    card = (gguf / "README.md").read_text()
+    rows = _card_rows(card)
+    on_disk = {p.name for p in gguf.iterdir()} - {"Modelfile", "README.md", "SHA256SUMS"}
+    assert set(rows) == on_disk
+    for name, (kind, size, verdict, kl) in rows.items():
+        assert int(size) == (gguf / name).stat().st_size, name
+    for quant in DEMO_TYPES:
+        report = json.loads((out / "reports" / f"validate-{quant}.json").read_text())
+        parity = next(c for c in report["checks"] if c["name"] == "parity.logits")
+        kind, _, verdict, kl = rows[f"so8t-demo-{quant}.gguf"]
+        assert kind == f"text {quant}" and verdict == report["overall"] == "PASS"
+        assert float(kl) == pytest.approx(parity["details"]["ours"]["mean_kl"], rel=1e-4)
+    assert rows["mmproj-so8t-demo-f16.gguf"][2] == "PASS"
+    assert {rows[f"so8t-demo-{q}.so8t.gguf"][2] for q in DEMO_TYPES} == {"PASS"}
+    accuracy = json.loads((out / "summary.json").read_text())["training"]["safety"]["accuracy"]
+    assert f"safety accuracy {100 * accuracy:.1f}%" in card
+    for command in ("llama-mtmd-cli -m so8t-demo-Q4_K_M.gguf --mmproj mmproj-so8t-demo-f16.gguf",
+                    "llama-server -m so8t-demo-Q4_K_M.gguf --mmproj mmproj-so8t-demo-f16.gguf",
+                    "so8t serve --model so8t-demo-Q4_K_M.gguf --mmproj mmproj-so8t-demo-f16.gguf"):
+        assert command in card
+
+
+def test_demo_sha256sums_verify(demo_run):
+    """SHA256SUMS names every file of gguf/ but itself, each with the sha256 of its bytes (hashlib here;
+    also ``sha256sum -c`` where coreutils is installed)."""
+    import hashlib
+
+    gguf = demo_run[0] / "gguf"
+    lines = (gguf / "SHA256SUMS").read_text().splitlines()
+    listed = {}
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    assert set(listed) == {p.name for p in gguf.iterdir()} - {"SHA256SUMS"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((gguf / name).read_bytes()).hexdigest() == digest, name
+    if shutil.which("sha256sum"):
+        done = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=gguf, capture_output=True,
+                              text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -12,7 +12,8 @@ def register(sub) -> None:
         "export an SO8T checkpoint to GGUF (text + mmproj + SO8T sidecar) for llama.cpp",
         description=(
             "Fold the SO(8) gates into the weights and write a llama.cpp 'qwen2vl' text GGUF per quantization "
-            "type, the vision tower as an mmproj GGUF, and the gates + safety head as a sidecar GGUF. "
+            "type, the vision tower as an mmproj GGUF, the gates + safety head as a sidecar GGUF, and the "
+            "bundle: an Ollama Modelfile, a README.md model card and SHA256SUMS. "
             "Types: F32 F16 BF16 Q8_0 Q4_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S (Q8_K is not a file type)."
         ),
     )
@@ -32,6 +33,11 @@ def register(sub) -> None:
     p.add_argument("--no-mmproj", dest="mmproj", action="store_false", help="skip the vision tower")
     p.add_argument("--mmproj-dtype", choices=["f16", "f32"], default="f16", help="mmproj matrix type")
     p.add_argument("--no-sidecar", dest="sidecar", action="store_false", help="skip the SO8T sidecar file")
+    p.add_argument("--split-max-size", metavar="SIZE", default=None,
+                   help="write text GGUFs larger than SIZE as gguf-split parts <stem>-00001-of-0000N.gguf "
+                   "(bytes, or a whole number with M = 10^6 or G = 10^9 bytes: 2G, 500M)")
+    p.add_argument("--no-bundle", dest="bundle", action="store_false",
+                   help="skip the Modelfile, README.md model card and SHA256SUMS")
     p.add_argument("--threads", type=int, default=0, help="threads for llama.cpp's quantizer (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -47,8 +53,10 @@ def run(args) -> int:
 
     import so8t
     from so8t.gguf.quant import parse_quant_types
+    from so8t.gguf.split import parse_split_size
 
     types = parse_quant_types(args.quantization or ["F16"])  # fail fast on Q8_K / unknown names
+    split = parse_split_size(args.split_max_size) if args.split_max_size is not None else 0  # and on bad sizes
     out = Path(args.output_gguf) if args.output_gguf else Path(args.output_dir)
     if args.output_dir:
         out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +70,8 @@ def run(args) -> int:
         sidecar=args.sidecar,
         n_threads=args.threads,
         progress=not args.quiet,
+        split_max_size=split,
+        bundle=args.bundle,
     )
     print(report.summary())
     if args.profile:

@@ -27,7 +27,7 @@ from so8t import profile
 from so8t.errors import ExportError
 from so8t.gguf import metadata, quant, text
 from so8t.gguf.tokenizer import read_tokenizer
-from so8t.io import atomic_path
+from so8t.io import atomic_path, scratch_path
 
 
 @dataclass
@@ -40,6 +40,7 @@ class TextOutput:
     tensor_types: dict[str, str]
     fallbacks: list[str]
     sidecar: Path | None = None
+    parts: list[Path] = field(default_factory=list)  # the files of a split text GGUF (``path``: the first)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ExportReport:
     mmproj: Path | None = None
     pass_seconds: float = 0.0  # the one read + fold + encode pass shared by all types
     notes: list[str] = field(default_factory=list)
+    bundle: list[Path] = field(default_factory=list)  # Modelfile, README.md, SHA256SUMS (so8t.bundle)
     #: where the time went, text pass and mmproj together (``so8t.profile``: read, fold, cast, ...)
     phases: profile.Phases | None = None
 
@@ -55,11 +57,14 @@ class ExportReport:
         lines = []
         for t in self.texts:
             lines.append(f"{t.quant:7s} {t.size / 2**20:9.1f} MiB  {t.seconds:6.1f} s  {t.path}")
+            if len(t.parts) > 1:
+                lines.append(f"        split into {len(t.parts)} parts: {t.parts[0].name} ... {t.parts[-1].name}")
             lines += [f"        fallback: {f}" for f in t.fallbacks]
             if t.sidecar:
                 lines.append(f"        sidecar: {t.sidecar}")
         if self.mmproj:
             lines.append(f"mmproj  {self.mmproj.stat().st_size / 2**20:9.1f} MiB            {self.mmproj}")
+        lines += [f"bundle  {p}" for p in self.bundle]
         return "\n".join(lines + self.notes)
 
 
@@ -112,42 +117,65 @@ class SO8TToGGUFConverter:
         mmproj_dtype: str = "f16",
         sidecar: bool = True,
         n_threads: int = 0,
+        split_max_size: int = 0,
+        bundle: bool = True,
     ) -> ExportReport:
         """Write the files (see the module docstring) and return what was written, with timings (per
-        phase: ``report.phases``) and every quantization fallback."""
+        phase: ``report.phases``) and every quantization fallback. ``split_max_size`` > 0: text files
+        larger than that many bytes are written as parts (``so8t.gguf.split``); ``bundle``: also write the
+        Modelfile, README.md and SHA256SUMS (``so8t.bundle``)."""
         with profile.collect() as phases:
-            report = self._export(out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads)
+            report = self._export(out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads,
+                                  split_max_size, bundle)
         report.phases = phases
         return report
 
-    def _export(self, out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads) -> ExportReport:
+    def _export(self, out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads, split_max_size,
+                bundle) -> ExportReport:
         qts = quant.parse_quant_types(list(quant_types) if not isinstance(quant_types, str) else quant_types)
         model_name = model_name or self.path.name
         paths = self.text_paths(out, qts, model_name)
         out_dir = next(iter(paths.values())).parent
         if not out_dir.is_dir():
             raise ExportError("output directory does not exist", path=out_dir)
+        if bundle:
+            from so8t.bundle import check_replaceable
+
+            check_replaceable(out_dir)
         report = ExportReport()
         tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
         keys = metadata.so8t_keys(self.config)
         with contextlib.ExitStack() as stack:  # every output is renamed into place only if all succeed
-            tmp = {q.name: stack.enter_context(atomic_path(paths[q.name])) for q in qts}
+            staged: dict[Path, Path] = {}  # final path -> where its bytes are until the renames
+
+            def stage(final: Path) -> Path:
+                staged[final] = stack.enter_context(atomic_path(final))
+                return staged[final]
+
+            whole = (lambda p: stack.enter_context(scratch_path(p))) if split_max_size else stage
+            tmp = {q.name: whole(paths[q.name]) for q in qts}
             job = None
             if mmproj:
                 report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
-                job = stack.enter_context(self._mmproj_job(report.mmproj, mmproj_dtype, model_name, stack))
+                job = stack.enter_context(self._mmproj_job(report.mmproj, mmproj_dtype, model_name, stage(report.mmproj)))
             self._write_texts(report, qts, paths, tmp, tokenizer, keys, model_name, n_threads, job)
+            if split_max_size:
+                _split_texts(report, tmp, split_max_size, stage, staged)
             if sidecar and self.is_so8t:
                 from so8t.gguf.sidecar import write_sidecar
 
                 for t in report.texts:
                     t.sidecar = t.path.with_name(t.path.name[: -len(".gguf")] + ".so8t.gguf")
-                    side_tmp = stack.enter_context(atomic_path(t.sidecar))
-                    write_sidecar(self.path, side_tmp, t.content_hash, model_name=model_name)
+                    write_sidecar(self.path, stage(t.sidecar), t.content_hash, model_name=model_name)
             elif sidecar:
                 report.notes.append("no sidecar: the input is a plain Qwen2-VL checkpoint (no SO8T gates)")
             if job is not None:
                 job.result()
+            if bundle:
+                from so8t.bundle import export_files, write_bundle
+
+                report.bundle = write_bundle(out_dir, export_files(report), self.path, model_name,
+                                             locate=lambda p: staged.get(p, p), stage=stage)
         return report
 
     def _write_texts(self, report, qts, paths, tmp, tokenizer, keys, model_name, n_threads, job) -> None:
@@ -171,11 +199,11 @@ class SO8TToGGUFConverter:
             r = results[q.name]
             report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
 
-    def _mmproj_job(self, final: Path, dtype: str, model_name: str, stack) -> _MmprojJob:
+    def _mmproj_job(self, final: Path, dtype: str, model_name: str, tmp: Path) -> _MmprojJob:
         from so8t.gguf.vision import MmprojPlan
 
         plan = MmprojPlan(self.path, dtype, model_name, final)  # bad vision input fails here, at once
-        return _MmprojJob(plan, stack.enter_context(atomic_path(final)), self.progress)
+        return _MmprojJob(plan, tmp, self.progress)
 
 
 class _MmprojJob:
@@ -214,6 +242,17 @@ class _MmprojJob:
         if exc_type is not None:
             self._cancel.set()
         self._pool.shutdown(wait=True)
+
+
+def _split_texts(report: ExportReport, tmp: dict[str, Path], max_bytes: int, stage, staged: dict) -> None:
+    """Cut each whole text file (at ``tmp[type]``) into parts of at most ``max_bytes`` (``so8t.gguf.split``);
+    ``path`` becomes the first part (what llama.cpp is given), ``size`` the sum of the parts' sizes."""
+    from so8t.gguf.split import split_gguf
+
+    for t in report.texts:
+        t.parts = split_gguf(tmp[t.quant], t.path, max_bytes, stage)
+        t.path = t.parts[0]
+        t.size = sum(staged[p].stat().st_size for p in t.parts)
 
 
 def _text_output(name: str, final: Path, written: Path, seconds: float, r: text.TextResult) -> TextOutput:

@@ -8,6 +8,9 @@ conversion and export succeeded, so a failure or Ctrl-C leaves nothing at ``outp
       gguf/<model>-<TYPE>.gguf       text GGUF per quant type (gates folded; architecture qwen2vl)
       gguf/<model>-<TYPE>.so8t.gguf  SO8T sidecar per text file (gates, rotations, safety head)
       gguf/mmproj-<model>-f16.gguf   vision tower for llama.cpp's multimodal loader
+      gguf/Modelfile, README.md, SHA256SUMS
+                                     the bundle (so8t.bundle): Ollama recipe, model card, sums; written by
+                                     the export, again after validation with the reports' verdicts and KL
       reports/validate-<TYPE>.json   validator report per quant type
       summary.json                   what the final table shows, machine-readable
 
@@ -139,6 +142,7 @@ def run_pipeline(options: PipelineOptions, log: Callable[[str], None] = print) -
     if options.validate:
         timer.step("validate", lambda: _validate(result, so8t_dir, out / "reports"))
         result.validated = True
+        timer.step("bundle", lambda: _bundle(result, so8t_dir, out / "gguf", out / "reports", name))
     with atomic_path(out / SUMMARY_FILE) as tmp_summary:
         tmp_summary.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -210,6 +214,16 @@ def _record_files(result: PipelineResult, report, gguf_dir: Path) -> None:
         mm = gguf_dir / report.mmproj.name
         dtype = mm.stem.rsplit("-", 1)[-1].upper()  # mmproj-<model>-<dtype>.gguf
         result.files.append(FileRow("mmproj", dtype, str(mm), mm.stat().st_size))
+
+
+def _bundle(result: PipelineResult, so8t_dir: Path, gguf_dir: Path, reports_dir: Path, name: str) -> str:
+    """The export's bundle (so8t.bundle) written again with the validation reports, so the card's verdicts
+    and KL are the reports'."""
+    from so8t.bundle import BundleFile, write_bundle
+
+    files = [BundleFile(f.kind, f.quant, Path(f.path)) for f in result.files]
+    reports = {f.quant: reports_dir / f"validate-{f.quant}.json" for f in result.files if f.kind == "text"}
+    return ", ".join(p.name for p in write_bundle(gguf_dir, files, so8t_dir, name, reports=reports))
 
 
 def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult) -> str:
