@@ -11,7 +11,10 @@ Outputs (all written atomically: an exception or Ctrl-C leaves none of them behi
   to it for several types; ``<out>/<model_name>-<TYPE>.gguf`` when ``out`` is a directory;
 * sidecar: ``<text stem>.so8t.gguf`` per text file (gates + safety head, linked by the text file's
   content hash); only for SO8T checkpoints, a plain Qwen2-VL checkpoint exports as identity gates;
-* mmproj: ``mmproj-<model_name>-<dtype>.gguf`` in the same directory.
+* mmproj: ``mmproj-<model_name>-<dtype>.gguf`` in the same directory;
+* importance matrix (``imatrix=`` a file, or ``calibration=`` a text to collect one from): a copy in
+  ``<model_name>.imatrix.gguf`` beside the text files, named by their ``quantize.imatrix.file`` key, so
+  the validator finds the importance its baselines need.
 """
 
 from __future__ import annotations
@@ -112,9 +115,14 @@ class SO8TToGGUFConverter:
         mmproj_dtype: str = "f16",
         sidecar: bool = True,
         n_threads: int = 0,
+        imatrix: str | Path | None = None,
+        calibration: str | Path | None = None,
     ) -> ExportReport:
         """Write the files (see the module docstring) and return what was written, with timings (per
-        phase: ``report.phases``) and every quantization fallback."""
+        phase: ``report.phases``) and every quantization fallback. ``imatrix``: an importance-matrix GGUF
+        (``so8t imatrix`` or llama-imatrix) weighting the block types; ``calibration``: a text file to
+        collect one from first (not both)."""
+        self._imatrix_source = (imatrix, calibration)
         with profile.collect() as phases:
             report = self._export(out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads)
         report.phases = phases
@@ -127,11 +135,13 @@ class SO8TToGGUFConverter:
         out_dir = next(iter(paths.values())).parent
         if not out_dir.is_dir():
             raise ExportError("output directory does not exist", path=out_dir)
+        quant.require_imatrix(qts, any(self._imatrix_source))
         report = ExportReport()
         tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
         keys = metadata.so8t_keys(self.config)
         with contextlib.ExitStack() as stack:  # every output is renamed into place only if all succeed
             tmp = {q.name: stack.enter_context(atomic_path(paths[q.name])) for q in qts}
+            self.imatrix = self._prepare_imatrix(out_dir / f"{model_name}.imatrix.gguf", stack, report)
             job = None
             if mmproj:
                 report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
@@ -165,11 +175,34 @@ class SO8TToGGUFConverter:
             model_name,
             progress=self.progress,
             threads=n_threads,
+            imatrix=self.imatrix,
         )
         report.pass_seconds = time.perf_counter() - start
         for q in qts:
             r = results[q.name]
             report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
+
+    def _prepare_imatrix(self, final: Path, stack, report: ExportReport):
+        """The importance matrix of this export (None without one), checked against the model and written
+        to ``final`` with the other outputs (``so8t.imatrix``)."""
+        from so8t.imatrix import collect, file
+
+        source, calibration = self._imatrix_source
+        if source is None and calibration is None:
+            return None
+        if source is not None and calibration is not None:
+            raise ExportError("give an importance matrix or a calibration text, not both")
+        if source is not None:
+            imatrix = file.read_imatrix(source)
+        else:
+            text, name = collect.read_calibration(calibration)
+            imatrix, seconds = collect.collect_imatrix(self.path, text, name, progress=self.progress)
+            report.notes.append(f"importance matrix collected from {calibration} in {seconds:.1f} s")
+        imatrix.check_model(collect.model_matrices(self.hparams), where=source)
+        file.write_imatrix(imatrix, stack.enter_context(atomic_path(final)))
+        imatrix.path = final
+        report.notes.append(f"importance matrix: {final}")
+        return imatrix
 
     def _mmproj_job(self, final: Path, dtype: str, model_name: str, stack) -> _MmprojJob:
         from so8t.gguf.vision import MmprojPlan
