@@ -136,3 +136,13 @@ def read_imatrix(path: str | Path) -> Imatrix:
         raise GGUFError("importance matrix has several experts per weight; so8t's models have one", path=path)
     return Imatrix(sums, {n: float(c[0]) for n, c in counts.items()}, [str(d) for d in value(keys[0])],
                    int(value(keys[1])), int(value(keys[2])), path)
+
+
+def imatrix_of(gguf_path: str | Path, reader) -> Imatrix | None:
+    """The importance matrix a text GGUF was quantized with: the file its ``quantize.imatrix.file`` key names,
+    beside it (where ``so8t export`` puts it); None for a file quantized without one. A named file that is
+    missing or broken raises ``GGUFError`` naming it."""
+    field = reader.get_field("quantize.imatrix.file")
+    if field is None:
+        return None
+    return read_imatrix(Path(gguf_path).parent / Path(str(field.contents())).name)
