@@ -117,6 +117,8 @@ def export_gguf(
     progress: bool = True,
     split_max_size: int | str = 0,
     bundle: bool = True,
+    imatrix: str | Path | None = None,
+    calibration: str | Path | None = None,
 ) -> ExportReport:
     """Fold the gates into the weights and write GGUF files that stock llama.cpp runs.
 
@@ -129,7 +131,7 @@ def export_gguf(
         output: an existing directory (files ``<model_name>-<TYPE>.gguf``), or a ``.gguf`` path (one type:
             that file; several: ``<stem>-<TYPE>.gguf`` beside it).
         quant_types: names or one comma-separated string: F32 F16 BF16 Q8_0 Q4_0 Q6_K Q5_K_M Q5_K_S Q4_K_M
-            Q4_K_S.
+            Q4_K_S Q3_K_L Q3_K_M Q3_K_S Q2_K IQ4_XS IQ4_NL IQ3_M IQ3_XXS IQ2_M.
         model_name: ``general.name`` and file stem (default: the checkpoint directory's name).
         mmproj: write the mmproj file.
         mmproj_dtype: ``"f16"`` or ``"f32"`` mmproj matrices.
@@ -141,6 +143,9 @@ def export_gguf(
             as ``<stem>-00001-of-0000N.gguf`` parts with the ``split.*`` keys (so8t/gguf/split.py).
         bundle: also write the Ollama ``Modelfile``, the model card ``README.md`` and ``SHA256SUMS`` in the
             output directory (so8t/bundle/); refused when a README.md or Modelfile there is not so8t's.
+        imatrix: an importance-matrix GGUF (``so8t imatrix`` or llama-imatrix's) weighting every block type;
+            IQ3_XXS and IQ2_M need one. A copy goes beside the files as ``<model_name>.imatrix.gguf``.
+        calibration: a text file to collect the importance matrix from first (instead of ``imatrix``).
 
     Returns:
         An ``ExportReport``: every text file (type, path, size, content hash, per-tensor types, fallbacks,
@@ -158,7 +163,8 @@ def export_gguf(
     max_bytes = parse_split_size(split_max_size) if split_max_size not in (0, "0", None) else 0
     return SO8TToGGUFConverter(so8t_model, progress=progress).export(
         output, quant_types=quant_types, model_name=model_name, mmproj=mmproj, mmproj_dtype=mmproj_dtype,
-        sidecar=sidecar, n_threads=n_threads, split_max_size=max_bytes, bundle=bundle,
+        sidecar=sidecar, n_threads=n_threads, split_max_size=max_bytes, bundle=bundle, imatrix=imatrix,
+        calibration=calibration,
     )
 
 

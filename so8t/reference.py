@@ -96,6 +96,7 @@ class StreamedReference:
             for gate in qwen2vl.GATE_NAMES
         )
         self._cache: dict[tuple, ReferenceOutput] = {}
+        self._observer = None
 
     def resolve(self, variant: Variant) -> tuple[bool, float]:
         """``(gates applied, eps)`` that ``variant`` computes: identity gates count as no gates."""
@@ -119,6 +120,22 @@ class StreamedReference:
         seqs = tuple(tuple(int(i) for i in s) for s in sequences)
         self._cache.pop((seqs, self.resolve(variant)), None)
 
+    def observe(self, sequences: Sequence[Sequence[int]], observer, variant: Variant = Variant(),
+                progress: bool = False) -> None:
+        """Run the decoder layers of ``variant`` on ``sequences`` (no logits, no cache) and call
+        ``observer(layer, module, x)`` with the float64 input ``x`` ``[1, T, in]`` of every Linear of every
+        layer, in order (``module``: e.g. ``"self_attn.q_proj"``; the input of the un-gated Linear, so the
+        gates act upstream of it). The importance matrix (so8t/imatrix/collect.py) is built on this."""
+        seqs = tuple(tuple(int(i) for i in s) for s in sequences)
+        if not seqs or any(not s for s in seqs):
+            raise ValueError("the reference needs at least one non-empty token sequence")
+        gates, eps = self.resolve(variant)
+        self._observer = observer
+        try:
+            self._decoder(seqs, torch.tensor([eps], dtype=_F64).view(-1, 1, 1), torch.tensor([gates]), progress)
+        finally:
+            self._observer = None
+
     # -- the pass -----------------------------------------------------------------------------------
 
     def _weight(self, name: str) -> torch.Tensor:
@@ -126,6 +143,8 @@ class StreamedReference:
 
     def _linear(self, x: torch.Tensor, layer: int, module: str, bias: bool) -> torch.Tensor:
         prefix = qwen2vl.text_layer_tensor(layer, module)
+        if self._observer is not None:
+            self._observer(layer, module, x)
         y = x @ self._weight(prefix + ".weight").T
         return y + self._weight(prefix + ".bias") if bias else y
 
@@ -134,19 +153,27 @@ class StreamedReference:
 
     def _forward(self, seqs, resolved: list[tuple[bool, float]]) -> list[ReferenceOutput]:
         eps = torch.tensor([e for _, e in resolved], dtype=_F64).view(-1, 1, 1)
-        gated = torch.tensor([g for g, _ in resolved])
-        ids = [i for s in seqs for i in s]
-        embed = torch.cat([torch.from_numpy(bf16.to_float64(self.reader.get_rows(qwen2vl.EMBED_TOKENS, i, i + 1)))
-                           for i in ids])
-        h = embed.unsqueeze(0).repeat(len(resolved), 1, 1)
-        cos, sin = self._rope(seqs)
+        h = self._decoder(seqs, eps, torch.tensor([g for g, _ in resolved]))
         with torch.inference_mode():
-            for layer in range(self.checkpoint.num_layers):
-                h = self._layer(h, layer, eps, gated, seqs, cos, sin)
             hidden = self._norm(h, self._weight(qwen2vl.FINAL_NORM), eps)
             logits = self._project(hidden)
         offsets = tuple(int(o) for o in np.cumsum([0, *map(len, seqs)]))
         return [ReferenceOutput(logits[i].numpy(), hidden[i].numpy(), offsets) for i in range(len(resolved))]
+
+    def _decoder(self, seqs, eps, gated, progress: bool = False) -> torch.Tensor:
+        """The residual stream ``[S, T, hidden]`` after the last decoder layer (S variants)."""
+        from tqdm import tqdm
+
+        ids = [i for s in seqs for i in s]
+        embed = torch.cat([torch.from_numpy(bf16.to_float64(self.reader.get_rows(qwen2vl.EMBED_TOKENS, i, i + 1)))
+                           for i in ids])
+        h = embed.unsqueeze(0).repeat(len(gated), 1, 1)
+        cos, sin = self._rope(seqs)
+        with torch.inference_mode():
+            for layer in tqdm(range(self.checkpoint.num_layers), desc="reference", unit="layer",
+                              disable=not progress, leave=False):
+                h = self._layer(h, layer, eps, gated, seqs, cos, sin)
+        return h
 
     def _layer(self, h, layer, eps, gated, seqs, cos, sin) -> torch.Tensor:
         a = self._norm(h, self._weight(qwen2vl.text_layer_tensor(layer, "input_layernorm.weight")), eps)

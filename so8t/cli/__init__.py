@@ -16,7 +16,7 @@ from so8t import __version__
 from so8t.errors import So8tError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("analyze", "convert", "train", "export", "run", "serve", "validate", "pipeline", "dashboard", "demo")
+COMMANDS = ("analyze", "convert", "train", "imatrix", "export", "run", "serve", "validate", "pipeline", "dashboard", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,10 @@ def register(sub) -> None:
             "Fold the SO(8) gates into the weights and write a llama.cpp 'qwen2vl' text GGUF per quantization "
             "type, the vision tower as an mmproj GGUF, the gates + safety head as a sidecar GGUF, and the "
             "bundle: an Ollama Modelfile, a README.md model card and SHA256SUMS. "
-            "Types: F32 F16 BF16 Q8_0 Q4_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S (Q8_K is not a file type)."
+            "Types: F32 F16 BF16 Q8_0 Q4_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M Q3_K_S Q2_K IQ4_XS "
+            "IQ4_NL IQ3_M, and with an importance matrix IQ3_XXS IQ2_M (Q8_K is not a file type). "
+            "An importance matrix (--imatrix, or --calibration to collect one first) weights every block type "
+            "toward the columns the model uses most; it is copied beside the files as <model-name>.imatrix.gguf."
         ),
     )
     p.add_argument("--input-model", required=True, help="SO8T checkpoint directory (or a plain Qwen2-VL one)")
@@ -28,6 +31,12 @@ def register(sub) -> None:
         metavar="TYPE[,TYPE...]",
         help="quantization type(s), repeatable or comma separated (default F16)",
     )
+    imx = p.add_mutually_exclusive_group()
+    imx.add_argument("--imatrix", default=None, metavar="FILE",
+                     help="importance-matrix GGUF (from 'so8t imatrix', or llama-imatrix's) for the block types")
+    imx.add_argument("--calibration", default=None, metavar="TEXT",
+                     help="collect the importance matrix from this UTF-8 text first (so8t imatrix's default "
+                     "text: so8t/data/calibration.txt)")
     p.add_argument("--model-name", default=None, help="general.name and file stem (default: input dir name)")
     p.add_argument("--mmproj", dest="mmproj", action="store_true", default=True, help="write the mmproj file")
     p.add_argument("--no-mmproj", dest="mmproj", action="store_false", help="skip the vision tower")
@@ -52,10 +61,11 @@ def run(args) -> int:
     from pathlib import Path
 
     import so8t
-    from so8t.gguf.quant import parse_quant_types
+    from so8t.gguf.quant import parse_quant_types, require_imatrix
     from so8t.gguf.split import parse_split_size
 
     types = parse_quant_types(args.quantization or ["F16"])  # fail fast on Q8_K / unknown names
+    require_imatrix(types, bool(args.imatrix or args.calibration))
     split = parse_split_size(args.split_max_size) if args.split_max_size is not None else 0  # and on bad sizes
     out = Path(args.output_gguf) if args.output_gguf else Path(args.output_dir)
     if args.output_dir:
@@ -72,6 +82,8 @@ def run(args) -> int:
         progress=not args.quiet,
         split_max_size=split,
         bundle=args.bundle,
+        imatrix=args.imatrix,
+        calibration=args.calibration,
     )
     print(report.summary())
     if args.profile:

@@ -11,7 +11,10 @@ Outputs (all written atomically: an exception or Ctrl-C leaves none of them behi
   to it for several types; ``<out>/<model_name>-<TYPE>.gguf`` when ``out`` is a directory;
 * sidecar: ``<text stem>.so8t.gguf`` per text file (gates + safety head, linked by the text file's
   content hash); only for SO8T checkpoints, a plain Qwen2-VL checkpoint exports as identity gates;
-* mmproj: ``mmproj-<model_name>-<dtype>.gguf`` in the same directory.
+* mmproj: ``mmproj-<model_name>-<dtype>.gguf`` in the same directory;
+* importance matrix (``imatrix=`` a file, or ``calibration=`` a text to collect one from): a copy in
+  ``<model_name>.imatrix.gguf`` beside the text files, named by their ``quantize.imatrix.file`` key, so
+  the validator finds the importance its baselines need.
 """
 
 from __future__ import annotations
@@ -119,11 +122,16 @@ class SO8TToGGUFConverter:
         n_threads: int = 0,
         split_max_size: int = 0,
         bundle: bool = True,
+        imatrix: str | Path | None = None,
+        calibration: str | Path | None = None,
     ) -> ExportReport:
         """Write the files (see the module docstring) and return what was written, with timings (per
         phase: ``report.phases``) and every quantization fallback. ``split_max_size`` > 0: text files
         larger than that many bytes are written as parts (``so8t.gguf.split``); ``bundle``: also write the
-        Modelfile, README.md and SHA256SUMS (``so8t.bundle``)."""
+        Modelfile, README.md and SHA256SUMS (``so8t.bundle``). ``imatrix``: an importance-matrix GGUF
+        (``so8t imatrix`` or llama-imatrix) weighting the block types; ``calibration``: a text file to
+        collect one from first (not both)."""
+        self._imatrix_source = (imatrix, calibration)
         with profile.collect() as phases:
             report = self._export(out, quant_types, model_name, mmproj, mmproj_dtype, sidecar, n_threads,
                                   split_max_size, bundle)
@@ -142,6 +150,7 @@ class SO8TToGGUFConverter:
             from so8t.bundle import check_replaceable
 
             check_replaceable(out_dir)
+        quant.require_imatrix(qts, any(self._imatrix_source))
         report = ExportReport()
         tokenizer = read_tokenizer(self.path, self.hparams.vocab_size)
         keys = metadata.so8t_keys(self.config)
@@ -154,6 +163,7 @@ class SO8TToGGUFConverter:
 
             whole = (lambda p: stack.enter_context(scratch_path(p))) if split_max_size else stage
             tmp = {q.name: whole(paths[q.name]) for q in qts}
+            self.imatrix = self._prepare_imatrix(out_dir / f"{model_name}.imatrix.gguf", stage, report)
             job = None
             if mmproj:
                 report.mmproj = out_dir / f"mmproj-{model_name}-{mmproj_dtype}.gguf"
@@ -193,11 +203,34 @@ class SO8TToGGUFConverter:
             model_name,
             progress=self.progress,
             threads=n_threads,
+            imatrix=self.imatrix,
         )
         report.pass_seconds = time.perf_counter() - start
         for q in qts:
             r = results[q.name]
             report.texts.append(_text_output(q.name, paths[q.name], r.path, report.pass_seconds, r))
+
+    def _prepare_imatrix(self, final: Path, stage, report: ExportReport):
+        """The importance matrix of this export (None without one), checked against the model and written
+        to ``final`` with the other outputs (``so8t.imatrix``)."""
+        from so8t.imatrix import collect, file
+
+        source, calibration = self._imatrix_source
+        if source is None and calibration is None:
+            return None
+        if source is not None and calibration is not None:
+            raise ExportError("give an importance matrix or a calibration text, not both")
+        if source is not None:
+            imatrix = file.read_imatrix(source)
+        else:
+            text, name = collect.read_calibration(calibration)
+            imatrix, seconds = collect.collect_imatrix(self.path, text, name, progress=self.progress)
+            report.notes.append(f"importance matrix collected from {calibration} in {seconds:.1f} s")
+        imatrix.check_model(collect.model_matrices(self.hparams), where=source)
+        file.write_imatrix(imatrix, stage(final))
+        imatrix.path = final
+        report.notes.append(f"importance matrix: {final}")
+        return imatrix
 
     def _mmproj_job(self, final: Path, dtype: str, model_name: str, tmp: Path) -> _MmprojJob:
         from so8t.gguf.vision import MmprojPlan

@@ -1,7 +1,7 @@
 """ggml's own block quantizers (``ggml_quantize_chunk``), called in-process through ctypes.
 
 These are the kernels ``llama_model_quantize`` runs for every tensor it converts: given the same float32
-rows and no importance matrix they produce the same bytes, because every row is quantized on its own
+rows and the same importance vector (one float32 per column, or none) they produce the same bytes, because every row is quantized on its own
 (chunking and thread count cannot change the result). Calling them directly lets the exporter write
 Q8_0 / Q4_0 / K-quant files in its single read + fold pass, without the 4-bytes-per-weight F32 file that
 llama.cpp's quantizer would have to read back.
@@ -56,11 +56,13 @@ def row_bytes(ggml_type: GGMLQuantizationType, n_per_row: int) -> int:
     return ours
 
 
-def quantize(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+def quantize(values: np.ndarray, ggml_type: GGMLQuantizationType, importance: np.ndarray | None = None) -> np.ndarray:
     """Quantize the rows of ``values`` (last axis = row; converted to float32 first) to ``ggml_type`` with
-    one ggml call on this thread. Returns the encoded bytes (uint8) of all rows, in order. Raises
-    ``ExportError`` for a row length that is not a multiple of the block, a type that needs an
-    importance matrix, or an encoded row ggml rejects."""
+    one ggml call on this thread, weighting each column's error by ``importance`` (float32, one per column:
+    an importance matrix's mean squared input activations; None: ggml's unweighted default). Returns the
+    encoded bytes (uint8) of all rows, in order. Raises ``ExportError`` for a row length that is not a
+    multiple of the block, an importance vector of another length, a type that needs an importance
+    matrix when none is given, or an encoded row ggml rejects."""
     lib = _lib()
     with profile.phase("cast"):
         rows = np.ascontiguousarray(values, dtype=np.float32)
@@ -69,22 +71,29 @@ def quantize(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
     block = GGML_QUANT_SIZES[ggml_type][0]
     if n_per_row % block:
         raise ExportError(f"{ggml_type.name}: row length {n_per_row} is not a multiple of its block {block}")
-    if lib.ggml_quantize_requires_imatrix(int(ggml_type)):
-        raise ExportError(f"{ggml_type.name} needs an importance matrix, which so8t does not compute")
+    weights = None
+    if importance is not None:
+        weights = np.ascontiguousarray(importance, dtype=np.float32)
+        if weights.shape != (n_per_row,):
+            raise ExportError(f"{ggml_type.name}: importance vector of shape {weights.shape}, rows of {n_per_row}")
+    elif lib.ggml_quantize_requires_imatrix(int(ggml_type)):
+        raise ExportError(f"{ggml_type.name} needs an importance matrix", hint="pass --imatrix FILE")
     out = np.empty(nrows * row_bytes(ggml_type, n_per_row), dtype=np.uint8)
     with profile.phase("quantize"):
-        lib.ggml_quantize_chunk(int(ggml_type), rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row, None)
+        lib.ggml_quantize_chunk(int(ggml_type), rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row,
+                                None if weights is None else weights.ctypes.data)
         valid = lib.ggml_validate_row_data(int(ggml_type), out.ctypes.data, out.nbytes)
     if not valid:
         raise ExportError(f"{ggml_type.name}: ggml rejected the quantized rows (non-finite input values?)")
     return out
 
 
-def submit(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> Future:
+def submit(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0,
+           importance: np.ndarray | None = None) -> Future:
     """``quantize`` as a job on a shared pool of ``threads`` threads (0: one per CPU); the future holds
     the encoded bytes. Chunks submitted one after another run side by side, so the caller can prepare
     the next chunk meanwhile; whoever consumes the futures in order gets the bytes in order."""
-    return _pool(threads or os.cpu_count() or 1).submit(quantize, values, ggml_type)
+    return _pool(threads or os.cpu_count() or 1).submit(quantize, values, ggml_type, importance)
 
 
 @contextlib.contextmanager

@@ -38,9 +38,14 @@ class Mix:
     fallbacks: tuple[str, ...]
 
 
-def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl") -> Mix:
+def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl", imatrix: bool = False) -> Mix:
     """The per-tensor types ``llama_model_quantize`` gives ``inventory`` (``names.TextTensor`` list) of a
-    model with ``hparams`` (``text.TextHParams``) for ``file_type``, with every fallback explained."""
+    model with ``hparams`` (``text.TextHParams``) for ``file_type``, with every fallback explained.
+
+    ``imatrix``: the mix of a quantization *with* an importance matrix. llama.cpp's rules depend on whether
+    it has one (``qs.has_imatrix``: e.g. IQ3_XXS's ``ffn_down``, IQ4_XS's first layers, Q4_0's first
+    ``ffn_down`` layers), never on its values, so the proxy is quantized with an all-ones vector per matrix;
+    that also lets it decide the types llama.cpp refuses to quantize without one."""
     with tempfile.TemporaryDirectory(prefix="so8t-mix-") as tmp:
         src, dst = Path(tmp) / "proxy-f32.gguf", Path(tmp) / "proxy-quantized.gguf"
         writer = GGUFWriter(src, arch)
@@ -53,7 +58,8 @@ def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        messages = llama_quantize(src, dst, file_type, n_threads=1)
+        ones = {t.gguf_name: np.ones(t.shape[-1], np.float32) for t in inventory if len(t.shape) == 2}
+        messages = llama_quantize(src, dst, file_type, n_threads=1, imatrix=ones if imatrix else None)
         from so8t.gguf.metadata import read_gguf
 
         types = {t.name: GGMLQuantizationType(t.ggml_type) for t in read_gguf(dst).tensors}
@@ -64,12 +70,13 @@ def llama_mix(hparams, inventory, file_type: LlamaFileType, arch: str = "qwen2vl
     return Mix(types, tuple(messages))
 
 
-def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: int = 0) -> list[str]:
-    """Quantize GGUF ``src`` into ``dst`` with ``llama_model_quantize``; returns llama.cpp's fallback
-    messages. Raises ``ExportError`` if llama.cpp reports a failure."""
+def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: int = 0, imatrix=None) -> list[str]:
+    """Quantize GGUF ``src`` into ``dst`` with ``llama_model_quantize`` (``imatrix``: GGUF name -> float32
+    importance vector, or None); returns llama.cpp's fallback messages. Raises ``ExportError`` if llama.cpp
+    reports a failure."""
     from so8t.llama import api as llama_api
 
-    rc, log = llama_api.quantize_file(src, dst, int(file_type), n_threads, QUANTIZE_BUFFER_BYTES)
+    rc, log = llama_api.quantize_file(src, dst, int(file_type), n_threads, QUANTIZE_BUFFER_BYTES, imatrix=imatrix)
     if rc != 0:
         raise ExportError(f"llama.cpp could not quantize to {file_type.name} (code {rc})", path=src)
     lines = log.splitlines()

@@ -47,6 +47,9 @@ class QuantType:
     method: Method
     tensor_type: GGMLQuantizationType | None = None  # float types: the type of 2-D tensors
     description: str = ""
+    #: llama.cpp refuses the file type without an importance matrix (its mix holds IQ3_XXS / IQ2_S tensors,
+    #: llama-quant.cpp ``tensor_requires_imatrix``); suites/test_quant.py checks this against llama.cpp
+    needs_imatrix: bool = False
 
 
 _T = GGMLQuantizationType
@@ -65,6 +68,15 @@ QUANT_TYPES: dict[str, QuantType] = {
         QuantType("Q5_K_S", _F.MOSTLY_Q5_K_S, Method.LLAMA, description="5-bit K-quant, small"),
         QuantType("Q4_K_M", _F.MOSTLY_Q4_K_M, Method.LLAMA, description="4-bit K-quant mix"),
         QuantType("Q4_K_S", _F.MOSTLY_Q4_K_S, Method.LLAMA, description="4-bit K-quant, small"),
+        QuantType("Q3_K_L", _F.MOSTLY_Q3_K_L, Method.LLAMA, description="3-bit K-quant mix, large"),
+        QuantType("Q3_K_M", _F.MOSTLY_Q3_K_M, Method.LLAMA, description="3-bit K-quant mix"),
+        QuantType("Q3_K_S", _F.MOSTLY_Q3_K_S, Method.LLAMA, description="3-bit K-quant, small"),
+        QuantType("Q2_K", _F.MOSTLY_Q2_K, Method.LLAMA, description="2-bit K-quant mix"),
+        QuantType("IQ4_XS", _F.MOSTLY_IQ4_XS, Method.LLAMA, description="4.25-bit non-linear, 256-blocks"),
+        QuantType("IQ4_NL", _F.MOSTLY_IQ4_NL, Method.LLAMA, description="4.5-bit non-linear, 32-blocks"),
+        QuantType("IQ3_M", _F.MOSTLY_IQ3_M, Method.LLAMA, description="3.66-bit i-quant mix"),
+        QuantType("IQ3_XXS", _F.MOSTLY_IQ3_XXS, Method.LLAMA, description="3.06-bit i-quant", needs_imatrix=True),
+        QuantType("IQ2_M", _F.MOSTLY_IQ2_M, Method.LLAMA, description="2.7-bit i-quant mix", needs_imatrix=True),
     )
 }
 
@@ -100,6 +112,15 @@ def parse_quant_types(values: str | list[str] | tuple[str, ...]) -> list[QuantTy
     return out
 
 
+def require_imatrix(quant_types, has_imatrix: bool) -> None:
+    """Raise a one-line ``QuantTypeError`` naming ``--imatrix`` for the first type that needs an importance
+    matrix when there is none."""
+    needs = [q.name for q in quant_types if q.needs_imatrix]
+    if needs and not has_imatrix:
+        raise QuantTypeError(f"{', '.join(needs)} needs an importance matrix (llama.cpp refuses it without one)",
+                             hint="pass --imatrix FILE (from 'so8t imatrix') or --calibration TEXT")
+
+
 def tensor_type(qt: QuantType, shape: tuple[int, ...]) -> GGMLQuantizationType:
     """Type of one tensor of a ``float`` file: F32 for 1-D tensors (norms, biases), else the file's type."""
     if qt.method is not Method.FLOAT:
@@ -116,9 +137,10 @@ def nbytes(shape: tuple[int, ...], ggml_type: GGMLQuantizationType) -> int:
 FLOAT_TYPES = frozenset({_T.F32, _T.F16, _T.BF16})
 
 
-def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+def encode(values: np.ndarray, ggml_type: GGMLQuantizationType, importance: np.ndarray | None = None) -> np.ndarray:
     """Encode float64 (or float32) ``values`` as ``ggml_type``: one rounding from the given values.
-    Float types are rounded here; block types are encoded by ggml's kernels (``ggml_kernels``)."""
+    Float types are rounded here (``importance`` ignored); block types are encoded by ggml's kernels
+    (``ggml_kernels``), weighted by ``importance`` (one float32 per column) when given."""
     if ggml_type == _T.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if ggml_type == _T.F16:
@@ -129,10 +151,11 @@ def encode(values: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
         return _to_bf16_bits(np.ascontiguousarray(values))
     from so8t.gguf import ggml_kernels
 
-    return ggml_kernels.quantize(values, ggml_type)
+    return ggml_kernels.quantize(values, ggml_type, importance)
 
 
-def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0) -> Future:
+def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: int = 0,
+                 importance: np.ndarray | None = None) -> Future:
     """``encode`` as a future: block types run as a job on ggml's quantizer pool (``threads``, 0: one per
     CPU) while the caller goes on; float types are rounded now, on this thread."""
     if ggml_type in FLOAT_TYPES:
@@ -142,7 +165,7 @@ def encode_later(values: np.ndarray, ggml_type: GGMLQuantizationType, threads: i
         return done
     from so8t.gguf import ggml_kernels
 
-    return ggml_kernels.submit(values, ggml_type, threads)
+    return ggml_kernels.submit(values, ggml_type, threads, importance)
 
 
 def _f32_to_f16(values: np.ndarray) -> np.ndarray:

@@ -79,6 +79,7 @@ class _Slot:
     nbytes: int
     hasher: object = None
     written: int = 0
+    importance: np.ndarray | None = None  # block types with an importance matrix: one float32 per column
 
 
 class _OpenFile:
@@ -93,10 +94,13 @@ class _OpenFile:
         model_name,
         io: OrderedWriter,
         threads: int = 0,
+        imatrix=None,
     ):
         self.path, self.qt, self.io, self.threads = path, qt, io, threads
         self.result = TextResult(qt.name, path)
-        mix = llama_mix(hp, inventory, qt.file_type, ARCH) if qt.method is quant.Method.LLAMA else None
+        quant.require_imatrix([qt], imatrix is not None)
+        block = qt.method is quant.Method.LLAMA
+        mix = llama_mix(hp, inventory, qt.file_type, ARCH, imatrix=imatrix is not None) if block else None
         if mix is not None:
             self.result.fallbacks.extend(mix.fallbacks)
         writer = GGUFWriter(path, ARCH)
@@ -106,13 +110,16 @@ class _OpenFile:
         writer.add_quantization_version(GGML_QUANT_VERSION)
         tok.add_to(writer)
         metadata.add_keys(writer, keys)
+        if block and imatrix is not None:
+            metadata.add_keys(writer, imatrix.quantize_keys())
         self.slots: dict[str, _Slot] = {}
         offset = 0
         for t in inventory:
             ggml_type = mix.types[t.gguf_name] if mix is not None else quant.tensor_type(qt, t.shape)
             size = quant.nbytes(t.shape, ggml_type)
             writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), size, raw_dtype=ggml_type)
-            self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256())
+            importance = imatrix.importance(t.gguf_name) if block and imatrix is not None else None
+            self.slots[t.gguf_name] = _Slot(ggml_type, offset, size, hashlib.sha256(), importance=importance)
             self.result.tensor_types[t.gguf_name] = ggml_type.name
             offset += GGUFWriter.ggml_pad(size, writer.data_alignment)
         self.writer, self.data_bytes = writer, offset
@@ -138,7 +145,7 @@ class _OpenFile:
         """Append a chunk of whole rows (float64, or float32 for tensors that were not folded) of tensor
         ``name``; the writer thread writes it at its offset once the header is written."""
         slot = self.slots[name]
-        encoded = quant.encode_later(rows, slot.ggml_type, self.threads)
+        encoded = quant.encode_later(rows, slot.ggml_type, self.threads, slot.importance)
         self.io.submit(functools.partial(self._write_at, slot.offset + slot.written), encoded, slot.hasher)
         slot.written += quant.nbytes(rows.shape, slot.ggml_type)
 
@@ -169,20 +176,23 @@ def write_text_ggufs(
     model_name: str,
     progress: bool = True,
     threads: int = 0,
+    imatrix=None,
 ) -> dict[str, TextResult]:
     """Write one text GGUF per entry of ``outputs`` (key -> (quant type, path)) in one pass over
-    ``tensors``; block types are encoded on ``threads`` threads (0: one per CPU). Non-text tensors
+    ``tensors``; block types are encoded on ``threads`` threads (0: one per CPU), weighted by ``imatrix``
+    (``so8t.imatrix.Imatrix``, checked against the model; None: unweighted). Non-text tensors
     (``visual.*``) and a tied ``lm_head.weight`` are skipped; anything else unknown, a wrong shape, or a
     missing tensor raises ``ExportError``."""
     uses_ggml = any(qt.method is quant.Method.LLAMA for qt, _ in outputs.values())
     with ggml_kernels.torch_single_threaded(uses_ggml):
         depth = PREFETCH_GGML if uses_ggml else PREFETCH
         return _write_text_ggufs(
-            tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth
+            tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth, imatrix
         )
 
 
-def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth):
+def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_name, progress, threads, depth,
+                      imatrix):
     inventory = names.text_inventory(hparams.dims, hparams.n_layers, hparams.tied)
     expected = {t.hf_name: t for t in inventory}
     files: dict[str, _OpenFile] = {}
@@ -193,7 +203,7 @@ def _write_text_ggufs(tensors, hparams, tokenizer, outputs, so8t_keys, model_nam
         io = OrderedWriter(WRITE_QUEUE)
         for key, (qt, path) in outputs.items():
             files[key] = _OpenFile(
-                Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name, io, threads
+                Path(path), qt, inventory, hparams, tokenizer, so8t_keys, model_name, io, threads, imatrix
             )
         seen: set[str] = set()
         bar = _progress(len(inventory), progress)

@@ -51,6 +51,7 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "llama_vocab_is_eog": "whether a token ends generation (EOS, EOT, ...)",
     "llama_model_quantize": "llama.cpp's whole-file quantizer (the per-tensor type mix of a file type)",
     "llama_model_quantize_default_params": "its parameter struct with llama.cpp's defaults",
+    "llama_model_imatrix_data": "an importance vector in llama_model_quantize_params.imatrix (the oracle)",
     "llama_log_set": "installs a log callback (to capture the quantizer's fallback notes)",
     "llama_log_callback": "the ctypes callback type llama_log_set takes",
     "LLAMA_POOLING_TYPE_NONE": "embedding mode without pooling: one hidden state per position",
@@ -64,8 +65,9 @@ PRIVATE_SYMBOLS: dict[str, str] = {
 
 #: ggml functions called through :func:`ggml` -> (restype, argtypes, why).
 _I, _P, _I64, _SZ, _B = ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t, ctypes.c_bool
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
 GGML_SYMBOLS: dict[str, tuple[object, list, str]] = {
-    # (enum ggml_type, const float * src, void * dst, start element, nrows, n_per_row, imatrix NULL)
+    # (enum ggml_type, const float * src, void * dst, start element, nrows, n_per_row, imatrix or NULL)
     "ggml_quantize_chunk": (_SZ, [_I, _P, _P, _I64, _I64, _I64, _P], "the quantizer llama_model_quantize "
                             + "runs per tensor, called on rows in the export's one pass"),
     "ggml_quantize_requires_imatrix": (_B, [_I], "ggml aborts the process on such a type; so8t refuses first"),
@@ -129,9 +131,7 @@ def check_ggml(lib) -> None:
     """Raise ``LlamaApiError`` for the first function of :data:`GGML_SYMBOLS` that ``lib`` lacks."""
     for name, (_restype, _argtypes, why) in GGML_SYMBOLS.items():
         if not hasattr(lib, name):
-            raise LlamaApiError(
-                f"the ggml of llama-cpp-python lacks {name} ({why})", hint=f"so8t needs {PINNED}"
-            )
+            raise LlamaApiError(f"the ggml of llama-cpp-python lacks {name} ({why})", hint=f"so8t needs {PINNED}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -156,10 +156,8 @@ def _private(llm, name: str):
     try:
         return getattr(llm, name)
     except AttributeError:
-        raise LlamaApiError(
-            f"llama_cpp.Llama has no {name} attribute (its private context/batch wrapper)",
-            hint=f"so8t needs {PINNED}",
-        ) from None
+        raise LlamaApiError(f"llama_cpp.Llama has no {name} attribute (its private context/batch wrapper)",
+                            hint=f"so8t needs {PINNED}") from None
 
 
 # -- loading and decoding ---------------------------------------------------------------------------
@@ -276,18 +274,22 @@ def captured_log(pieces: list[str]):
         llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
 
 
-def quantize_file(
-    src: Path, dst: Path, file_type: int, n_threads: int = 0, max_buf_size: int | None = None, capture_log=True
-) -> tuple[int, str]:
+def quantize_file(src: Path, dst: Path, file_type: int, n_threads: int = 0, max_buf_size: int | None = None,
+                  capture_log=True, imatrix: dict[str, np.ndarray] | None = None) -> tuple[int, str]:
     """``llama_model_quantize(src, dst)`` to ``file_type`` (a ``LlamaFileType`` value): returns llama.cpp's
-    return code and, with ``capture_log``, what it logged meanwhile. ``max_buf_size`` None keeps
-    llama.cpp's default buffer."""
+    return code and, with ``capture_log``, what it logged meanwhile. ``max_buf_size`` None keeps llama.cpp's
+    default buffer. ``imatrix`` (GGUF name -> float32 importance, what llama-quantize passes) fills
+    ``params.imatrix``: ``llama_model_imatrix_data`` entries closed by a NULL name (llama-quant.cpp)."""
     llama_cpp = api()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.nthread = n_threads
-    if max_buf_size is not None:
-        params.max_buf_size = max_buf_size
+    params.ftype, params.nthread = int(file_type), n_threads
+    params.max_buf_size = params.max_buf_size if max_buf_size is None else max_buf_size
+    keep = [(name.encode(), np.ascontiguousarray(v, dtype=np.float32)) for name, v in (imatrix or {}).items()]
+    if imatrix is not None:  # keep: the names and vectors the entries point into, alive during the call
+        entries = (llama_cpp.llama_model_imatrix_data * (len(keep) + 1))()  # the last: NULL name
+        for entry, (name, data) in zip(entries, keep):
+            entry.name, entry.size, entry.data = name, data.size, data.ctypes.data_as(_FLOAT_P)
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     pieces: list[str] = []
     with captured_log(pieces) if capture_log else contextlib.nullcontext():
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))

@@ -29,6 +29,9 @@ row on its own, so a permuted row keeps its bytes (rows are moved, not re-encode
 ``ffn_down`` / ``attn_output`` rows are re-encoded: a different rounding of exactly the tensors the gates
 change.
 
+A file quantized with an importance matrix (``quantize.imatrix.file``) is re-encoded with the same
+importance vectors (``imatrix``), their columns permuted with the tensor's.
+
 The copy's ``so8t.content_hash`` no longer matches its tensors: it is a scratch file for llama.cpp,
 never shipped (it lives in a temporary directory removed after the check).
 """
@@ -87,13 +90,14 @@ FUNCTIONS = ("so8t", "plain")
 
 
 def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: str | Path,
-                   rows_per_chunk: int = 1024, realization: int = 0, tensors=None, function: str = "plain") -> int:
+                   rows_per_chunk: int = 1024, realization: int = 0, tensors=None, function: str = "plain",
+                   imatrix=None) -> int:
     """Write realization ``realization`` of the ``function`` baseline (module docstring) of text file
     ``gguf_path`` to ``out_path``; returns the number of tensors rewritten. Rows are encoded
     ``rows_per_chunk`` at a time (memory: one chunk in float32, or one tensor's bytes for a moved tensor;
     a folded tensor is folded whole, one float64 tensor). ``tensors``: the ``GGUFReader`` tensors of
     ``gguf_path`` when the caller has parsed it already (the copy has the same layout; parsing a full-size
-    header again takes 3 s)."""
+    header again takes 3 s). ``imatrix``: the ``so8t.imatrix.Imatrix`` the file was quantized with."""
     if function not in FUNCTIONS:
         raise ValueError(f"function must be one of {FUNCTIONS}, got {function!r}")
     shutil.copyfile(gguf_path, out_path)
@@ -108,8 +112,9 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
         for name, kind, offset, size in placements:
             handle.seek(offset)
             if name in sites:
+                importance = imatrix.importance(name) if imatrix is not None else None
                 written = _encode_source(handle, checkpoint, sites[name], kind, perms.get(name), rows_per_chunk,
-                                         fold=function == "so8t")
+                                         fold=function == "so8t", importance=importance)
             else:
                 written = _move_rows(handle, offset, size, perms[name][0])
             if written != size:
@@ -117,7 +122,7 @@ def build_baseline(gguf_path: str | Path, checkpoint: SO8TCheckpoint, out_path: 
     return len(placements)
 
 
-def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk, fold: bool) -> int:
+def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk, fold: bool, importance=None) -> int:
     """Encode the source tensor (its axis permuted if ``perm``; folded with the checkpoint's gates if
     ``fold``, in float64 and cast once, as the exporter does) at the handle's position: chunks of rows are
     encoded side by side (``ordered_map``, one thread per CPU; the full-size Q4_K_M baseline re-encodes
@@ -127,13 +132,15 @@ def _encode_source(handle, checkpoint, source_name, kind, perm, rows_per_chunk, 
     source = checkpoint.reader.get(source_name)
     if perm is not None:
         source = source.index_select(perm[1], perm[0])
+        if importance is not None and perm[1] == source.dim() - 1:  # columns moved: their importance too
+            importance = importance[perm[0].numpy()]
     if fold:  # the gate rotates output rows, so it commutes with the column permutation above
         source = fold_tensor(checkpoint, source_name, source)  # float64, encoded as the exporter does
     matrix = source.reshape(-1, source.shape[-1])
     chunks = (matrix[start : start + rows_per_chunk] for start in range(0, matrix.shape[0], rows_per_chunk))
     values = (lambda rows: rows.numpy()) if fold else bf16.to_float32
     written = 0
-    for data in ordered_map(lambda rows: encode(values(rows), kind), chunks):
+    for data in ordered_map(lambda rows: encode(values(rows), kind, importance), chunks):
         handle.write(memoryview(data).cast("B"))
         written += data.nbytes
     return written

@@ -54,9 +54,10 @@ ROTATION_MAPS = ("exp", "cayley")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 _T = GGMLQuantizationType
-#: Matrix types llama.cpp's quantizer may pick inside a K-quant mix (it keeps some tensors higher and
-#: falls back to 32-blocks when a row does not fit 256).
-K_MIX_TYPES = {_T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K, _T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1}
+#: Matrix types llama.cpp's quantizer may pick inside a K-quant or i-quant mix (it keeps some tensors
+#: higher and falls back to 32-blocks, IQ4_NL for i-quants, when a row does not fit 256).
+K_MIX_TYPES = {_T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K, _T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1,
+               _T.IQ4_XS, _T.IQ4_NL, _T.IQ3_S, _T.IQ3_XXS, _T.IQ2_S, _T.IQ2_XS, _T.IQ2_XXS}
 
 
 def expected_matrix_types(file_type_name: str, row_length: int) -> set[GGMLQuantizationType] | None:

@@ -129,8 +129,10 @@ def _score_baseline(ctx: Context, ref, seqs, tmp: str, function: str, realizatio
     from so8t.validation.checks_runtime import run_text_probe
 
     path = Path(tmp, f"baseline-{function}-{realization}.gguf")
+    from so8t.imatrix.file import imatrix_of
+
     build_baseline(ctx.gguf_path, ref.reference.checkpoint, path, realization=realization,
-                   tensors=ctx.reader.tensors, function=function)
+                   tensors=ctx.reader.tensors, function=function, imatrix=imatrix_of(ctx.gguf_path, ctx.reader))
     try:
         probe = run_text_probe(path, tmp, ids=seqs)
     finally:

@@ -17,6 +17,11 @@ format alone (``so8t.gguf.quant.error_bound``, derived there from each block for
 export round-trip suite, suites/test_gguf_text.py), never from an observed error.
 
 The measured figure is the largest ``|y - x| / bound`` over all elements (must be <= 1).
+
+A block tensor with no such bound (the i-quants) or quantized with an importance matrix (the weighted
+least-squares search may trade one column's error for another's, so the one-step bound no longer follows
+from the format) is checked exactly instead: its bytes must equal ggml's encoding of the same fold with the
+file's importance vector (``so8t.imatrix.file.imatrix_of``), ratio 0 if equal, infinite otherwise.
 """
 
 from __future__ import annotations
@@ -176,17 +181,27 @@ def values_vs_source(ctx: Context):
     from so8t.checkpoint.so8t_dir import SO8TCheckpoint
     from so8t.fold import folded_rows
     from so8t.gguf.names import gguf_name
+    from so8t.gguf.quant import FLOAT_TYPES, encode
+    from so8t.imatrix.file import imatrix_of
 
     ckpt = ctx.cache.get("checkpoint") or SO8TCheckpoint(ctx.so8t_model)
     ctx.cache["checkpoint"] = ckpt
     tensors = {t.name: t for t in ctx.reader.tensors}
+    imatrix = imatrix_of(ctx.gguf_path, ctx.reader)
     worst, worst_name, worst_abs, compared, no_bound = 0.0, "", 0.0, set(), []
 
     def compare(item):  # one chunk of rows: the file's values against the float64 fold of the source
         hub_name, t, start, raw = item
         y = _decode(raw, _T(t.tensor_type))
         x = folded_rows(ckpt, hub_name, start, start + y.shape[0]).reshape(y.shape)
-        return t.name, *block_error_ratio(_T(t.tensor_type), x, y)
+        kind = _T(t.tensor_type)
+        weighted = imatrix is not None and kind not in FLOAT_TYPES
+        ratio, err = (None, None) if weighted else block_error_ratio(kind, x, y)
+        if ratio is None and kind not in FLOAT_TYPES:  # the exact check (module docstring)
+            importance = imatrix.importance(t.name) if imatrix is not None else None
+            same = np.array_equal(encode(x, kind, importance).reshape(raw.shape), raw)
+            return t.name, 0.0 if same else float("inf"), float(np.abs(y - x).max())
+        return t.name, ratio, err
 
     # a tied lm_head, or vision, has no tensor here: the inventory check covers what must be there
     hub_to_gguf = {h: gguf_name(h) for h in ckpt.reader.names()}
