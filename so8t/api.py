@@ -138,19 +138,16 @@ def export_gguf(
         sidecar: write the SO8T sidecars.
         n_threads: threads of llama.cpp's quantizer (0: all cores).
         progress: show progress bars on stderr.
-        split_max_size: 0 (default) writes whole files; else bytes, or a string as ``gguf-split
-            --split-max-size`` takes it (``"2G"``, ``"500M"``, ``"2000000"``): a larger text file is written
-            as ``<stem>-00001-of-0000N.gguf`` parts with the ``split.*`` keys (so8t/gguf/split.py).
-        bundle: also write the Ollama ``Modelfile``, the model card ``README.md`` and ``SHA256SUMS`` in the
-            output directory (so8t/bundle/); refused when a README.md or Modelfile there is not so8t's.
-        imatrix: an importance-matrix GGUF (``so8t imatrix`` or llama-imatrix's) weighting every block type;
-            IQ3_XXS and IQ2_M need one. A copy goes beside the files as ``<model_name>.imatrix.gguf``.
+        split_max_size: 0 writes whole files; else bytes or ``"2G"`` / ``"500M"``: larger text files become
+            ``<stem>-00001-of-0000N.gguf`` parts with gguf-split's ``split.*`` keys (so8t/gguf/split.py).
+        bundle: also write an Ollama ``Modelfile``, a model card ``README.md`` and ``SHA256SUMS`` (so8t/bundle/).
+        imatrix: an importance-matrix GGUF (``so8t imatrix``'s or llama-imatrix's); IQ3_XXS and IQ2_M need one.
         calibration: a text file to collect the importance matrix from first (instead of ``imatrix``).
 
     Returns:
         An ``ExportReport``: every text file (type, path, size, content hash, per-tensor types, fallbacks,
-        sidecar, ``parts`` when split), the mmproj path, ``bundle`` (the bundle's paths), notes, and ``.phases`` (CPU and wall seconds per phase, see
-        ``so8t.profile``); ``.summary()`` formats it.
+        sidecar, ``parts`` when split), the mmproj path, ``bundle``, notes, and ``.phases`` (``so8t.profile``);
+        ``.summary()`` formats it.
 
     Example:
         >>> report = so8t.export_gguf("qwen2vl-so8t", "out", quant_types=["F16", "Q4_K_M"])
