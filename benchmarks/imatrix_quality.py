@@ -82,7 +82,9 @@ def table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--so8t-model", required=True, help="Qwen2-VL checkpoint (converted with random gates)")
+    parser.add_argument("--so8t-model", required=True, help="Qwen2-VL checkpoint (converted here)")
+    parser.add_argument("--gates", choices=("random", "identity"), default="random",
+                        help="gates of the conversion: seeded random (default) or identity (the plain model)")
     parser.add_argument("--out", required=True, help="work directory")
     parser.add_argument("--types", default=",".join(TYPES))
     args = parser.parse_args()
@@ -92,9 +94,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    so8t_dir = out / "so8t-random"
+    so8t_dir = out / f"so8t-{args.gates}"
     if not so8t_dir.is_dir():
-        Qwen2VLToSO8TConverter(args.so8t_model, progress=False, rotation_init="random", seed=GATE_SEED).convert(so8t_dir)
+        Qwen2VLToSO8TConverter(args.so8t_model, progress=False, rotation_init=args.gates, seed=GATE_SEED).convert(
+            so8t_dir
+        )
     result = measure(so8t_dir, out, args.types.split(","), progress=True)
     print(table(result))
     print(f"\nimatrix collection {result['collect_seconds']:.1f} s; {result['tokens']} held-out tokens; "
