@@ -164,7 +164,9 @@ def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf"]
+    # the text files and their sidecars, and the bundle (so8t/bundle/): Modelfile, model card, sums
+    assert names == ["Modelfile", "README.md", "SHA256SUMS", "m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf",
+                     "m-Q8_0.so8t.gguf"]
     assert read_gguf(tmp_path / "m-Q8_0.gguf").kv["general.name"] == "demo"
 
 
