@@ -40,10 +40,12 @@ def _machine_paths(root, path) -> list[str]:
     return [n for n in {str(root), str(root.resolve())} if n.encode() in data]
 
 
-def test_outputs_are_text_mmproj_and_sidecars(deep_export):
+def test_outputs_are_text_mmproj_sidecars_and_bundle(deep_export):
+    """Every file the next test scans: the GGUFs and the bundle (Modelfile, model card, sums)."""
     _, out, _ = deep_export
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf", "m-Q8_0.so8t.gguf", "mmproj-m-f16.gguf"]
+    assert names == ["Modelfile", "README.md", "SHA256SUMS", "m-F16.gguf", "m-F16.so8t.gguf", "m-Q8_0.gguf",
+                     "m-Q8_0.so8t.gguf", "mmproj-m-f16.gguf"]
 
 
 def test_no_output_holds_the_export_directory_path(deep_export):
