@@ -81,7 +81,8 @@ def train(so8t_model: str | Path, train_data: str | Path, output_model: str | Pa
         output_model: trained SO8T checkpoint directory to write; the training state goes to
             ``<output_model>.train/``.
         **options: any other field of ``so8t.training.TrainOptions``, with its defaults (one home):
-            ``eval_data``, ``steps``, ``batch_size``, ``lr``, ``seed``, ``lm_weight``, ``safety_weight``,
+            ``eval_data``, ``safety_calibration_data``, ``min_refuse_recall``, ``steps``, ``batch_size``,
+            ``lr``, ``seed``, ``lm_weight``, ``safety_weight``,
             ``pet_weight``, ``eval_every``, ``save_every``, ``resume``, ``compute_dtype``, ``device``,
             ``progress``, ``threads``.
 
@@ -97,8 +98,9 @@ def train(so8t_model: str | Path, train_data: str | Path, output_model: str | Pa
     from so8t.training import TrainOptions
     from so8t.training import train as train_options
 
-    if options.get("eval_data") is not None:
-        options["eval_data"] = Path(options["eval_data"])
+    for key in ("eval_data", "safety_calibration_data"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
     return train_options(TrainOptions(
         so8t_model=Path(so8t_model), train_data=Path(train_data), output_model=Path(output_model), **options
     ))
@@ -281,7 +283,8 @@ def run_pipeline(
         log: called with one line per step start and end.
         **options: any other field of ``so8t.pipeline.run.PipelineOptions``, with its defaults:
             ``quant_types``, ``model_name``, ``rotation_init``, ``seed``, ``safety_features``, ``validate``,
-            ``overwrite``, ``progress``, ``train_data``, ``eval_data``, ``train_steps``, ``train_batch_size``.
+            ``overwrite``, ``progress``, ``train_data``, ``eval_data``, ``safety_calibration_data``,
+            ``train_steps``, ``train_batch_size``.
 
     Returns:
         A ``PipelineResult``: steps with timings, every file written with its validation verdict, ``.ok``.
@@ -294,7 +297,7 @@ def run_pipeline(
     from so8t.pipeline.run import PipelineOptions
     from so8t.pipeline.run import run_pipeline as run_options
 
-    for key in ("train_data", "eval_data"):
+    for key in ("train_data", "eval_data", "safety_calibration_data"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
     return run_options(PipelineOptions(Path(input_model), Path(output_dir), **options), log=log)

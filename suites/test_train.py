@@ -194,8 +194,10 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
     from so8t.training import loop
 
     small_eval = write_jsonl(tmp_path / "eval.jsonl", DEMO_EVAL.read_text().splitlines()[::10])
+    labelled = [line for line in DEMO_EVAL.read_text().splitlines() if json.loads(line).get("label")]
+    calibration = write_jsonl(tmp_path / "cal.jsonl", labelled[1::5])
     common = ["--so8t-model", str(so8t_random_dir), "--train-data", str(DEMO_TRAIN), "--eval-data",
-              str(small_eval), "--steps", "10", "--batch-size", "4", "--save-every", "3", "--eval-every", "5",
+              str(small_eval), "--safety-calibration-data", str(calibration), "--steps", "10", "--batch-size", "4", "--save-every", "3", "--eval-every", "5",
               "--no-progress", "--threads", str(THREADS)]
     assert main(["train", *common, "--output-model", str(tmp_path / "straight")]) == 0
     with pytest.raises(TrainError, match="different batch_size"):
@@ -221,11 +223,12 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
     straight = (tmp_path / "straight.train" / "metrics.jsonl").read_text()
     assert straight == (tmp_path / "resumed.train" / "metrics.jsonl").read_text()
     records = [json.loads(line) for line in straight.splitlines()]
-    steps = [r for r in records if "eval" not in r]
+    steps = [r for r in records if "eval" not in r and "calibration" not in r]
     assert [r["step"] for r in steps] == list(range(1, 11))
     assert [r["pet_phase"] for r in steps] == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3]  # 30% / 70% of 10 steps
     assert all({"lm", "safety", "pet", "lr", "loss", "grad_max"} <= set(r) for r in steps)
     assert [r["step"] for r in records if "eval" in r] == [5, 10]
+    assert [r["step"] for r in records if "calibration" in r] == [10]  # once, after the last step
 
 
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)

@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--train-data", metavar="F.jsonl",
                    help="run 'so8t train' after convert (with --demo: the shipped demo safety set)")
     p.add_argument("--eval-data", metavar="F.jsonl", help="evaluation data for the train step")
+    p.add_argument("--safety-calibration-data", metavar="F.jsonl",
+                   help="labelled prompts on which the train step places the safety head's operating point "
+                   "(see 'so8t train --help')")
     p.add_argument("--train-steps", type=int, default=150, help="optimisation steps of the train step")
     p.add_argument("--train-batch-size", type=int, default=16, help="global batch size of the train step")
     p.add_argument("--notify", action="store_true", help="signal completion (desktop notification or bell)")
@@ -93,6 +96,7 @@ def run(args) -> int:
             progress=not args.quiet,
             train_data=train_data,
             eval_data=eval_data,
+            safety_calibration_data=Path(args.safety_calibration_data) if args.safety_calibration_data else None,
             train_steps=args.train_steps,
             train_batch_size=args.train_batch_size,
         )

@@ -26,6 +26,12 @@ def register(sub) -> None:
     p.add_argument("--so8t-model", required=True, metavar="DIR", help="SO8T checkpoint (from 'so8t convert')")
     p.add_argument("--train-data", required=True, metavar="F.jsonl", help="training data (messages or text)")
     p.add_argument("--eval-data", metavar="F.jsonl", help="evaluation data (metrics at --eval-every and the end)")
+    p.add_argument("--safety-calibration-data", metavar="F.jsonl",
+                   help="labelled prompts (not the training or eval data) on which the safety head's operating "
+                   "point is chosen after training and folded into the head: the least over-refusal plus "
+                   "over-compliance with REFUSE recall >= --min-refuse-recall (docs/reference.md section 15)")
+    p.add_argument("--min-refuse-recall", type=float, default=d.MIN_REFUSE_RECALL,
+                   help="the calibration's floor on REFUSE recall (default %(default)s)")
     p.add_argument("--output-model", required=True, metavar="DIR", help="trained SO8T checkpoint to write")
     p.add_argument("--steps", type=int, default=d.STEPS, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=d.BATCH_SIZE, help="global batch (examples per step)")
@@ -64,7 +70,8 @@ def handle(args) -> int:
     try:
         result = so8t.train(
             args.so8t_model, args.train_data, args.output_model,
-            eval_data=args.eval_data or None, steps=args.steps,
+            eval_data=args.eval_data or None, safety_calibration_data=args.safety_calibration_data or None,
+            min_refuse_recall=args.min_refuse_recall, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, lm_weight=args.lm_weight,
             safety_weight=args.safety_weight, pet_weight=args.pet_weight, eval_every=args.eval_every,
             save_every=args.save_every, resume=args.resume, compute_dtype=args.compute_dtype,

@@ -48,6 +48,7 @@ class PipelineOptions:
     progress: bool = True
     train_data: Path | None = None  # when given: so8t train between convert and export
     eval_data: Path | None = None
+    safety_calibration_data: Path | None = None
     train_steps: int = 150
     train_batch_size: int = 16
 
@@ -235,7 +236,8 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     trained = so8t_dir.with_name(so8t_dir.name + "-trained")
     run = train(TrainOptions(
         so8t_model=so8t_dir, train_data=options.train_data, eval_data=options.eval_data,
-        output_model=trained, steps=options.train_steps, batch_size=options.train_batch_size,
+        safety_calibration_data=options.safety_calibration_data, output_model=trained,
+        steps=options.train_steps, batch_size=options.train_batch_size,
         seed=options.seed, save_every=0, progress=options.progress,
     ))
     shutil.rmtree(so8t_dir)
@@ -247,6 +249,9 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     detail = f"{run.steps} steps, {run.tokens / max(run.seconds, 1e-9):.0f} tokens/s"
     if accuracy is not None:
         detail += f", eval safety accuracy {accuracy:.1%} (majority {safety['majority_baseline']:.1%})"
+        if safety.get("over_refusal_rate") is not None and safety.get("refuse_recall") is not None:
+            detail += (f", REFUSE recall {safety['refuse_recall']:.1%}, "
+                       f"over-refusal {safety['over_refusal_rate']:.1%}")
     return detail
 
 

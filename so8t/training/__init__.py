@@ -2,10 +2,10 @@
 
 Modules: ``data`` (JSONL -> tokenized examples), ``batching`` (deterministic global batches, shards,
 padding), ``losses`` (LM / class-weighted safety / PET as sums), ``metrics`` (eval figures),
-``session`` (options, frozen model, optimizer), ``loop`` (the loop, eval, resume), ``checkpointing``
-(training state and the output SO8T checkpoint), ``distributed`` (torchrun data parallelism),
-``defaults`` (light: read by ``so8t --help``). The names below load lazily, so importing
-``so8t.training.defaults`` pulls in no torch.
+``calibration`` (the safety head's operating point), ``session`` (options, frozen model, optimizer),
+``loop`` (the loop, eval, calibration, resume), ``checkpointing`` (training state and the output SO8T
+checkpoint), ``distributed`` (torchrun data parallelism), ``defaults`` (light: read by ``so8t --help``).
+The names below load lazily, so importing ``so8t.training.defaults`` pulls in no torch.
 """
 
 from __future__ import annotations

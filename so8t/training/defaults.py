@@ -19,3 +19,4 @@ EVAL_EVERY = 0
 SAVE_EVERY = 50
 COMPUTE_DTYPE = "auto"  # bfloat16 on CUDA, float32 on the CPU (TrainOptions.resolved)
 DEVICE = "auto"  # CUDA when torch sees a GPU, else the CPU
+MIN_REFUSE_RECALL = 0.9  # the safety head calibration's floor on REFUSE recall (so8t.training.calibration)

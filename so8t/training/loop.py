@@ -28,6 +28,7 @@ import torch
 from so8t.pet import SCHEDULE, pet_schedule
 from so8t.training import checkpointing as ckpt
 from so8t.training.batching import collate, global_batch_indices, sequential_batches, shard
+from so8t.training.calibration import choose_offset, fold_offset
 from so8t.training.distributed import World, all_reduce_grads, all_reduce_sum, barrier, setup, teardown
 from so8t.training.losses import PARTS, combine, loss_sums
 from so8t.training.metrics import confusion_matrix, lm_metrics, safety_metrics
@@ -57,25 +58,44 @@ def pet_phase(factor: float) -> int:
     return [w for _, w in SCHEDULE].index(factor) + 1
 
 
-def evaluate(session: Session) -> dict:
-    """LM loss / perplexity and safety figures on the eval set (every rank computes it alike)."""
-    model, data = session.model, session.eval
-    lm_sum, tokens, labels, preds = 0.0, 0, [], []
+def _passes(session: Session, data, need_lm: bool):
+    """(loss sums, labels of the labelled rows, their head logits) per eval batch of ``data``, no grad."""
     with torch.no_grad():
         for batch in sequential_batches(data.examples, session.options.eval_batch_size, session.pad_id):
-            batch = batch.to(session.world.device)
-            out = loss_sums(model, batch, need_lm=True)
-            lm_sum += float(out.sums["lm"])
-            tokens += int(out.counts[0])
+            out = loss_sums(session.model, batch.to(session.world.device), need_lm=need_lm)
             keep = out.labels >= 0
-            if out.safety_logits is not None and bool(keep.any()):
-                labels.append(out.labels[keep].cpu())
-                preds.append(out.safety_logits[keep].argmax(-1).cpu())
+            labelled = out.safety_logits is not None and bool(keep.any())
+            yield (out, out.labels[keep].cpu() if labelled else None,
+                   out.safety_logits[keep].double().cpu() if labelled else None)
+
+
+def evaluate(session: Session) -> dict:
+    """LM loss / perplexity and safety figures on the eval set (every rank computes it alike)."""
+    lm_sum, tokens, labels, preds = 0.0, 0, [], []
+    for out, y, logits in _passes(session, session.eval, need_lm=True):
+        lm_sum += float(out.sums["lm"])
+        tokens += int(out.counts[0])
+        if y is not None:
+            labels.append(y)
+            preds.append(logits.argmax(-1))
     metrics = lm_metrics(lm_sum, tokens)
     metrics["safety"] = (
         safety_metrics(confusion_matrix(torch.cat(labels), torch.cat(preds))) if labels else None
     )
     return metrics
+
+
+def calibrate(session: Session) -> dict | None:
+    """Choose the head's operating point on the calibration set and fold it into the head
+    (so8t.training.calibration); returns the record for the training record and the metrics file."""
+    data = session.calibration
+    if data is None or session.model.safety_head is None or not head_trained(session):
+        return None
+    passes = [(y, logits) for _, y, logits in _passes(session, data, need_lm=False)]
+    result = choose_offset(torch.cat([logits for _, logits in passes]), torch.cat([y for y, _ in passes]),
+                           session.options.min_refuse_recall)
+    fold_offset(session.model.safety_head, result.offset)
+    return result.record(data.path.name, data.sha256, session.options.min_refuse_recall)
 
 
 #: Steps between reads of the logged figures back from the device. On a GPU each read waits for the queued
@@ -244,7 +264,7 @@ def head_trained(session: Session) -> bool:
     return o.steps > 0 and o.safety_weight > 0 and labelled
 
 
-def training_record(session: Session, metrics: dict | None) -> dict:
+def training_record(session: Session, metrics: dict | None, calibration: dict | None = None) -> dict:
     o = session.options
     return {
         "trained": o.steps > 0,
@@ -256,6 +276,7 @@ def training_record(session: Session, metrics: dict | None) -> dict:
         "steps": o.steps, "batch_size": o.batch_size, "lr": o.lr, "seed": o.seed,
         "loss_weights": o.weights, "compute_dtype": o.compute_dtype, "world_size": session.world.size,
         "eval_metrics": metrics,
+        "calibration": calibration,
     }
 
 
@@ -273,12 +294,15 @@ def train(options: TrainOptions, world: World | None = None) -> TrainResult:
         session = open_session(options, world)
         directory = ckpt.state_dir(options.output_model)
         start, tokens = run_steps(session, directory)
+        _save(session, directory, options.steps)  # before calibration: a resumed run calibrates the same head
+        calibration = calibrate(session)
+        if calibration and world.is_main:
+            ckpt.append_metrics(directory / ckpt.METRICS_FILE, {"step": options.steps, "calibration": calibration})
         metrics = _log_eval(session, directory, options.steps) if session.eval else None
-        _save(session, directory, options.steps)
         if world.is_main:
             ckpt.write_output(
                 Path(options.so8t_model), Path(options.output_model), session.model.gates_file_state(),
-                training_record(session, metrics), directory / ckpt.METRICS_FILE,
+                training_record(session, metrics, calibration), directory / ckpt.METRICS_FILE,
             )
         barrier(world)
         seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from so8t.checkpoint.so8t_dir import GATES_FILE, SO8TCheckpoint
-from so8t.errors import TrainError
+from so8t.errors import DataError, TrainError
 from so8t.io import sha256_file
 from so8t.training import defaults
 from so8t.training.data import Dataset, load_dataset, load_tokenizer
@@ -35,6 +35,8 @@ class TrainOptions:
     train_data: Path
     output_model: Path
     eval_data: Path | None = None
+    safety_calibration_data: Path | None = None  # labelled prompts for the head's operating point (calibration.py)
+    min_refuse_recall: float = defaults.MIN_REFUSE_RECALL
     steps: int = defaults.STEPS
     batch_size: int = defaults.BATCH_SIZE
     lr: float = defaults.LR
@@ -64,6 +66,8 @@ class TrainOptions:
             (any(not w >= 0 for w in self.weights.values()), f"loss weights must be >= 0, got {self.weights}"),
             (self.eval_every < 0 or self.save_every < 0, "--eval-every and --save-every must be >= 0"),
             (self.threads is not None and self.threads < 1, f"--threads must be >= 1, got {self.threads}"),
+            (not 0 <= self.min_refuse_recall <= 1,
+             f"--min-refuse-recall must be between 0 and 1, got {self.min_refuse_recall}"),
             (self.compute_dtype not in (*COMPUTE_DTYPES, "auto"),
              f"--compute-dtype must be one of {[*COMPUTE_DTYPES, 'auto']}"),
         ]
@@ -118,6 +122,7 @@ class Session:
     trainable: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
     fingerprint: dict = field(default_factory=dict)
     resume_state: dict | None = None  # the checked training state when resuming
+    calibration: Dataset | None = None  # labelled prompts for the head's operating point
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -128,12 +133,21 @@ def _context_length(checkpoint: SO8TCheckpoint) -> int:
     return int(checkpoint.reader.text_config.max_position_embeddings)
 
 
-def load_data(options: TrainOptions, checkpoint: SO8TCheckpoint) -> tuple[object, Dataset, Dataset | None]:
+def load_data(options: TrainOptions, checkpoint: SO8TCheckpoint
+              ) -> tuple[object, Dataset, Dataset | None, Dataset | None]:
+    """Tokenizer, training, eval and calibration data (the last two None when not given). Calibration data
+    must label every line: an unlabelled prompt cannot place an operating point."""
     tokenizer = load_tokenizer(checkpoint.path)
     limit = _context_length(checkpoint)
     train = load_dataset(options.train_data, tokenizer, limit)
     evaluation = load_dataset(options.eval_data, tokenizer, limit) if options.eval_data else None
-    return tokenizer, train, evaluation
+    calibration = None
+    if options.safety_calibration_data:
+        calibration = load_dataset(options.safety_calibration_data, tokenizer, limit)
+        unlabelled = next((e for e in calibration.examples if e.label is None), None)
+        if unlabelled is not None:
+            raise DataError("calibration data needs a \"label\" on every line", path=unlabelled.where)
+    return tokenizer, train, evaluation, calibration
 
 
 def build_model(options: TrainOptions, checkpoint: SO8TCheckpoint) -> torch.nn.Module:
@@ -175,7 +189,7 @@ def open_session(options: TrainOptions, world: World) -> Session:
     if options.batch_size < world.size:
         raise TrainError(f"--batch-size {options.batch_size} is smaller than the {world.size} ranks")
     checkpoint = SO8TCheckpoint(options.so8t_model)
-    tokenizer, train, evaluation = load_data(options, checkpoint)
+    tokenizer, train, evaluation, calibration = load_data(options, checkpoint)
     prints = fingerprint(options, world, train, evaluation)
     resume_state = None
     if options.resume:  # refuse a foreign state before the (heavy) model load
@@ -189,5 +203,6 @@ def open_session(options: TrainOptions, world: World) -> Session:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Session(
-        options, world, model, train, evaluation, int(pad), optimizer, scheduler, trainable, prints, resume_state
+        options, world, model, train, evaluation, int(pad), optimizer, scheduler, trainable, prints, resume_state,
+        calibration,
     )
