@@ -24,8 +24,12 @@ Note [RMSNorm dtype]: transformers' ``Qwen2VLRMSNorm`` casts its input to float3
 models, a *downcast* in a float64 model); the reference normalises in float64. Tests compare against
 ``SO8TModel`` with that norm patched to keep the input dtype.
 
-Variants (:class:`Variant`): gates on or off (the plain source model), and the RMSNorm eps (0 mirrors
-the llama.cpp in llama-cpp-python 0.3.36, which ignores the file's eps: docs/reference.md section 5).
+Variants (:class:`Variant`): gates on or off (the plain source model), the RMSNorm eps (0 mirrors
+the llama.cpp in llama-cpp-python 0.3.36, which ignores the file's eps: docs/reference.md section 5), and
+``kv_f16``: the attention as llama.cpp computes it with its default F16 KV cache and flash attention off
+(docs/reference.md section 16): keys (after RoPE) and values are stored as float16, ggml's F16 mat-muls
+take their other operand, the queries (after RoPE) and the softmax probabilities, as float16 too, and
+accumulate in float32; here those four are rounded to float16 and everything else stays float64.
 Several variants share ONE pass over the weights: they are a leading batch axis of the activations.
 Results are cached per (token ids, variant), so a pipeline validating three files computes each once.
 With all-zero generators the gated and plain model are the same function and share one result.
@@ -56,11 +60,12 @@ _F64 = torch.float64
 
 @dataclass(frozen=True)
 class Variant:
-    """One model the pass evaluates: ``gates`` (False = the plain source model) and RMSNorm ``eps``
-    (None = the checkpoint's ``rms_norm_eps``)."""
+    """One model the pass evaluates: ``gates`` (False = the plain source model), RMSNorm ``eps``
+    (None = the checkpoint's ``rms_norm_eps``) and ``kv_f16`` (llama.cpp's F16 KV cache rounding)."""
 
     gates: bool = True
     eps: float | None = None
+    kv_f16: bool = False
 
 
 @dataclass
@@ -71,6 +76,15 @@ class ReferenceOutput:
     logits: np.ndarray
     hidden: np.ndarray
     offsets: tuple[int, ...]
+
+
+def _round_f16(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x`` with the variants ``rows`` (a bool per leading index) rounded to float16 (to nearest, as ggml)."""
+    if not bool(rows.any()):
+        return x
+    x = x.clone()
+    x[rows] = x[rows].to(torch.float16).to(x.dtype)
+    return x
 
 
 class StreamedReference:
@@ -98,10 +112,10 @@ class StreamedReference:
         self._cache: dict[tuple, ReferenceOutput] = {}
         self._observer = None
 
-    def resolve(self, variant: Variant) -> tuple[bool, float]:
-        """``(gates applied, eps)`` that ``variant`` computes: identity gates count as no gates."""
+    def resolve(self, variant: Variant) -> tuple[bool, float, bool]:
+        """``(gates applied, eps, kv_f16)`` that ``variant`` computes: identity gates count as no gates."""
         eps = float(self.config["rms_norm_eps"] if variant.eps is None else variant.eps)
-        return variant.gates and not self.identity_gates, eps
+        return variant.gates and not self.identity_gates, eps, bool(variant.kv_f16)
 
     def run(self, sequences: Sequence[Sequence[int]], variants: Sequence[Variant]) -> dict[Variant, ReferenceOutput]:
         """Reference outputs for each variant; the variants not cached yet share one pass."""
@@ -129,10 +143,11 @@ class StreamedReference:
         seqs = tuple(tuple(int(i) for i in s) for s in sequences)
         if not seqs or any(not s for s in seqs):
             raise ValueError("the reference needs at least one non-empty token sequence")
-        gates, eps = self.resolve(variant)
+        gates, eps, kv_f16 = self.resolve(variant)
         self._observer = observer
         try:
-            self._decoder(seqs, torch.tensor([eps], dtype=_F64).view(-1, 1, 1), torch.tensor([gates]), progress)
+            self._decoder(seqs, torch.tensor([eps], dtype=_F64).view(-1, 1, 1), torch.tensor([gates]),
+                          torch.tensor([kv_f16]), progress)
         finally:
             self._observer = None
 
@@ -151,16 +166,17 @@ class StreamedReference:
     def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
-    def _forward(self, seqs, resolved: list[tuple[bool, float]]) -> list[ReferenceOutput]:
-        eps = torch.tensor([e for _, e in resolved], dtype=_F64).view(-1, 1, 1)
-        h = self._decoder(seqs, eps, torch.tensor([g for g, _ in resolved]))
+    def _forward(self, seqs, resolved: list[tuple[bool, float, bool]]) -> list[ReferenceOutput]:
+        eps = torch.tensor([e for _, e, _ in resolved], dtype=_F64).view(-1, 1, 1)
+        h = self._decoder(seqs, eps, torch.tensor([g for g, _, _ in resolved]),
+                          torch.tensor([f for _, _, f in resolved]))
         with torch.inference_mode():
             hidden = self._norm(h, self._weight(qwen2vl.FINAL_NORM), eps)
             logits = self._project(hidden)
         offsets = tuple(int(o) for o in np.cumsum([0, *map(len, seqs)]))
         return [ReferenceOutput(logits[i].numpy(), hidden[i].numpy(), offsets) for i in range(len(resolved))]
 
-    def _decoder(self, seqs, eps, gated, progress: bool = False) -> torch.Tensor:
+    def _decoder(self, seqs, eps, gated, kv_f16, progress: bool = False) -> torch.Tensor:
         """The residual stream ``[S, T, hidden]`` after the last decoder layer (S variants)."""
         from tqdm import tqdm
 
@@ -172,15 +188,15 @@ class StreamedReference:
         with torch.inference_mode():
             for layer in tqdm(range(self.checkpoint.num_layers), desc="reference", unit="layer",
                               disable=not progress, leave=False):
-                h = self._layer(h, layer, eps, gated, seqs, cos, sin)
+                h = self._layer(h, layer, eps, gated, kv_f16, seqs, cos, sin)
         return h
 
-    def _layer(self, h, layer, eps, gated, seqs, cos, sin) -> torch.Tensor:
+    def _layer(self, h, layer, eps, gated, kv_f16, seqs, cos, sin) -> torch.Tensor:
         a = self._norm(h, self._weight(qwen2vl.text_layer_tensor(layer, "input_layernorm.weight")), eps)
         q = self._linear(a, layer, "self_attn.q_proj", bias=True)
         k = self._linear(a, layer, "self_attn.k_proj", bias=True)
         v = self._linear(a, layer, "self_attn.v_proj", bias=True)
-        attn = self._attention(q, k, v, seqs, cos, sin)
+        attn = self._attention(q, k, v, seqs, cos, sin, kv_f16)
         h = h + self._gate(self._linear(attn, layer, "self_attn.o_proj", bias=False), layer, "attention_output", gated)
         m = self._norm(h, self._weight(qwen2vl.text_layer_tensor(layer, "post_attention_layernorm.weight")), eps)
         act = torch.nn.functional.silu(self._linear(m, layer, "mlp.gate_proj", bias=False))
@@ -208,7 +224,7 @@ class StreamedReference:
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(_F64), emb.sin().to(_F64)
 
-    def _attention(self, q, k, v, seqs, cos, sin) -> torch.Tensor:
+    def _attention(self, q, k, v, seqs, cos, sin, kv_f16) -> torch.Tensor:
         heads, kv_heads, dim = (int(self.config[k]) for k in ("num_attention_heads", "num_key_value_heads", "head_dim"))
         s, t = q.shape[:2]
 
@@ -219,6 +235,7 @@ class StreamedReference:
 
         q, k = split(q, heads), split(k, kv_heads)
         v = v.view(s, t, kv_heads, dim).transpose(1, 2)
+        q, k, v = (_round_f16(x, kv_f16) for x in (q, k, v))
         k = k.repeat_interleave(heads // kv_heads, dim=1)
         v = v.repeat_interleave(heads // kv_heads, dim=1)
         out = torch.empty_like(q)
@@ -228,7 +245,7 @@ class StreamedReference:
             scores = q[:, :, start:stop] @ k[:, :, start:stop].transpose(-1, -2) / math.sqrt(dim)
             causal = torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
             scores = scores.masked_fill(~causal, float("-inf"))
-            out[:, :, start:stop] = torch.softmax(scores, dim=-1) @ v[:, :, start:stop]
+            out[:, :, start:stop] = _round_f16(torch.softmax(scores, dim=-1), kv_f16) @ v[:, :, start:stop]
             start = stop
         return out.transpose(1, 2).reshape(s, t, heads * dim)
 

@@ -257,17 +257,21 @@ def test_greedy_generation_matches_pytorch(
     assert [int(forced[i].argmax()) for i in decided] == [expected[i] for i in decided]
 
 
-def test_f16_kv_cache_noise_is_small(gguf_text, parity_ids, reference_eps0, text_config):
-    """llama.cpp's default F16 KV cache rounds keys and values to 2^-11: the logits move by at most
-    C * 2^-11 * S over the F32-KV result."""
+def test_f16_kv_cache_loses_only_its_rounding(gguf_text, parity_ids, reference_eps0, text_config):
+    """llama.cpp's default F16 KV cache (flash attention off) rounds keys, values, queries and the attention
+    probabilities to float16 (so8t.reference, Variant.kv_f16): its logits equal the reference that rounds
+    the same four within the F32 bound, so the F16 path adds nothing beyond that rounding. How far the
+    rounding itself moves the logits depends on the model (real weights amplify it through a few large
+    activation channels: docs/reference.md section 16) and is not bounded here."""
     from so8t.llama.runtime import LlamaRuntime
 
     with LlamaRuntime(gguf_text["F32"].path, f32_kv=False, n_ctx=256, n_threads=2) as rt:
         got = rt.logits(parity_ids).astype(np.float64)
-    ref = reference_eps0["logits"]
-    chain = 4 * text_config["num_hidden_layers"] + 1
-    bound = _float_bound("F32", ref, text_config) + chain * 2.0**-11 * float(np.abs(ref).max())
-    assert np.abs(got - ref).max() <= bound
+    emulated, exact = reference_eps0["kv_f16_logits"], reference_eps0["logits"]
+    bound = _float_bound("F32", emulated, text_config)
+    err = np.abs(got - emulated).max()
+    assert err <= bound, f"F16 KV logits vs the F16-rounding reference: {err:.3e} > {bound:.3e}"
+    assert np.abs(emulated - exact).max() > 0  # the rounding is there to be matched
 
 
 def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_eps0, text_config):
