@@ -8,8 +8,10 @@ HTML/SVG and read fine without it.
 
 Sections: summary, latest-versus-baseline table (ratios, regression flags past the threshold), in-run
 baseline ratios recorded by the benchmarks (``extra_info`` keys ending in ``ratio``), tokens/s per quant
-type side by side (latest run), one trend per benchmark (median with its interquartile band, commit and
-date on the axis), the list of runs, and the raw data download.
+type side by side (latest run), the safety guard's per-class precision / recall and its REFUSE recall,
+over-refusal and over-compliance (guard.py; latest run of each guard-quality benchmark), one trend per
+benchmark (median with its interquartile band, commit and date on the axis), the list of runs, and the raw
+data download.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from html import escape
 
 from so8t.dashboard.charts import TrendPoint, bars_svg, trend_svg
 from so8t.dashboard.compare import Comparison
+from so8t.dashboard.guard import guard_section
 from so8t.dashboard.history import History
 from so8t.dashboard.markup import format_value, is_number, table
 
@@ -63,8 +66,9 @@ def _comparison_section(comparisons: list[Comparison], threshold: float, baselin
     return (
         f'<section id="comparison"><h2>Latest versus baseline ({escape(baseline)})</h2>'
         f'<p class="summary"><span id="regression-count">{flagged}</span> regression(s) past '
-        f'<span id="threshold">{threshold:.0%}</span>. Times, memory and size regress when the ratio '
-        f"exceeds {1 + threshold:.2f}; tokens/s when it falls below {1 - threshold:.2f}.</p>"
+        f'<span id="threshold">{threshold:.0%}</span>. Times, memory, size and the guard\'s error rates '
+        f"regress when the ratio exceeds {1 + threshold:.2f}; tokens/s and the guard's recalls when it falls "
+        f"below {1 - threshold:.2f}.</p>"
         '<label><input type="checkbox" id="only-regressions"> regressions only</label>'
         f"{body}</section>"
     )
@@ -269,7 +273,8 @@ def render_html(history: History, comparisons: list[Comparison], threshold: floa
         f'<span class="muted">{_machine_line(history)}</span></p>'
         '<p id="status" class="muted">(script not run: charts and tables below still show every run)</p>'
         f"{_comparison_section(comparisons, threshold, baseline)}"
-        f"{_ratio_section(history)}{_tps_section(history)}{_trend_section(history, comparisons)}"
+        f"{_ratio_section(history)}{_tps_section(history)}{guard_section(history)}"
+        f"{_trend_section(history, comparisons)}"
         f"{_runs_section(history)}"
         f'<script type="application/json" id="so8t-raw">{_embedded_json(history, threshold)}</script>'
         f"<script>{_SCRIPT}</script></body></html>\n"
