@@ -7,6 +7,9 @@ Options:
     --so8t-bench-rounds N      timed rounds per benchmark (default: 3 embedded, 1 full size; the whole
                                pipeline runs once unless this is given)
     --so8t-bench-threads N     llama.cpp threads (default: every CPU this process may use)
+    --so8t-bench-guard-steps N training steps of the guard-quality benchmark, batch 8 (default: 60, as
+                               ``make demo-real``; 10 on the embedded model, whose random weights learn
+                               nothing in any number of steps: its run only proves the plumbing)
     --so8t-model PATH          (root conftest) benchmark a user's checkpoint instead
 
 Every benchmark id carries the model label (``embedded``, ``full`` or ``custom``) so runs on different
@@ -73,6 +76,9 @@ def pytest_addoption(parser):
     )
     group.addoption("--so8t-bench-rounds", type=int, default=None, help="timed rounds per benchmark")
     group.addoption("--so8t-bench-threads", type=int, default=None, help="llama.cpp threads")
+    group.addoption(
+        "--so8t-bench-guard-steps", type=int, default=None, help="training steps of test_bench_guard_quality"
+    )
 
 
 def usable_cpus() -> int:
@@ -139,6 +145,7 @@ class BenchConfig:
     threads: int
     rounds_given: bool  # --so8t-bench-rounds was passed (the pipeline runs once otherwise)
     workdir: Path  # outputs (several GB at full size)
+    guard_steps: int  # training steps of the guard-quality benchmark
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +163,12 @@ def bench(request, tmp_path_factory) -> BenchConfig:
     given = config.getoption("--so8t-bench-rounds")
     rounds = given or (1 if label == "full" else 3)
     threads = config.getoption("--so8t-bench-threads") or usable_cpus()
-    return BenchConfig(label, source, rounds, threads, given is not None, tmp_path_factory.mktemp("bench"))
+    guard_steps = config.getoption("--so8t-bench-guard-steps")
+    if guard_steps is None:
+        guard_steps = 10 if label == "embedded" else 60
+    return BenchConfig(
+        label, source, rounds, threads, given is not None, tmp_path_factory.mktemp("bench"), guard_steps
+    )
 
 
 def full_replica() -> Path:

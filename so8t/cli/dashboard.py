@@ -66,7 +66,7 @@ def regression_line(row, threshold: float, baseline: str = "previous") -> str:
     Example: ``REGRESSION b.py::test_convert[embedded] median time: previous 2.000 s (run #0001 aaaaaaaa
     2026-11-01 02:00) -> current 2.500 s (run #0002 bbbbbbbb 2026-11-02 03:30), ratio 1.250 > 1.10``."""
     from so8t.dashboard.compare import Better
-    from so8t.dashboard.render import format_value
+    from so8t.dashboard.markup import format_value
 
     unit = row.metric.unit
     lower = row.metric.better is Better.LOWER

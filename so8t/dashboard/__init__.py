@@ -10,7 +10,8 @@ Public API::
     summary = build_dashboard(".benchmarks", "dashboard.html")  # all of the above, written atomically
 
 Modules: ``history`` (read and validate the JSON files), ``compare`` (latest versus baseline, regression
-rule), ``charts`` (inline SVG), ``render`` (the page).
+rule), ``charts`` (inline SVG), ``markup`` (values in human form, tables), ``guard`` (the safety guard
+section), ``render`` (the page).
 """
 
 from __future__ import annotations

@@ -4,8 +4,13 @@ Every compared quantity is a ``Metric``: the median time from ``stats`` and a fe
 ``extra_info`` (a data table, ``METRICS``). Each metric says which direction is better. With
 ``ratio = latest / baseline``, a change for the worse by more than ``threshold`` is a regression:
 
-* lower is better (time, memory, size): regressed when ``ratio > 1 + threshold``;
-* higher is better (tokens/s):           regressed when ``ratio < 1 - threshold``.
+* lower is better (time, memory, size, the guard's over-refusal and over-compliance rates):
+  regressed when ``ratio > 1 + threshold``;
+* higher is better (tokens/s, the guard's REFUSE and ESCALATE recall): regressed when
+  ``ratio < 1 - threshold``.
+
+A baseline of 0 has no ratio: a metric where lower is better regresses when it becomes positive (an
+over-refusal rate 0 -> 0.05), one where higher is better improves when it does.
 
 "Latest" is, per benchmark, the most recent run that measured it (a run of a subset, e.g. ``-k Q8_0``,
 leaves the other benchmarks at their own latest). The baseline of a benchmark is, per ``baseline``:
@@ -33,7 +38,7 @@ class Better(Enum):
 class Metric:
     key: str  # "median" (from stats) or an extra_info key
     label: str
-    unit: str  # "s", "tok/s", "MB", "B"
+    unit: str  # "s", "tok/s", "MB", "B", "rate" (a fraction; so8t.dashboard.markup.format_value)
     better: Better
 
 
@@ -44,6 +49,11 @@ METRICS = (
     Metric("gen_tps", "generation tokens/s", "tok/s", Better.HIGHER),
     Metric("peak_rss_mb", "peak RSS", "MB", Better.LOWER),
     Metric("file_size", "file size", "B", Better.LOWER),
+    # the safety guard on held-out prompts (benchmarks/test_bench_guard_quality.py, so8t.training.metrics)
+    Metric("refuse_recall", "REFUSE recall", "rate", Better.HIGHER),
+    Metric("escalate_recall", "ESCALATE recall", "rate", Better.HIGHER),
+    Metric("over_refusal_rate", "over-refusal rate", "rate", Better.LOWER),
+    Metric("over_compliance_rate", "over-compliance rate", "rate", Better.LOWER),
 )
 
 DEFAULT_THRESHOLD = 0.10
@@ -85,7 +95,9 @@ def judge(
 ) -> tuple[float | None, bool, bool]:
     """(ratio, regressed, improved) of one metric; see the module docstring for the rule."""
     if baseline == 0:
-        return None, False, False
+        became_positive = latest > 0
+        lower = metric.better is Better.LOWER
+        return None, became_positive and lower, became_positive and not lower
     ratio = latest / baseline
     if metric.better is Better.LOWER:
         return ratio, ratio > 1 + threshold, ratio < 1 - threshold

@@ -8,8 +8,10 @@ HTML/SVG and read fine without it.
 
 Sections: summary, latest-versus-baseline table (ratios, regression flags past the threshold), in-run
 baseline ratios recorded by the benchmarks (``extra_info`` keys ending in ``ratio``), tokens/s per quant
-type side by side (latest run), one trend per benchmark (median with its interquartile band, commit and
-date on the axis), the list of runs, and the raw data download.
+type side by side (latest run), the safety guard's per-class precision / recall and its REFUSE recall,
+over-refusal and over-compliance (guard.py; latest run of each guard-quality benchmark), one trend per
+benchmark (median with its interquartile band, commit and date on the axis), the list of runs, and the raw
+data download.
 """
 
 from __future__ import annotations
@@ -19,33 +21,15 @@ from html import escape
 
 from so8t.dashboard.charts import TrendPoint, bars_svg, trend_svg
 from so8t.dashboard.compare import Comparison
+from so8t.dashboard.guard import guard_section
 from so8t.dashboard.history import History
+from so8t.dashboard.markup import format_value, is_number, table
 
 #: Tokens/s charts: (title, [(extra_info key, series name), ...]); series side by side per quant type.
 TPS_CHARTS = (
     ("Prompt tokens/s", (("prompt_tps", "SO8T"), ("ref_prompt_tps", "unrotated reference"))),
     ("Generation tokens/s", (("gen_tps", "SO8T"), ("ref_gen_tps", "unrotated reference"))),
 )
-
-
-def format_value(value: float, unit: str) -> str:
-    """Human form of a metric value: times scaled to s/ms/µs, sizes to MB/GB, rates with one decimal."""
-    if unit == "s":
-        for factor, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-            if abs(value) >= factor:
-                return f"{value / factor:.3f} {suffix}"
-        return f"{value / 1e-9:.1f} ns"
-    if unit == "B":
-        for factor, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-            if abs(value) >= factor:
-                return f"{value / factor:.2f} {suffix}"
-        return f"{value:.0f} B"
-    return f"{value:.1f} {unit}"
-
-
-def _table(headers: list[str], rows: list[str], cls: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _comparison_section(comparisons: list[Comparison], threshold: float, baseline: str) -> str:
@@ -65,7 +49,7 @@ def _comparison_section(comparisons: list[Comparison], threshold: float, baselin
     if not rows:
         body = "<p>Only one run holds these benchmarks: nothing to compare yet.</p>"
     else:
-        body = _table(
+        body = table(
             [
                 "benchmark",
                 "metric",
@@ -82,8 +66,9 @@ def _comparison_section(comparisons: list[Comparison], threshold: float, baselin
     return (
         f'<section id="comparison"><h2>Latest versus baseline ({escape(baseline)})</h2>'
         f'<p class="summary"><span id="regression-count">{flagged}</span> regression(s) past '
-        f'<span id="threshold">{threshold:.0%}</span>. Times, memory and size regress when the ratio '
-        f"exceeds {1 + threshold:.2f}; tokens/s when it falls below {1 - threshold:.2f}.</p>"
+        f'<span id="threshold">{threshold:.0%}</span>. Times, memory, size and the guard\'s error rates '
+        f"regress when the ratio exceeds {1 + threshold:.2f}; tokens/s and the guard's recalls when it falls "
+        f"below {1 - threshold:.2f}.</p>"
         '<label><input type="checkbox" id="only-regressions"> regressions only</label>'
         f"{body}</section>"
     )
@@ -94,7 +79,7 @@ def _ratio_section(history: History) -> str:
     for fullname in history.benchmark_names():
         run, m = history.latest_of(fullname)
         for key, value in sorted(m.extra.items()):
-            if (key.endswith("ratio") or key.startswith("ratio_")) and _is_number(value):
+            if (key.endswith("ratio") or key.startswith("ratio_")) and is_number(value):
                 rows.append(
                     f"<tr><td>{escape(fullname)}</td><td>{escape(run.label)}</td><td>{escape(key)}</td>"
                     f"<td>{value:.3f}</td></tr>"
@@ -105,7 +90,7 @@ def _ratio_section(history: History) -> str:
         '<section id="inrun"><h2>Baselines measured in the same run (latest of each benchmark)</h2>'
         "<p>Ratios the benchmarks recorded against a baseline timed in the same session "
         "(llama.cpp's own converter for export, the unrotated model's GGUF for inference).</p>"
-        f"{_table(['benchmark', 'run', 'ratio', 'value'], rows, 'ratios')}</section>"
+        f"{table(['benchmark', 'run', 'ratio', 'value'], rows, 'ratios')}</section>"
     )
 
 
@@ -117,7 +102,7 @@ def _tps_section(history: History) -> str:
     for fullname in history.benchmark_names():
         run, m = history.latest_of(fullname)
         quant = m.extra.get("quant")
-        if isinstance(quant, str) and any(_is_number(m.extra.get(k)) for k in keys):
+        if isinstance(quant, str) and any(is_number(m.extra.get(k)) for k in keys):
             groups.setdefault(str(m.extra.get("model", "")), {})[quant] = (run, m)
     parts = []
     for model, by_quant in groups.items():
@@ -127,7 +112,7 @@ def _tps_section(history: History) -> str:
             series = []
             for key, name in series_keys:
                 values = [by_quant[q][1].extra.get(key) for q in quants]
-                values = [float(v) if _is_number(v) else None for v in values]
+                values = [float(v) if is_number(v) else None for v in values]
                 if any(v is not None for v in values):
                     series.append((name, values))
             if series:
@@ -137,7 +122,7 @@ def _tps_section(history: History) -> str:
         for q in quants:
             run, m = by_quant[q]
             cells = "".join(
-                f"<td>{m.extra[k]:.1f}</td>" if _is_number(m.extra.get(k)) else "<td>-</td>"
+                f"<td>{m.extra[k]:.1f}</td>" if is_number(m.extra.get(k)) else "<td>-</td>"
                 for k in ("prompt_tps", "ref_prompt_tps", "gen_tps", "ref_gen_tps")
             )
             rows.append(
@@ -148,7 +133,7 @@ def _tps_section(history: History) -> str:
         headers += ["reference generation tok/s", "run"]
         title = f"model {escape(model)}" if model else "latest measurements"
         parts.append(
-            f'<h3>{title}</h3><div class="grid">{"".join(charts)}</div>{_table(headers, rows, "tps")}'
+            f'<h3>{title}</h3><div class="grid">{"".join(charts)}</div>{table(headers, rows, "tps")}'
         )
     if not parts:
         return ""
@@ -156,10 +141,6 @@ def _tps_section(history: History) -> str:
         '<section id="tps"><h2>Tokens/s per quant type (SO8T file against the unrotated reference)</h2>'
         f"{''.join(parts)}</section>"
     )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _trend_section(history: History, comparisons: list[Comparison]) -> str:
@@ -200,7 +181,7 @@ def _runs_section(history: History) -> str:
     ]
     return (
         f'<section id="runs"><h2>Runs ({len(history.runs)})</h2>'
-        f"{_table(['run', 'commit', 'branch', 'date (UTC)', 'benchmarks', 'file'], rows, 'runs')}"
+        f"{table(['run', 'commit', 'branch', 'date (UTC)', 'benchmarks', 'file'], rows, 'runs')}"
         '<p><a id="download" href="#" download="benchmarks.json">Download the raw data (JSON)</a> '
         "(every run file as saved by pytest-benchmark).</p></section>"
     )
@@ -292,7 +273,8 @@ def render_html(history: History, comparisons: list[Comparison], threshold: floa
         f'<span class="muted">{_machine_line(history)}</span></p>'
         '<p id="status" class="muted">(script not run: charts and tables below still show every run)</p>'
         f"{_comparison_section(comparisons, threshold, baseline)}"
-        f"{_ratio_section(history)}{_tps_section(history)}{_trend_section(history, comparisons)}"
+        f"{_ratio_section(history)}{_tps_section(history)}{guard_section(history)}"
+        f"{_trend_section(history, comparisons)}"
         f"{_runs_section(history)}"
         f'<script type="application/json" id="so8t-raw">{_embedded_json(history, threshold)}</script>'
         f"<script>{_SCRIPT}</script></body></html>\n"
