@@ -80,11 +80,8 @@ def train(so8t_model: str | Path, train_data: str | Path, output_model: str | Pa
         train_data: JSONL training data (``messages`` + optional ``label``, or ``text``).
         output_model: trained SO8T checkpoint directory to write; the training state goes to
             ``<output_model>.train/``.
-        **options: any other field of ``so8t.training.TrainOptions``, with its defaults (one home):
-            ``eval_data``, ``safety_calibration_data``, ``min_refuse_recall``, ``steps``, ``batch_size``,
-            ``lr``, ``seed``, ``lm_weight``, ``safety_weight``,
-            ``pet_weight``, ``eval_every``, ``save_every``, ``resume``, ``compute_dtype``, ``device``,
-            ``progress``, ``threads``.
+        **options: any other field of ``so8t.training.TrainOptions``, with its defaults (one home), e.g.
+            ``eval_data``, ``safety_calibration_data``, ``steps``, ``batch_size``, ``lr``, ``device``.
 
     Returns:
         A ``TrainResult``: output path, steps, seconds, tokens, final eval metrics, whether the head trained.
@@ -281,10 +278,8 @@ def run_pipeline(
         output_dir: where everything goes (``<model>-so8t/``, ``gguf/``, ``reports/``, ``summary.json``;
             layout in ``so8t.pipeline.run``); built in a temporary sibling and renamed.
         log: called with one line per step start and end.
-        **options: any other field of ``so8t.pipeline.run.PipelineOptions``, with its defaults:
-            ``quant_types``, ``model_name``, ``rotation_init``, ``seed``, ``safety_features``, ``validate``,
-            ``overwrite``, ``progress``, ``train_data``, ``eval_data``, ``safety_calibration_data``,
-            ``train_steps``, ``train_batch_size``.
+        **options: any other field of ``so8t.pipeline.run.PipelineOptions``, with its defaults, e.g.
+            ``quant_types``, ``model_name``, ``validate``, ``train_data``, ``safety_calibration_data``.
 
     Returns:
         A ``PipelineResult``: steps with timings, every file written with its validation verdict, ``.ok``.

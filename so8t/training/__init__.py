@@ -3,9 +3,10 @@
 Modules: ``data`` (JSONL -> tokenized examples), ``batching`` (deterministic global batches, shards,
 padding), ``losses`` (LM / class-weighted safety / PET as sums), ``metrics`` (eval figures),
 ``calibration`` (the safety head's operating point), ``session`` (options, frozen model, optimizer),
-``loop`` (the loop, eval, calibration, resume), ``checkpointing`` (training state and the output SO8T
-checkpoint), ``distributed`` (torchrun data parallelism), ``defaults`` (light: read by ``so8t --help``).
-The names below load lazily, so importing ``so8t.training.defaults`` pulls in no torch.
+``evaluation`` (eval figures and calibration of a session), ``loop`` (the loop, resume),
+``checkpointing`` (training state and the output SO8T checkpoint), ``distributed`` (torchrun data
+parallelism), ``defaults`` (light: read by ``so8t --help``). The names below load lazily, so importing
+``so8t.training.defaults`` pulls in no torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import importlib
 _EXPORTS = {
     "TrainInterrupted": "so8t.training.loop",
     "TrainResult": "so8t.training.loop",
-    "evaluate": "so8t.training.loop",
+    "evaluate": "so8t.training.evaluation",
     "train": "so8t.training.loop",
     "TrainOptions": "so8t.training.session",
     "DEFAULT_WEIGHTS": "so8t.training.defaults",
