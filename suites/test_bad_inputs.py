@@ -132,10 +132,28 @@ def test_full_disk_during_export(so8t_identity_dir, tmp_path):
     assert nothing_at(out)
 
 
+#: ``python -c`` program: ``so8t`` with every chunk write of the GGUF writer followed by a 50 ms pause, so
+#: an export of the small model lasts seconds and a Ctrl-C sent once writing has begun lands mid-file
+#: however loaded the machine is (without the pause it could finish first: a race the test lost under load).
+SLOW_WRITES = """
+import sys, time
+from so8t.gguf import background
+submit = background.OrderedWriter.submit
+def slow(self, write, encoded, hasher):
+    def paused(data):
+        write(data)
+        time.sleep(0.05)
+    return submit(self, paused, encoded, hasher)
+background.OrderedWriter.submit = slow
+from so8t.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_ctrl_c_during_export_leaves_nothing(so8t_identity_dir, tmp_path):
     out = tmp_path / "model.gguf"
-    proc = subprocess.Popen(_export_cmd(so8t_identity_dir, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [sys.executable, "-c", SLOW_WRITES, *_export_cmd(so8t_identity_dir, out)[3:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     # Wait until the export is really writing: a temporary sibling of the output has data in it.
     while time.monotonic() < deadline and proc.poll() is None:
