@@ -72,3 +72,32 @@ def test_space_and_equals_forms_collect_the_same_tests(tmp_path):
     assert joined[0] == "configfile: pyproject.toml", joined[0]
     assert spaced == joined
     assert joined[1] and not any(line.strip() == "<Dir benchmarks>" for line in joined[1])
+
+
+@pytest.mark.parametrize("heavy", [False, True])
+def test_heavy_tests_skip_on_a_user_checkpoint_unless_asked(pytester_heavy_probe, heavy):
+    """Marker ``heavy`` (so8t/testing/pytest_plugin.py): always run on the embedded model; on --so8t-model
+    skipped, with the reason, unless --so8t-heavy."""
+    outcome = pytester_heavy_probe(heavy)
+    if heavy:
+        assert "1 passed" in outcome and "skipped" not in outcome
+    else:
+        assert "1 skipped" in outcome and "runs with --so8t-heavy" in outcome
+
+
+@pytest.fixture
+def pytester_heavy_probe(tmp_path):
+    """Runs a one-test file marked heavy with --so8t-model (the embedded checkpoint's path, as a user's)."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("import pytest\n\n@pytest.mark.heavy\ndef test_probe():\n    pass\n")
+
+    def run(heavy: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        args = [sys.executable, "-m", "pytest", str(probe), f"--so8t-model={default_checkpoint('tied')}",
+                "-n", "0", "-p", "no:cacheprovider", "-rs", "-q", f"--rootdir={tmp_path}",
+                *(["--so8t-heavy"] if heavy else [])]
+        done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    return run

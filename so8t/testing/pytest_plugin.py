@@ -9,6 +9,13 @@ derives its rootdir from it and never loads that conftest.py.
 Options:
     --so8t-model PATH            run the suites on a user's Qwen2-VL checkpoint instead of the embedded default.
     --so8t-memory-budget GB      memory a test may fill with whole in-memory copies of the model (default 6).
+    --so8t-heavy                 on a user's checkpoint, also run the tests marked ``heavy`` (the nightly job does).
+
+Marker ``heavy``: a check repeated over many quant types that re-quantizes the whole model each time (the
+low-bit and i-quant types' byte identity with llama.cpp's quantizer): minutes per type at a real model's
+size, for a property of code paths that one type per family already exercises. It always runs on the
+embedded model (the default gate); on ``--so8t-model`` it runs only with ``--so8t-heavy`` and is skipped
+otherwise, with that reason.
 
 Marker ``whole_model(copies=1, dtype="float32")``: the test holds ``copies`` whole transformers models of
 the checkpoint in ``dtype`` at once (the float64 oracles of the equivalence suites). It runs whenever
@@ -34,6 +41,7 @@ MARKERS = (
     "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
     "cuda: needs a CUDA GPU; skipped, with the reason, where torch sees none (CI)",
+    "heavy: re-quantizes the whole model once per type; on --so8t-model runs only with --so8t-heavy",
 )
 
 
@@ -54,6 +62,17 @@ def pytest_addoption(parser):
         metavar="GB",
         help="memory a test may fill with whole in-memory model copies (marker whole_model; default 6 GB)",
     )
+    group.addoption(
+        "--so8t-heavy",
+        action="store_true",
+        default=False,
+        help="with --so8t-model: also run the tests marked heavy (one whole-model quantization per type)",
+    )
+
+
+def heavy_enabled(config) -> bool:
+    """Whether tests marked ``heavy`` run: always on the embedded model, with ``--so8t-heavy`` on a user's."""
+    return not config.getoption("--so8t-model") or bool(config.getoption("--so8t-heavy"))
 
 
 def _space_form(args) -> int | None:
@@ -105,6 +124,8 @@ def _parameters(model: str | None) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("heavy") is not None and not heavy_enabled(item.config):
+        pytest.skip("heavy (one whole-model quantization per type): on --so8t-model it runs with --so8t-heavy")
     marker = item.get_closest_marker("whole_model")
     if marker is None:
         return
