@@ -4,8 +4,10 @@ Per step ``s`` (0-based): global batch ``s`` (so8t.training.batching), this rank
 (so8t.training.losses), global counts all-reduced, weighted total with PET's phase factor at ``s`` of
 ``steps``, backward, trainable gradients all-reduced, Adam step, scheduler step. Rank 0 logs a line per
 step to ``metrics.jsonl`` and shows a tqdm bar (each loss part, lr, PET phase, steps/s); every
-``save_every`` steps and at the end it writes the training state, every ``eval_every`` steps and at the
-end it evaluates; finally it writes the output SO8T checkpoint (with the final metrics in config.json).
+``save_every`` steps and at the end it writes the training state; after the last step it calibrates the
+safety head when calibration data is given (so8t.training.evaluation, after the final state, so a resumed
+run calibrates the same head); every ``eval_every`` steps and at the end it evaluates; finally it writes
+the output SO8T checkpoint (with the final metrics and the calibration in config.json).
 
 Resume: the state holds the completed step count (= data position), parameters, optimizer, scheduler
 and RNG; batches depend on the step alone, so a resumed run retraces the uninterrupted one exactly.
