@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="labelled prompts (not the training or eval data) on which the safety head's operating "
                    "point is chosen after training and folded into the head: the least over-refusal plus "
                    "over-compliance with REFUSE recall >= --min-refuse-recall (docs/reference.md section 15)")
-    p.add_argument("--min-refuse-recall", type=float, default=d.MIN_REFUSE_RECALL,
+    p.add_argument("--min-refuse-recall", type=float, default=d.MIN_REFUSE_RECALL, metavar="R",
                    help="the calibration's floor on REFUSE recall (default %(default)s)")
     p.add_argument("--output-model", required=True, metavar="DIR", help="trained SO8T checkpoint to write")
     p.add_argument("--steps", type=int, default=d.STEPS, help="optimizer steps")
