@@ -132,9 +132,10 @@ def test_full_disk_during_export(so8t_identity_dir, tmp_path):
     assert nothing_at(out)
 
 
-#: ``python -c`` program: ``so8t`` with every chunk write of the GGUF writer followed by a 50 ms pause, so
-#: an export of the small model lasts seconds and a Ctrl-C sent once writing has begun lands mid-file
-#: however loaded the machine is (without the pause it could finish first: a race the test lost under load).
+#: ``python -c`` program: ``so8t`` with every chunk write of the GGUF writer followed by a 1 s pause, so
+#: once writing has begun the export has seconds left and a Ctrl-C lands mid-file however loaded the machine
+#: is (without the pause a small model could finish first: a race the test lost under load). The test
+#: interrupts after the first chunk, so the pause costs it about a second.
 SLOW_WRITES = """
 import sys, time
 from so8t.gguf import background
@@ -142,7 +143,7 @@ submit = background.OrderedWriter.submit
 def slow(self, write, encoded, hasher):
     def paused(data):
         write(data)
-        time.sleep(0.05)
+        time.sleep(1.0)
     return submit(self, paused, encoded, hasher)
 background.OrderedWriter.submit = slow
 from so8t.cli import main

@@ -249,9 +249,6 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     detail = f"{run.steps} steps, {run.tokens / max(run.seconds, 1e-9):.0f} tokens/s"
     if accuracy is not None:
         detail += f", eval safety accuracy {accuracy:.1%} (majority {safety['majority_baseline']:.1%})"
-        if safety.get("over_refusal_rate") is not None and safety.get("refuse_recall") is not None:
-            detail += (f", REFUSE recall {safety['refuse_recall']:.1%}, "
-                       f"over-refusal {safety['over_refusal_rate']:.1%}")
     return detail
 
 
