@@ -74,6 +74,7 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_train_folds_the_chosen_offset_into_the_head(so8t_random_dir, tmp_path):
     labelled = [line for line in DEMO_EVAL.read_text().splitlines() if json.loads(line).get("label")]

@@ -50,7 +50,8 @@ def test_the_gate_passes_on_a_user_shaped_checkpoint(variant, tmp_path):
     model = default_checkpoint(variant)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", f"--so8t-model={model}", *SELECTIONS[variant], "-q", "-n", "0",
+        # --so8t-heavy: the variants are as small as the embedded model, so its heavy tests run on them too
+        [sys.executable, "-m", "pytest", f"--so8t-model={model}", "--so8t-heavy", *SELECTIONS[variant], "-q", "-n", "0",
          "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}", "-rs"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False,
     )

@@ -121,6 +121,7 @@ def session(so8t_random_dir, tmp_path_factory):
         torch.set_flush_denormal(False)
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_only_gates_and_head_train(session):
     from so8t.adapters.qwen2vl import GATE_NAMES
@@ -140,6 +141,7 @@ def test_only_gates_and_head_train(session):
     assert any(bool(p.grad.abs().sum() > 0) for p in gates)  # the gates do get a gradient
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 @settings(max_examples=6, deadline=None)
 @given(lr=st.floats(1e-4, 1.0), steps=st.integers(1, 3))
@@ -162,6 +164,7 @@ def test_every_gate_stays_in_so8(session, lr, steps):
 # -- identity -------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=2, dtype="float32")  # the trained SO8T model and the plain one
 @pytest.mark.parametrize("steps, weights", [(0, (1.0, 1.0, 1e-3)), (3, (0.0, 0.0, 0.0))])
 def test_identity_reproduces_source_logits(so8t_identity_dir, source_checkpoint, text_inputs, tmp_path, steps, weights):
@@ -188,6 +191,7 @@ def gates_of(path: Path) -> dict:
     return load_file(str(path / "so8t_gates.safetensors"))
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, capsys):
     from so8t.errors import TrainError
@@ -231,6 +235,7 @@ def test_resume_continues_bit_for_bit(so8t_random_dir, tmp_path, monkeypatch, ca
     assert [r["step"] for r in records if "calibration" in r] == [10]  # once, after the last step
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=1, dtype="float32")  # the training model (so8t.training.session)
 def test_interrupt_before_any_checkpoint_says_so(so8t_random_dir, tmp_path, monkeypatch):
     from so8t.training import loop

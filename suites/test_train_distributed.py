@@ -43,6 +43,7 @@ def tolerance(so8t_dir: Path, metrics: Path) -> float:
     return STEPS * LR / ADAM_EPS * n * 2.0**-53 * g
 
 
+@pytest.mark.heavy  # a training run: grows with the model
 @pytest.mark.whole_model(copies=2, dtype="float32")  # one training model per process
 def test_two_gloo_processes_equal_one(so8t_random_dir, tmp_path):
     from so8t.cli import main

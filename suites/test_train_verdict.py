@@ -14,7 +14,7 @@ from so8t.cli import main
 from so8t.data import DEMO_EVAL, DEMO_TRAIN
 from so8t.io import sha256_file
 
-pytestmark = pytest.mark.llama
+pytestmark = [pytest.mark.llama, pytest.mark.heavy]  # trains the demo head first: grows with the model
 
 #: Steps on the demo set (batch 16): enough to lift the head well clear of chance in a few seconds.
 DEMO_STEPS = 100

@@ -11,11 +11,12 @@ Options:
     --so8t-memory-budget GB      memory a test may fill with whole in-memory copies of the model (default 6).
     --so8t-heavy                 on a user's checkpoint, also run the tests marked ``heavy`` (the nightly job does).
 
-Marker ``heavy``: a check repeated over many quant types that re-quantizes the whole model each time (the
-low-bit and i-quant types' byte identity with llama.cpp's quantizer): minutes per type at a real model's
-size, for a property of code paths that one type per family already exercises. It always runs on the
-embedded model (the default gate); on ``--so8t-model`` it runs only with ``--so8t-heavy`` and is skipped
-otherwise, with that reason.
+Marker ``heavy``: a check of code paths whose cost grows with the model while what it proves does not
+depend on the model's shape: the low-bit and i-quant types' byte identity with llama.cpp's quantizer (the
+whole model re-quantized twice per type; one K-quant and one i-quant still run) and the training runs
+(resume, distributed, calibration, the demo head's verdicts; minutes each at a real model's size). It always
+runs on the embedded model (the default gate); on ``--so8t-model`` it runs only with ``--so8t-heavy`` and
+is skipped otherwise, with that reason.
 
 Marker ``whole_model(copies=1, dtype="float32")``: the test holds ``copies`` whole transformers models of
 the checkpoint in ``dtype`` at once (the float64 oracles of the equivalence suites). It runs whenever
@@ -41,7 +42,7 @@ MARKERS = (
     "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
     "cuda: needs a CUDA GPU; skipped, with the reason, where torch sees none (CI)",
-    "heavy: re-quantizes the whole model once per type; on --so8t-model runs only with --so8t-heavy",
+    "heavy: per-type re-quantization or a training run; on --so8t-model runs only with --so8t-heavy",
 )
 
 
@@ -66,7 +67,7 @@ def pytest_addoption(parser):
         "--so8t-heavy",
         action="store_true",
         default=False,
-        help="with --so8t-model: also run the tests marked heavy (one whole-model quantization per type)",
+        help="with --so8t-model: also run the tests marked heavy (per-type re-quantization, training runs)",
     )
 
 
@@ -125,7 +126,7 @@ def _parameters(model: str | None) -> int:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.get_closest_marker("heavy") is not None and not heavy_enabled(item.config):
-        pytest.skip("heavy (one whole-model quantization per type): on --so8t-model it runs with --so8t-heavy")
+        pytest.skip("heavy (per-type re-quantization or a training run): on --so8t-model it runs with --so8t-heavy")
     marker = item.get_closest_marker("whole_model")
     if marker is None:
         return
