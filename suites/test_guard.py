@@ -20,20 +20,29 @@ PROMPT = "How do I kill a Python process that is stuck?"
 
 
 @pytest.mark.llama
-def test_the_guard_reads_the_hidden_state_of_the_same_prefill(gguf_text):
+def test_the_guard_reads_the_hidden_state_of_the_same_prefill(gguf_text, source_reader):
+    """F32 KV cache on both paths: they differ only in how ggml sums in float32 (the prompt decoded in one
+    batch, or up to its last token and then that token alone), within the float32 bound of
+    test_llama_parity.py's hidden-state test, ``4 L sqrt(K_max) 2^-24 max|h|``. (With the default F16 cache
+    a different summation order lands some values on the other side of a float16 rounding boundary, which
+    trained weights amplify: docs/reference.md section 16.)"""
+    import math
+
     from so8t.llama.chat import chat_prompt
     from so8t.llama.runtime import LlamaRuntime
 
-    with LlamaRuntime(gguf_text["F16"].path, n_ctx=512, n_threads=2) as rt:
+    cfg = source_reader.text_config
+    with LlamaRuntime(gguf_text["F32"].path, n_ctx=512, n_threads=2, f32_kv=True) as rt:
         ids = rt.tokenize(chat_prompt(PROMPT))
         seen = []
         guarded = rt.generate(ids, max_tokens=6, stop_at_eos=False, guard=lambda h: seen.append(h) or True)
         plain = rt.generate(ids, max_tokens=6, stop_at_eos=False)
         separate = rt.hidden_states(ids)[-1]
     assert len(seen) == 1 and seen[0].shape == separate.shape
-    # the same tokens through the same weights in another context: float32 rounding of the two paths
     scale = float(np.abs(separate).max())
-    assert np.abs(seen[0] - separate).max() <= 1e-4 * scale, (np.abs(seen[0] - separate).max(), scale)
+    chain = 4 * int(cfg.num_hidden_layers)
+    bound = chain * math.sqrt(max(int(cfg.hidden_size), int(cfg.intermediate_size))) * 2.0**-24 * scale
+    assert np.abs(seen[0] - separate).max() <= bound, (np.abs(seen[0] - separate).max(), bound)
     assert guarded.tokens == plain.tokens and not guarded.guarded  # splitting the prefill changes nothing
 
 

@@ -9,27 +9,37 @@ from gguf import GGUFReader
 from so8t.cli import main
 from so8t.gguf.split import parse_split_size, plan_parts
 
-#: small enough to cut the embedded model's Q8_0 file (token_embd alone is 41 MB) into several parts
-TINY = "300000"
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
+PART = "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].gguf"
+
+
 @pytest.fixture(scope="module")
-def split_export(so8t_random_dir, source_checkpoint, tmp_path_factory):
-    """The Q8_0 file of the session's random-gate conversion, exported by the CLI in parts of <= TINY bytes
-    (same model name as ``gguf_export``, so the metadata matches the whole file's)."""
+def split_size(gguf_text) -> int:
+    """A third of the Q8_0 file's tensor bytes without its largest tensor: at least three parts at any model
+    size (the largest tensor, the embedding in a small model, may need a part of its own)."""
+    sizes = [int(t.n_bytes) + (-int(t.n_bytes)) % 32 for t in GGUFReader(gguf_text["Q8_0"].path).tensors]
+    return (sum(sizes) - max(sizes)) // 3
+
+
+@pytest.fixture(scope="module")
+def split_export(so8t_random_dir, source_checkpoint, split_size, tmp_path_factory):
+    """The Q8_0 file of the session's random-gate conversion, exported by the CLI in parts of <= split_size
+    bytes (same model name as ``gguf_export``, so the metadata matches the whole file's)."""
     out = tmp_path_factory.mktemp("split")
     code = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(out), "--quantization", "Q8_0",
-                 "--model-name", f"{source_checkpoint.name}-so8t", "--no-mmproj", "--split-max-size", TINY, "--quiet"])
+                 "--model-name", f"{source_checkpoint.name}-so8t", "--no-mmproj", "--split-max-size",
+                 str(split_size), "--quiet"])
     assert code == 0
-    return out, sorted(p for p in out.glob("*-Q8_0-000*-of-000*.gguf") if not p.name.endswith(".so8t.gguf"))
+    return out, sorted(p for p in out.glob("*-Q8_0" + PART) if not p.name.endswith(".so8t.gguf"))
 
 
 def _value(reader, key):
     return reader.fields[key].contents()
 
 
-def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, gguf_text):
+def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, split_size, gguf_text):
     out, parts = split_export
     n = len(parts)
     assert n >= 3
@@ -42,7 +52,7 @@ def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, gguf_
         assert [_value(r, k) for k in SPLIT_KEYS] == [i, n, len(whole.tensors)]
         if i:  # metadata lives in the first part only
             assert set(r.fields) - {k for k in r.fields if k.startswith("GGUF.")} == set(SPLIT_KEYS)
-        assert sum(int(t.n_bytes) + (-int(t.n_bytes)) % 32 for t in r.tensors) <= int(TINY) or len(r.tensors) == 1
+        assert sum(int(t.n_bytes) + (-int(t.n_bytes)) % 32 for t in r.tensors) <= split_size or len(r.tensors) == 1
     first = readers[0]
     for key in whole.fields:
         if not key.startswith("GGUF."):
