@@ -395,3 +395,15 @@ def test_identity_gates_match_llama_cpp_converter(outtype, so8t_identity_dir, so
         "qwen2vl.block_count",
     ):
         assert _scalar(a, key) == _scalar(b, key), key
+
+
+def test_fallback_messages_keep_the_tensor_lines_only():
+    from so8t.gguf.llama_mix import fallback_messages
+
+    log = ("llama_tensor_get_type : tensor cols 384 x 1152 are not divisible by 256, required for q4_K - "
+           "using fallback quantization q5_0\n"
+           "[  12/ 39]   blk.0.ffn_down.weight - [ 1152,   384,     1,     1], type =    f32, converting to q5_0\n"
+           "llama_model_quantize_impl: WARNING: 3 of 39 tensor(s) required fallback quantization\n")
+    kept = ("llama_tensor_get_type : tensor cols 384 x 1152 are not divisible by 256, required for q4_K - using "
+            "fallback quantization q5_0")
+    assert fallback_messages(log) == [kept]

@@ -79,5 +79,12 @@ def llama_quantize(src: Path, dst: Path, file_type: LlamaFileType, n_threads: in
     rc, log = llama_api.quantize_file(src, dst, int(file_type), n_threads, QUANTIZE_BUFFER_BYTES, imatrix=imatrix)
     if rc != 0:
         raise ExportError(f"llama.cpp could not quantize to {file_type.name} (code {rc})", path=src)
-    lines = log.splitlines()
-    return [" ".join(line.split()) for line in lines if "fallback" in line or "falling back" in line]
+    return fallback_messages(log)
+
+
+def fallback_messages(log: str) -> list[str]:
+    """llama.cpp's per-tensor fallback lines in a quantization log, whitespace collapsed; its closing count
+    ("WARNING: N of M tensor(s) required fallback quantization") names no tensor and is left out."""
+    lines = (" ".join(line.split()) for line in log.splitlines())
+    return [line for line in lines if ("fallback" in line or "falling back" in line)
+            and "tensor(s) required fallback" not in line]
