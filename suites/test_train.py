@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,26 @@ def test_empty_file_is_refused(tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", ["", "  "])
     with pytest.raises(DataError, match="empty data file"):
         load_dataset(path, tokenizer, 32768)
+
+
+def test_a_line_past_the_tokenizer_limit_is_judged_by_the_context_alone(so8t_random_dir, tmp_path):
+    """transformers warns when a text passes the tokenizer's ``model_max_length`` (32768 in real Qwen2
+    checkpoints, the same as their context). The data loader checks the length against the model's context
+    itself, so that warning would be a second line beside the one-line error: it must not be logged."""
+    from so8t.training.data import load_dataset, load_tokenizer
+
+    tok = load_tokenizer(so8t_random_dir)
+    tok.model_max_length = 4
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": " a" * 16}])
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # transformers' logger does not propagate to pytest's caplog
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        assert len(load_dataset(path, tok, 32768)) == 1
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
 
 
 @pytest.mark.parametrize("case", ["malformed", "too_long", "empty"])

@@ -91,7 +91,9 @@ def _render_chat(tokenizer, messages: list[dict], where: str) -> tuple[str, list
 
 
 def _tokenize(tokenizer, text: str, spans: list[tuple[int, int]] | None) -> tuple[list[int], list[int]]:
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: transformers' own "longer than the maximum" warning would be a second line beside
+    # the DataError that load_dataset raises for an over-long line (it checks the length itself)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids = list(enc["input_ids"])
     if spans is None:
         return ids, [0] + [1] * (len(ids) - 1)
