@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -129,14 +130,15 @@ def test_stream_with_unknown_missing_or_misshapen_tensor(so8t_random_dir, tmp_pa
 
     from so8t.fold import iter_folded_tensors
 
-    tensors = list(iter_folded_tensors(so8t_random_dir, part="text"))
+    def tensors():  # a fresh stream each time: one tensor in memory, as in an export
+        return iter_folded_tensors(so8t_random_dir, part="text")
+
+    extra = [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))]
     with pytest.raises(ExportError, match="unexpected text tensor"):
-        _write(
-            tensors + [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))], tmp_path, so8t_random_dir
-        )
+        _write(itertools.chain(tensors(), extra), tmp_path, so8t_random_dir)
     with pytest.raises(ExportError, match="missing"):
-        _write([t for t in tensors if "layers.1.mlp.up_proj" not in t[0]], tmp_path, so8t_random_dir)
-    bad = [(n, t[:-1] if n.endswith("o_proj.weight") else t) for n, t in tensors]
+        _write((t for t in tensors() if "layers.1.mlp.up_proj" not in t[0]), tmp_path, so8t_random_dir)
+    bad = ((n, t[:-1] if n.endswith("o_proj.weight") else t) for n, t in tensors())
     with pytest.raises(ExportError, match="shape"):
         _write(bad, tmp_path, so8t_random_dir)
 
