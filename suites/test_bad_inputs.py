@@ -164,7 +164,12 @@ def test_ctrl_c_during_export_leaves_nothing(so8t_identity_dir, tmp_path):
         time.sleep(0.02)
     assert proc.poll() is None, "the export finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the export went on for 120 s after Ctrl-C; its stderr: {err[-2000:]!r}")
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert nothing_at(out)
