@@ -154,7 +154,11 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_during_export_leaves_nothing(so8t_identity_dir, tmp_path):
     out = tmp_path / "model.gguf"
     cmd = [sys.executable, "-c", SLOW_WRITES, *_export_cmd(so8t_identity_dir, out)[3:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A Ctrl-C at a terminal reaches a process whose SIGINT is not ignored; a gate started in the background
+    # of a non-interactive shell (nohup, `cmd &`) inherits SIGINT ignored, and Python keeps it ignored in
+    # every child (export included), as it should. The child gets the terminal's default here.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     # Wait until the export is really writing: a temporary sibling of the output has data in it.
     while time.monotonic() < deadline and proc.poll() is None:
