@@ -360,12 +360,6 @@ def test_folded_weights_are_not_the_source_weights(tables, gguf_text, source_che
 CONVERTER = os.environ.get("LLAMA_CPP_CONVERTER")
 
 
-@pytest.mark.converter
-@pytest.mark.skipif(
-    not CONVERTER,
-    reason="LLAMA_CPP_CONVERTER is not set: point it at convert_hf_to_gguf.py (vendor/llama.cpp/ in the "
-    "llama-cpp-python sdist) to compare with llama.cpp's own converter",
-)
 def _bits(data) -> np.ndarray:
     """A tensor's bytes, with -0.0 written as +0.0 in float tensors: the fold multiplies by the identity
     (``x @ I`` sums ``-0.0 * 1 + 0.0 * 0 = +0.0``), so a signed zero of the source (real checkpoints
@@ -377,6 +371,12 @@ def _bits(data) -> np.ndarray:
     return data.view(np.uint8)
 
 
+@pytest.mark.converter
+@pytest.mark.skipif(
+    not CONVERTER,
+    reason="LLAMA_CPP_CONVERTER is not set: point it at convert_hf_to_gguf.py (vendor/llama.cpp/ in the "
+    "llama-cpp-python sdist) to compare with llama.cpp's own converter",
+)
 @pytest.mark.parametrize("outtype", ["f16", "q8_0"])
 def test_identity_gates_match_llama_cpp_converter(outtype, so8t_identity_dir, source_checkpoint, tmp_path):
     from so8t.gguf.export import SO8TToGGUFConverter
