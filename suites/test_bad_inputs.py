@@ -137,7 +137,11 @@ def test_full_disk_during_export(so8t_identity_dir, tmp_path):
 #: is (without the pause a small model could finish first: a race the test lost under load). The test
 #: interrupts after the first chunk, so the pause costs it about a second.
 SLOW_WRITES = """
-import sys, time
+import signal, sys, time
+# A Ctrl-C at a terminal reaches a process whose SIGINT is not ignored; a gate started in the background of a
+# non-interactive shell (nohup, `cmd &`) inherits SIGINT ignored, and Python keeps it ignored in every child,
+# as it should. The child takes Python's own Ctrl-C handler, as it has at a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from so8t.gguf import background
 submit = background.OrderedWriter.submit
 def slow(self, write, encoded, hasher):
@@ -154,11 +158,7 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_during_export_leaves_nothing(so8t_identity_dir, tmp_path):
     out = tmp_path / "model.gguf"
     cmd = [sys.executable, "-c", SLOW_WRITES, *_export_cmd(so8t_identity_dir, out)[3:]]
-    # A Ctrl-C at a terminal reaches a process whose SIGINT is not ignored; a gate started in the background
-    # of a non-interactive shell (nohup, `cmd &`) inherits SIGINT ignored, and Python keeps it ignored in
-    # every child (export included), as it should. The child gets the terminal's default here.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     # Wait until the export is really writing: a temporary sibling of the output has data in it.
     while time.monotonic() < deadline and proc.poll() is None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from so8t.llama.runner import blocks
+from suites.float_bounds import f32_chain_bound
 
 PROMPT = "How do I kill a Python process that is stuck?"
 
@@ -26,8 +27,6 @@ def test_the_guard_reads_the_hidden_state_of_the_same_prefill(gguf_text, source_
     test_llama_parity.py's hidden-state test, ``4 L sqrt(K_max) 2^-24 max|h|``. (With the default F16 cache
     a different summation order lands some values on the other side of a float16 rounding boundary, which
     trained weights amplify: docs/reference.md section 16.)"""
-    import math
-
     from so8t.llama.chat import chat_prompt
     from so8t.llama.runtime import LlamaRuntime
 
@@ -40,8 +39,7 @@ def test_the_guard_reads_the_hidden_state_of_the_same_prefill(gguf_text, source_
         separate = rt.hidden_states(ids)[-1]
     assert len(seen) == 1 and seen[0].shape == separate.shape
     scale = float(np.abs(separate).max())
-    chain = 4 * int(cfg.num_hidden_layers)
-    bound = chain * math.sqrt(max(int(cfg.hidden_size), int(cfg.intermediate_size))) * 2.0**-24 * scale
+    bound = f32_chain_bound(cfg) * scale
     assert np.abs(seen[0] - separate).max() <= bound, (np.abs(seen[0] - separate).max(), bound)
     assert guarded.tokens == plain.tokens and not guarded.guarded  # splitting the prefill changes nothing
 

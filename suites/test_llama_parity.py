@@ -19,13 +19,13 @@ rotation (docs/validation.md has the measured spread); the full-size figures are
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
 
 from so8t.gguf.parity import FLOAT_UNIT_ROUNDOFF, compare_logits, decided, float_bound, relative_verdict
 from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES
+from suites.float_bounds import f32_chain_bound
 
 pytestmark = pytest.mark.llama
 
@@ -285,8 +285,7 @@ def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_
     with LlamaRuntime(gguf_text["F32"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
         hidden = rt.hidden_states(parity_ids).astype(np.float64)
     ref = reference_eps0["hidden"]
-    chain = 4 * text_config["num_hidden_layers"]
-    bound = chain * math.sqrt(max(text_config["hidden_size"], text_config["intermediate_size"])) * 2.0**-24
+    bound = f32_chain_bound(text_config)
     assert hidden.shape == ref.shape
     assert np.abs(hidden - ref).max() <= bound * float(np.abs(ref).max())
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from so8t.safety import SAFETY_CLASSES, SafetyHead, last_token_index
+from suites.float_bounds import f32_chain_bound
 
 
 def test_class_names_in_logit_order():
@@ -74,8 +73,7 @@ def test_so8t_model_returns_safety_logits(so8t_random_dir, text_inputs):
     # padding changes only how float32 sums: the chain bound of the parity suites, (4 L + 2) sqrt(K_max)
     # 2^-24 max|logit| (4 products per layer, 2 in the head; K_max the longest dot product)
     cfg = model.qwen.config.text_config if hasattr(model.qwen.config, "text_config") else model.qwen.config
-    chain = 4 * int(cfg.num_hidden_layers) + 2
-    bound = chain * math.sqrt(max(int(cfg.hidden_size), int(cfg.intermediate_size))) * 2.0**-24
+    bound = f32_chain_bound(cfg, extra_products=2)
     scale = float(alone.safety_logits.abs().max())
     assert float((out.safety_logits[1] - alone.safety_logits[0]).abs().max()) <= bound * scale
 
