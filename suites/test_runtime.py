@@ -13,47 +13,49 @@ from so8t.errors import RuntimeLoadError
 pytestmark = pytest.mark.llama
 
 
-@pytest.fixture(scope="module")
-def rt_f32(gguf_text):
-    from so8t.llama.runtime import LlamaRuntime
+class TestF32Runtime:
+    """The F32 file loaded once for these tests and released after them (class scope), so no later test of
+    the module holds its mapping beside its own model: on a real checkpoint the F32 file is 4 bytes a
+    parameter, and a second mapping of it is made by ``safety`` (its embedding-mode context)."""
 
-    with LlamaRuntime(
-        gguf_text["F32"].path, sidecar=gguf_text["F32"].sidecar, f32_kv=True, n_ctx=256, n_threads=2
-    ) as rt:
-        yield rt
+    @pytest.fixture(scope="class")
+    def rt_f32(self, gguf_text):
+        from so8t.llama.runtime import LlamaRuntime
 
+        with LlamaRuntime(
+            gguf_text["F32"].path, sidecar=gguf_text["F32"].sidecar, f32_kv=True, n_ctx=256, n_threads=2
+        ) as rt:
+            yield rt
 
-def test_generate_reports_llama_cpp_rates(rt_f32, parity_ids):
-    gen = rt_f32.generate(parity_ids, max_tokens=5, stop_at_eos=False)
-    assert len(gen.tokens) == 5
-    assert gen.prompt_tokens == len(parity_ids)
-    assert gen.prompt_tokens_per_s > 0 and gen.gen_tokens_per_s > 0
-    assert gen.text == rt_f32.detokenize(gen.tokens)
+    def test_generate_reports_llama_cpp_rates(self, rt_f32, parity_ids):
+        gen = rt_f32.generate(parity_ids, max_tokens=5, stop_at_eos=False)
+        assert len(gen.tokens) == 5
+        assert gen.prompt_tokens == len(parity_ids)
+        assert gen.prompt_tokens_per_s > 0 and gen.gen_tokens_per_s > 0
+        assert gen.text == rt_f32.detokenize(gen.tokens)
 
+    def test_generate_from_text_equals_generate_from_ids(self, rt_f32, parity_ids, hf_tokenizer):
+        text = hf_tokenizer.decode(parity_ids)
+        assert rt_f32.generate(text, max_tokens=3).tokens == rt_f32.generate(parity_ids, max_tokens=3).tokens
 
-def test_generate_from_text_equals_generate_from_ids(rt_f32, parity_ids, hf_tokenizer):
-    text = hf_tokenizer.decode(parity_ids)
-    assert rt_f32.generate(text, max_tokens=3).tokens == rt_f32.generate(parity_ids, max_tokens=3).tokens
+    def test_safety_verdict_matches_pytorch_head(self, rt_f32, parity_ids, reference_eps0, gguf_text):
+        """The sidecar head on llama.cpp's last hidden state gives the PyTorch model's safety logits within
+        the hidden-state bound carried through the head: |dz| <= ||W2||_inf * 1.13 * ||W1||_inf * |dh|
+        (GELU is 1.13-Lipschitz)."""
+        from so8t.gguf.sidecar_reader import read_sidecar
 
-
-def test_safety_verdict_matches_pytorch_head(rt_f32, parity_ids, reference_eps0, gguf_text):
-    """The sidecar head on llama.cpp's last hidden state gives the PyTorch model's safety logits within
-    the hidden-state bound carried through the head: |dz| <= ||W2||_inf * 1.13 * ||W1||_inf * |dh|
-    (GELU is 1.13-Lipschitz)."""
-    from so8t.gguf.sidecar_reader import read_sidecar
-
-    verdict = rt_f32.safety(parity_ids)
-    ref = reference_eps0["safety"]
-    assert verdict is not None and ref is not None
-    w = read_sidecar(gguf_text["F32"].sidecar).safety_weights
-    norm1 = np.abs(w["0.weight"]).sum(axis=1).max()
-    norm2 = np.abs(w["2.weight"]).sum(axis=1).max()
-    hidden = reference_eps0["hidden"]
-    dh = 16 * math.sqrt(hidden.shape[-1]) * 2.0**-24 * float(np.abs(hidden).max())
-    bound = norm2 * 1.13 * norm1 * dh + 2.0**-20
-    assert np.abs(np.asarray(verdict.logits, dtype=np.float64) - ref.reshape(-1)).max() <= bound
-    assert verdict.label == ("ALLOW", "ESCALATE", "REFUSE")[int(np.argmax(ref))]
-    assert sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+        verdict = rt_f32.safety(parity_ids)
+        ref = reference_eps0["safety"]
+        assert verdict is not None and ref is not None
+        w = read_sidecar(gguf_text["F32"].sidecar).safety_weights
+        norm1 = np.abs(w["0.weight"]).sum(axis=1).max()
+        norm2 = np.abs(w["2.weight"]).sum(axis=1).max()
+        hidden = reference_eps0["hidden"]
+        dh = 16 * math.sqrt(hidden.shape[-1]) * 2.0**-24 * float(np.abs(hidden).max())
+        bound = norm2 * 1.13 * norm1 * dh + 2.0**-20
+        assert np.abs(np.asarray(verdict.logits, dtype=np.float64) - ref.reshape(-1)).max() <= bound
+        assert verdict.label == ("ALLOW", "ESCALATE", "REFUSE")[int(np.argmax(ref))]
+        assert sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_no_sidecar_no_verdict(gguf_text, parity_ids):
