@@ -86,9 +86,10 @@ def handle(args) -> int:
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
-        rate = result.tokens / result.seconds if result.seconds > 0 else 0.0
+        rate = result.tokens / result.step_seconds if result.step_seconds > 0 else 0.0
         head = "safety head trained" if result.head_trained else "safety head untrained"
-        print(f"wrote {result.output} ({result.steps} steps in {result.seconds:.1f} s, {rate:.0f} tokens/s; {head})")
+        print(f"wrote {result.output} ({result.steps} steps in {result.step_seconds:.1f} s, {rate:.0f} tokens/s; "
+              f"{result.seconds:.1f} s with loading and writing; {head})")
         if result.metrics:
             print(format_metrics(result.metrics))
     return 0

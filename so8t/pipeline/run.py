@@ -246,7 +246,7 @@ def _train_step(options: PipelineOptions, so8t_dir: Path, result: PipelineResult
     result.training = run.metrics
     safety = (run.metrics or {}).get("safety") or {}
     accuracy = safety.get("accuracy")
-    detail = f"{run.steps} steps, {run.tokens / max(run.seconds, 1e-9):.0f} tokens/s"
+    detail = f"{run.steps} steps, {run.tokens / max(run.step_seconds, 1e-9):.0f} tokens/s"
     if accuracy is not None:
         detail += f", eval safety accuracy {accuracy:.1%} (majority {safety['majority_baseline']:.1%})"
     return detail

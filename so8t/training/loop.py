@@ -46,12 +46,16 @@ class TrainInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
+    """``seconds``: the whole call (loading, steps, calibration, evaluation, writing the output);
+    ``step_seconds``: the optimizer steps alone, which is what ``tokens`` per second is measured over."""
+
     output: Path
     steps: int
     seconds: float
     tokens: int
     metrics: dict | None
     head_trained: bool
+    step_seconds: float
 
 
 def pet_phase(factor: float) -> int:
@@ -248,7 +252,9 @@ def train(options: TrainOptions, world: World | None = None) -> TrainResult:
         started = time.perf_counter()
         session = open_session(options, world)
         directory = ckpt.state_dir(options.output_model)
+        stepping = time.perf_counter()
         start, tokens = run_steps(session, directory)
+        step_seconds = time.perf_counter() - stepping
         _save(session, directory, options.steps)  # before calibration: a resumed run calibrates the same head
         calibration = calibrate(session)
         if calibration and world.is_main:
@@ -262,7 +268,7 @@ def train(options: TrainOptions, world: World | None = None) -> TrainResult:
         barrier(world)
         seconds = time.perf_counter() - started
         return TrainResult(Path(options.output_model), options.steps - start, seconds, tokens, metrics,
-                           head_trained(session))
+                           head_trained(session), step_seconds)
     finally:
         torch.set_num_threads(threads)
         if flush:
