@@ -9,7 +9,9 @@ by round (a shared machine drifts; each way is timed once per round, in rotating
 * ``guarded``: the guard of ``so8t run`` (so8t/llama/runner.py): the same context and prefill, the prompt's last
   token decoded on its own with hidden-state output on, the head applied, then the first token; the timed
   operation of the benchmark;
-* ``two_context``: the old path, a second context in embedding mode and a second prefill of the prompt;
+* ``two_context``: the old path's cost, a second prefill of the prompt with every position's hidden state as
+  output (``LlamaRuntime.safety``) before the generation; until 2026-12-04 that prefill ran in a second
+  context in embedding mode, which computes the same and mapped the weights twice;
 * ``separate_guard``: a separate guard model's prefill before the served model's (Llama Guard style), with a
   second copy of the same file standing in for a guard model of equal size.
 
@@ -54,7 +56,7 @@ def test_guard_ttft(benchmark, bench, bench_model, tools, scratch):
             "separate_guard": lambda: (guard_model.generate(ids, max_tokens=1, stop_at_eos=False),
                                        rt.generate(ids, max_tokens=1, stop_at_eos=False)),
         }
-        for way in ways.values():  # untimed warm-up: pages in the weights, builds the embedding context
+        for way in ways.values():  # untimed warm-up: pages in the weights
             way()
         seconds: dict[str, list[float]] = {name: [] for name in ways}
         order = list(ways)

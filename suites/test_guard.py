@@ -3,7 +3,7 @@
 ``LlamaRuntime.generate(guard=...)`` decodes the prompt up to its last token, then that token with
 hidden-state output on, hands the final-norm hidden state to the guard and, unless it refuses, generates
 from the same context. These tests check that the hidden state is the one the head is trained on (the
-second-context path of ``LlamaRuntime.hidden_states`` reads the same), that splitting the prefill changes
+all-positions prefill of ``LlamaRuntime.hidden_states`` reads the same), that splitting the prefill changes
 no generated token, that a refusal generates nothing, and what ``so8t run`` prints and returns.
 """
 

@@ -3,12 +3,11 @@ the sidecar head on llama.cpp's final hidden state, images through the mmproj, a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from so8t.errors import RuntimeLoadError
+from suites.float_bounds import f32_chain_bound
 
 pytestmark = pytest.mark.llama
 
@@ -38,10 +37,11 @@ class TestF32Runtime:
         text = hf_tokenizer.decode(parity_ids)
         assert rt_f32.generate(text, max_tokens=3).tokens == rt_f32.generate(parity_ids, max_tokens=3).tokens
 
-    def test_safety_verdict_matches_pytorch_head(self, rt_f32, parity_ids, reference_eps0, gguf_text):
+    def test_safety_verdict_matches_pytorch_head(self, rt_f32, parity_ids, reference_eps0, gguf_text, source_reader):
         """The sidecar head on llama.cpp's last hidden state gives the PyTorch model's safety logits within
         the hidden-state bound carried through the head: |dz| <= ||W2||_inf * 1.13 * ||W1||_inf * |dh|
-        (GELU is 1.13-Lipschitz)."""
+        (GELU is 1.13-Lipschitz), |dh| the float32 chain bound of test_llama_parity.py's hidden-state test
+        (both sides apply the head in float64)."""
         from so8t.gguf.sidecar_reader import read_sidecar
 
         verdict = rt_f32.safety(parity_ids)
@@ -51,7 +51,7 @@ class TestF32Runtime:
         norm1 = np.abs(w["0.weight"]).sum(axis=1).max()
         norm2 = np.abs(w["2.weight"]).sum(axis=1).max()
         hidden = reference_eps0["hidden"]
-        dh = 16 * math.sqrt(hidden.shape[-1]) * 2.0**-24 * float(np.abs(hidden).max())
+        dh = f32_chain_bound(source_reader.text_config) * float(np.abs(hidden).max())
         bound = norm2 * 1.13 * norm1 * dh + 2.0**-20
         assert np.abs(np.asarray(verdict.logits, dtype=np.float64) - ref.reshape(-1)).max() <= bound
         assert verdict.label == ("ALLOW", "ESCALATE", "REFUSE")[int(np.argmax(ref))]

@@ -70,16 +70,13 @@ class LlamaRuntime:
         for path in filter(None, (self.model_path, self.mmproj, self.sidecar_path)):
             if not path.is_file():
                 raise RuntimeLoadError("file not found", path=path)
-        self.llm = self._load(embedding=False)
-        self._embedder = None
+        self.llm = self._load()
         self._sidecar = None
 
-    def _load(self, embedding: bool, chat_handler=None):
+    def _load(self, chat_handler=None):
         kwargs = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": 0}
         if self.f32_kv:
             kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32 keys and values
-        if embedding:
-            kwargs["embedding"] = True
         kwargs["pooling_type"] = llama_api.pooling_none()  # hidden states per token, when they are on
         if chat_handler is not None:
             kwargs["chat_handler"] = chat_handler
@@ -91,10 +88,7 @@ class LlamaRuntime:
             ) from err
 
     def close(self) -> None:
-        for llm in (self.llm, self._embedder):
-            if llm is not None:
-                llm.close()
-        self._embedder = None
+        self.llm.close()
 
     def __enter__(self):
         return self
@@ -149,11 +143,15 @@ class LlamaRuntime:
         return self._decode_all(self.llm, ids, lambda llm, i: llama_api.logits_row(llm, i, n))
 
     def hidden_states(self, ids: list[int]) -> np.ndarray:
-        """Final-norm hidden states ``[len(ids), n_embd]`` (llama.cpp's embedding mode, no pooling)."""
-        if self._embedder is None:
-            self._embedder = self._load(embedding=True)
+        """Final-norm hidden states ``[len(ids), n_embd]``: the generation's own context with hidden-state
+        output turned on for the call (no pooling). One load of the file: a second context in embedding
+        mode would map the weights a second time (at full size in F32, 6 GB more resident)."""
         n = self.n_embd
-        return self._decode_all(self._embedder, ids, lambda llm, i: llama_api.embedding_row(llm, i, n))
+        llama_api.set_embeddings(self.llm, True)
+        try:
+            return self._decode_all(self.llm, ids, lambda llm, i: llama_api.embedding_row(llm, i, n))
+        finally:
+            llama_api.set_embeddings(self.llm, False)
 
     def generate(self, prompt: str | list[int], max_tokens: int = 32, stop_at_eos: bool = True,
                  guard: Callable[[np.ndarray], bool] | None = None) -> Generation:
@@ -201,8 +199,8 @@ class LlamaRuntime:
 
     def safety(self, prompt: str | list[int]):
         """The sidecar's safety verdict on the last position's final-norm hidden state, or None when
-        no sidecar was given (or it has no safety head). A second context in embedding mode and a second
-        prefill: for inspection; ``generate(guard=...)`` decides within the generation's own prefill."""
+        no sidecar was given (or it has no safety head). A prefill of its own with every position as an
+        output: for inspection; ``generate(guard=...)`` decides within the generation's own prefill."""
         head = self.safety_head()
         if head is None:
             return None
@@ -229,7 +227,7 @@ class LlamaRuntime:
         from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
         handler = Qwen25VLChatHandler(clip_model_path=str(self.mmproj), verbose=self.verbose)
-        llm = self._load(embedding=False, chat_handler=handler)
+        llm = self._load(chat_handler=handler)
         try:
             response = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1)
         finally:
