@@ -10,8 +10,12 @@ overrides both.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Nothing in the gate may reach a model hub: transformers must only ever read local directories.
@@ -33,3 +37,21 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("SO8T_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _return_freed_memory():
+    """After each module: collect, then hand the C heap's free memory back to the kernel (glibc's
+    ``malloc_trim``). Without it glibc keeps what a module freed (torch tensors, llama.cpp's buffers) in its
+    arenas, and the one worker stays that large for the rest of the gate: after ``test_imatrix.py`` on the
+    0.5 B real-weights checkpoint the next module started at 2.41 GB, with the trim at 0.50 GB (2.41 and 0.50
+    being the worker's resident size, docs/benchmarks.md). A C library without ``malloc_trim`` (musl) keeps
+    its memory: nothing to do there."""
+    yield
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
