@@ -43,7 +43,8 @@ PRIVATE_SYMBOLS: dict[str, str] = {
     "llama_get_logits_ith": "pointer to the logits of output i of the last decode",
     "llama_get_embeddings_ith": "pointer to the final-norm hidden state of output i (safety head input)",
     "llama_set_embeddings": "turns hidden-state output on for the guard's one decode of the prompt's last "
-    "token and off again (a context with embeddings on outputs every token of a batch)",
+    "token, or for hidden_states()' decode of every position, and off again (a context with embeddings on "
+    "outputs every token of a batch)",
     "llama_perf_context": "llama.cpp's own prompt / generation token counts and timings",
     "llama_perf_context_reset": "zeroes those counters before a timed generation",
     "llama_model_get_vocab": "the vocabulary handle that the two calls below take",
