@@ -11,7 +11,6 @@ overrides both.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 
@@ -39,7 +38,7 @@ settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("SO8T_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+_LIBC = ctypes.CDLL(None)  # the C library this process already runs on
 
 
 @pytest.fixture(scope="module", autouse=True)

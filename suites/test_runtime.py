@@ -15,7 +15,7 @@ pytestmark = pytest.mark.llama
 class TestF32Runtime:
     """The F32 file loaded once for these tests and released after them (class scope), so no later test of
     the module holds its mapping beside its own model: on a real checkpoint the F32 file is 4 bytes a
-    parameter, and a second mapping of it is made by ``safety`` (its embedding-mode context)."""
+    parameter."""
 
     @pytest.fixture(scope="class")
     def rt_f32(self, gguf_text):

@@ -146,14 +146,16 @@ def test_train_on_cuda_writes_a_checkpoint(so8t_random_dir, tmp_path, dtype):
     assert all(torch.isfinite(t).all() for t in _generators(tmp_path / "out").values())
 
 
-def _resume_matches_a_straight_run(so8t_dir, tmp_path, monkeypatch, device):
+@cuda
+@pytest.mark.cuda
+def test_cuda_resume_continues_the_same_run(so8t_random_dir, tmp_path, monkeypatch):
     """Four steps straight, against four steps interrupted after the state saved at step 2 and resumed
     with the same options (the state's fingerprint includes ``steps``: a resume must not change them)."""
     from so8t.data import DEMO_TRAIN
     from so8t.training import loop
     from so8t.training.loop import TrainInterrupted
 
-    _train(so8t_dir, DEMO_TRAIN, tmp_path / "whole", device, "float32", steps=4)
+    _train(so8t_random_dir, DEMO_TRAIN, tmp_path / "whole", "cuda", "float32", steps=4)
     real_step = loop.train_step
 
     def interrupted(session, step):
@@ -163,17 +165,11 @@ def _resume_matches_a_straight_run(so8t_dir, tmp_path, monkeypatch, device):
 
     monkeypatch.setattr(loop, "train_step", interrupted)
     with pytest.raises(TrainInterrupted) as stopped:
-        _train(so8t_dir, DEMO_TRAIN, tmp_path / "part", device, "float32", steps=4)
+        _train(so8t_random_dir, DEMO_TRAIN, tmp_path / "part", "cuda", "float32", steps=4)
     assert stopped.value.last_step == 2 and not (tmp_path / "part").exists()
     monkeypatch.setattr(loop, "train_step", real_step)
-    _train(so8t_dir, DEMO_TRAIN, tmp_path / "part", device, "float32", steps=4, resume=True)
-    return _generators(tmp_path / "whole"), _generators(tmp_path / "part")
-
-
-@cuda
-@pytest.mark.cuda
-def test_cuda_resume_continues_the_same_run(so8t_random_dir, tmp_path, monkeypatch):
-    whole, part = _resume_matches_a_straight_run(so8t_random_dir, tmp_path, monkeypatch, "cuda")
+    _train(so8t_random_dir, DEMO_TRAIN, tmp_path / "part", "cuda", "float32", steps=4, resume=True)
+    whole, part = _generators(tmp_path / "whole"), _generators(tmp_path / "part")
     # cuBLAS may pick other kernels across processes: agreement to float32 rounding of a few steps
     assert sorted(whole) == sorted(part)
     assert all(torch.allclose(whole[k], part[k], rtol=0, atol=1e-5) for k in whole)
