@@ -178,12 +178,13 @@ def test_round_trip_equals_the_source_tensors(mmproj_gguf, source_reader, dtype)
     """F32: bit-exact (bf16/f16/f32 sources widen exactly). F16: one rounding, |err| <= 2^-11 |x| + 2^-25."""
     reader = GGUFReader(mmproj_gguf[dtype])
     sources = _expected_sources(source_reader.vision_config)
-    cache: dict[str, torch.Tensor] = {}
+    loaded: tuple[str, torch.Tensor] | None = None  # one source tensor at a time (the qkv parts are adjacent)
     for t in reader.tensors:
         source, cut = sources[t.name]
-        if source not in cache:
-            cache[source] = source_reader.get(source).to(torch.float64)
-        want = cut(cache[source]).numpy()
+        if loaded is None or loaded[0] != source:
+            loaded = None  # free the previous one first
+            loaded = (source, source_reader.get(source).to(torch.float64))
+        want = cut(loaded[1]).numpy()
         got = np.asarray(t.data, dtype=np.float64)
         assert got.shape == want.shape, t.name
         if t.tensor_type == GGMLQuantizationType.F32 and source_reader.dtype != torch.float64:

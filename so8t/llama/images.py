@@ -12,12 +12,29 @@ from so8t.errors import RuntimeLoadError
 from so8t.llama.api import api, load
 
 
+def _projection_dim(mmproj: str | Path) -> int:
+    from gguf import Keys
+
+    from so8t.gguf.reader import open_gguf
+
+    field = open_gguf(mmproj).get_field(Keys.ClipVision.PROJECTION_DIM)
+    if field is None:
+        raise RuntimeLoadError(f"no {Keys.ClipVision.PROJECTION_DIM} key: not an mmproj", path=mmproj)
+    return int(field.contents())
+
+
 def image_embeddings(text_file: str | Path, mmproj: str | Path, pixels: np.ndarray) -> np.ndarray:
     """llama.cpp's embeddings ``[n_tokens, n_embd]`` of one RGB image ``[height, width, 3]`` uint8, through
-    libmtmd (flash attention off, no warm-up, 2 threads)."""
+    libmtmd (flash attention off, no warm-up, 2 threads).
+
+    libmtmd takes the text model for its vocabulary (the image marker) and its rope type; encoding an image
+    runs the mmproj alone. So the text file is loaded vocabulary-only: its weights are never mapped (3.1 GB of
+    an F16 file at Qwen2-VL-2B size), and ``n_embd`` is the mmproj's ``projection_dim``, which the exporter
+    writes equal to the text model's hidden size (``so8t.gguf.vision``)."""
     llama_cpp = api()
     mtmd = llama_cpp.mtmd_cpp
-    llm = load(text_file, n_ctx=256, n_threads=2)
+    n_embd = _projection_dim(mmproj)
+    llm = load(text_file, vocab_only=True)
     params = mtmd.mtmd_context_params_default()
     params.use_gpu, params.n_threads, params.print_timings, params.warmup = False, 2, False, False
     params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -37,7 +54,7 @@ def image_embeddings(text_file: str | Path, mmproj: str | Path, pixels: np.ndarr
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
             if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 continue
-            n_tokens, n_embd = mtmd.mtmd_input_chunk_get_n_tokens(chunk), llm.n_embd()
+            n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
             if mtmd.mtmd_encode_chunk(ctx, chunk):
                 raise RuntimeLoadError("libmtmd could not encode the image", path=mmproj)
             out = mtmd.mtmd_get_output_embd(ctx)
