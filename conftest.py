@@ -41,16 +41,21 @@ settings.load_profile(os.environ.get("SO8T_HYPOTHESIS_PROFILE", "ci" if os.envir
 _LIBC = ctypes.CDLL(None)  # the C library this process already runs on
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _return_freed_memory():
-    """After each module: collect, then hand the C heap's free memory back to the kernel (glibc's
-    ``malloc_trim``). Without it glibc keeps what a module freed (torch tensors, llama.cpp's buffers) in its
-    arenas, and the one worker stays that large for the rest of the gate: after ``test_imatrix.py`` on the
-    0.5 B real-weights checkpoint the next module started at 2.41 GB, with the trim at 0.50 GB (2.41 and 0.50
-    being the worker's resident size, docs/benchmarks.md). A C library without ``malloc_trim`` (musl) keeps
-    its memory: nothing to do there."""
-    yield
-    gc.collect()
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After each test's teardown, hand the C heap's free memory back to the kernel (glibc's
+    ``malloc_trim``), and at the end of each module collect cyclic garbage first. Without it glibc keeps
+    what a test freed (torch tensors, llama.cpp's buffers) in its arenas, and the one worker stays as large
+    as the largest test so far beside the next test's own model: after ``test_imatrix.py`` on the 0.5 B
+    real-weights checkpoint the next module started at 2.41 GB, with a trim at each module's end at 0.50 GB
+    (the worker's resident size, docs/benchmarks.md). A trim is a walk over the heap's free chunks, cheap
+    beside a test; ``gc.collect`` is not (about 0.1 s with torch loaded), so it runs once a module. A C
+    library without ``malloc_trim`` (musl) keeps its memory: nothing to do there."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None):
+            gc.collect()
+        trim = getattr(_LIBC, "malloc_trim", None)
+        if trim is not None:
+            trim(0)
