@@ -93,3 +93,14 @@ def test_image_embeddings_match_the_pytorch_vision_tower(
     )
     error = np.abs(got - want).max()
     assert error <= bound, f"max |llama.cpp - transformers| = {error:.3g} > {bound:.3g}"
+
+
+def test_image_embeddings_refuse_a_file_that_is_not_an_mmproj(gguf_text, parity_image):
+    """The text file given as the mmproj: a one-line error naming it, before llama.cpp is asked to load it."""
+    from so8t.errors import RuntimeLoadError
+    from so8t.llama import api as llama_api
+
+    text_file = gguf_text[TEXT_TYPE].path
+    with pytest.raises(RuntimeLoadError) as info:
+        llama_api.image_embeddings(text_file, text_file, parity_image[0])
+    assert str(text_file) in str(info.value) and "not an mmproj" in str(info.value) and "\n" not in str(info.value)
