@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from so8t.gguf.parity import FLOAT_UNIT_ROUNDOFF, compare_logits, decided, float_bound, relative_verdict
-from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES
+from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES, per_type
 from suites.float_bounds import f32_chain_bound
 
 pytestmark = pytest.mark.llama
@@ -153,7 +153,7 @@ def test_probe_prompts_give_enough_positions(probe_ids):
     assert any(p.isascii() for p in PROBE_PROMPTS)
 
 
-@pytest.mark.parametrize("quant", BLOCK_TYPES)
+@pytest.mark.parametrize("quant", per_type(BLOCK_TYPES))
 def test_baseline_builder_reproduces_llama_cpp_quantization_of_the_plain_model(
     quant, gguf_text, plain_block_files, so8t_random_dir, tmp_path
 ):
@@ -210,7 +210,7 @@ def test_worst_of_realizations_by_hand():
     assert relative_verdict({"mean_kl": 2.4e-3, "top1": 0.85, "n": 200}, bases[0])
 
 
-@pytest.mark.parametrize("quant", BLOCK_TYPES)
+@pytest.mark.parametrize("quant", per_type(BLOCK_TYPES))
 def test_relative_verdict_rejects_a_file_without_the_gates(quant, plain_block_files, probe_ids, block_references):
     """llama.cpp's quantization of the plain model passes against the plain reference (it is its own
     baseline) and fails against the SO8T reference: a file whose gates were not folded in costs far more

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from so8t.errors import QuantTypeError
 from so8t.gguf import quant
 from so8t.gguf.llama_mix import llama_quantize
+from suites.fixtures.gguf_files import BLOCK_TYPES, per_type
 
 
 def test_parse_repeatable_and_comma_lists_in_order_without_duplicates():
@@ -99,7 +100,7 @@ def test_bf16_double_rounding_case():
 
 
 @pytest.mark.llama
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S"])
+@pytest.mark.parametrize("name", per_type(BLOCK_TYPES))
 def test_block_types_are_bit_exact_with_llama_quantize(gguf_text, tmp_path, name):
     """llama.cpp's quantizer turns our F32 file into ``name`` with the same tensor types and bytes as the
     file our single-pass export wrote (llama.cpp's mix, encoded by ggml's kernels)."""

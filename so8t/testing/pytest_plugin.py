@@ -12,9 +12,11 @@ Options:
     --so8t-heavy                 on a user's checkpoint, also run the tests marked ``heavy`` (the nightly job does).
 
 Marker ``heavy``: a check of code paths whose cost grows with the model while what it proves does not
-depend on the model's shape: the low-bit and i-quant types' byte identity with llama.cpp's quantizer (the
-whole model re-quantized twice per type; one K-quant and one i-quant still run) and the training runs
-(resume, distributed, calibration, the demo head's verdicts; minutes each at a real model's size). It always
+depend on the model's shape: the per-type repeats of a whole-model check (byte identity with llama.cpp's
+quantizer and with the plain model's baseline for each block type, and with an importance matrix for each
+low-bit type, the whole model re-quantized twice per type; the validator's verdict on more honest files;
+one type of each kind still runs, ``suites/fixtures/gguf_files.py`` ``LIGHT_BLOCK_TYPES``) and the training
+runs (resume, distributed, calibration, the demo head's verdicts; minutes each at a real model's size). It always
 runs on the embedded model (the default gate); on ``--so8t-model`` it runs only with ``--so8t-heavy`` and
 is skipped otherwise, with that reason.
 
@@ -42,7 +44,7 @@ MARKERS = (
     "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
     "cuda: needs a CUDA GPU; skipped, with the reason, where torch sees none (CI)",
-    "heavy: per-type re-quantization or a training run; on --so8t-model runs only with --so8t-heavy",
+    "heavy: a per-type repeat of a whole-model check or a training run; on --so8t-model runs only with --so8t-heavy",
 )
 
 
@@ -126,7 +128,8 @@ def _parameters(model: str | None) -> int:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.get_closest_marker("heavy") is not None and not heavy_enabled(item.config):
-        pytest.skip("heavy (per-type re-quantization or a training run): on --so8t-model it runs with --so8t-heavy")
+        pytest.skip("heavy (a per-type repeat of a whole-model check, or a training run): on --so8t-model it runs "
+                    "with --so8t-heavy")
     marker = item.get_closest_marker("whole_model")
     if marker is None:
         return
