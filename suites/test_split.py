@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from gguf import GGUFReader
@@ -32,7 +34,8 @@ def split_export(so8t_random_dir, source_checkpoint, split_size, tmp_path_factor
                  "--model-name", f"{source_checkpoint.name}-so8t", "--no-mmproj", "--split-max-size",
                  str(split_size), "--quiet"])
     assert code == 0
-    return out, sorted(p for p in out.glob("*-Q8_0" + PART) if not p.name.endswith(".so8t.gguf"))
+    yield out, sorted(p for p in out.glob("*-Q8_0" + PART) if not p.name.endswith(".so8t.gguf"))
+    shutil.rmtree(out)  # the Q8_0 file again, in parts: not kept until the session ends
 
 
 def _value(reader, key):
