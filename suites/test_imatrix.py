@@ -196,8 +196,7 @@ def test_an_iq_file_passes_the_verdict(imatrix_export, so8t_random_dir):
     file, 5.6 minutes at Qwen2-VL-2B size (IQ4_XS, measured)."""
     import so8t
 
-    name = "IQ2_M"
-    report = so8t.validate(imatrix_export[name].path, so8t_random_dir)
+    report = so8t.validate(imatrix_export["IQ2_M"].path, so8t_random_dir)
     assert report.overall == "PASS", report.table()
 
 

@@ -41,7 +41,6 @@ MARKERS = (
     ("whole_model(copies=1, dtype='float32'): holds whole in-memory copies of the model; skipped with the "
     "figures when they exceed --so8t-memory-budget"),
     "llama: needs llama-cpp-python (runs in the default gate)",
-    "slow: heavier check, still in the default gate",
     "converter: compares with llama.cpp's own convert_hf_to_gguf.py (LLAMA_CPP_CONVERTER)",
     "cuda: needs a CUDA GPU; skipped, with the reason, where torch sees none (CI)",
     "heavy: a per-type repeat of a whole-model check or a training run; on --so8t-model runs only with --so8t-heavy",
