@@ -125,25 +125,27 @@ def _write(tensors, tmp_path, so8t_random_dir):
     return text.write_text_ggufs(tensors, hp, tok, outputs, metadata.so8t_keys(config), "x", progress=False)
 
 
-def test_stream_with_unknown_missing_or_misshapen_tensor(so8t_random_dir, tmp_path):
+def test_stream_with_unknown_missing_or_misshapen_tensor(embedded_random_dir, tmp_path):
+    """The writer's own checks, whatever the model (``embedded_random_dir``: suites/fixtures/conversions.py)."""
     import torch
 
     from so8t.fold import iter_folded_tensors
 
     def tensors():  # a fresh stream each time: one tensor in memory, as in an export
-        return iter_folded_tensors(so8t_random_dir, part="text")
+        return iter_folded_tensors(embedded_random_dir, part="text")
 
     extra = [("model.layers.0.self_attn.rotary.weight", torch.zeros(3))]
     with pytest.raises(ExportError, match="unexpected text tensor"):
-        _write(itertools.chain(tensors(), extra), tmp_path, so8t_random_dir)
+        _write(itertools.chain(tensors(), extra), tmp_path, embedded_random_dir)
     with pytest.raises(ExportError, match="missing"):
-        _write((t for t in tensors() if "layers.1.mlp.up_proj" not in t[0]), tmp_path, so8t_random_dir)
+        _write((t for t in tensors() if "layers.1.mlp.up_proj" not in t[0]), tmp_path, embedded_random_dir)
     bad = ((n, t[:-1] if n.endswith("o_proj.weight") else t) for n, t in tensors())
     with pytest.raises(ExportError, match="shape"):
-        _write(bad, tmp_path, so8t_random_dir)
+        _write(bad, tmp_path, embedded_random_dir)
 
 
-def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
+def test_cli_export_names_outputs(embedded_random_dir, tmp_path, capsys):
+    """The CLI's naming rule, whatever the model (``embedded_random_dir``: suites/fixtures/conversions.py)."""
     from so8t.cli import main
     from so8t.gguf.metadata import read_gguf
 
@@ -151,7 +153,7 @@ def test_cli_export_names_outputs(so8t_random_dir, tmp_path, capsys):
         [
             "export",
             "--input-model",
-            str(so8t_random_dir),
+            str(embedded_random_dir),
             "--output-gguf",
             str(tmp_path / "m.gguf"),
             "--quantization",

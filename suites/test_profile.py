@@ -42,30 +42,32 @@ def test_phases_on_other_threads_add_up():
     assert sum(p.cpu_s for p in phases.phases.values()) <= phases.cpu_s + 0.01  # the process CPU holds them
 
 
-def test_an_export_reports_every_phase(so8t_random_dir, tmp_path):
+def test_an_export_reports_every_phase(embedded_random_dir, tmp_path):
+    """Every phase is timed, whatever the model (``embedded_random_dir``: suites/fixtures/conversions.py)."""
     from so8t.checkpoint.config import read_config
     from so8t.gguf.export import SO8TToGGUFConverter
 
-    report = SO8TToGGUFConverter(so8t_random_dir, progress=False).export(
+    report = SO8TToGGUFConverter(embedded_random_dir, progress=False).export(
         tmp_path, ["F16", "Q8_0"], model_name="m"
     )
     phases = report.phases.phases
     assert list(phases) == list(profile.PHASES)
     assert all(phases[name].calls > 0 for name in profile.PHASES), report.phases.summary()
     # two gate sites per layer (o_proj, down_proj), no biases there: one fold each
-    assert phases["fold"].calls == 2 * read_config(so8t_random_dir).text.num_hidden_layers
+    assert phases["fold"].calls == 2 * read_config(embedded_random_dir).text.num_hidden_layers
     figures = report.phases.as_dict()
     assert figures["other_cpu_s"] >= -0.01 and figures["total_wall_s"] > 0
 
 
-def test_cli_export_profile_prints_the_table(so8t_random_dir, tmp_path, capsys):
+def test_cli_export_profile_prints_the_table(embedded_random_dir, tmp_path, capsys):
+    """The table's layout, whatever the model (``embedded_random_dir``: suites/fixtures/conversions.py)."""
     from so8t.cli import main
 
     rc = main(
         [
             "export",
             "--input-model",
-            str(so8t_random_dir),
+            str(embedded_random_dir),
             "--output-dir",
             str(tmp_path),
             "--quantization",
