@@ -36,11 +36,26 @@ LAYERS = (8, 12, 16, 20)
 GRID = list(itertools.product(("linear", "mlp"), (0.01, 0.1, 1.0), (100, 300)))
 
 
+def render(tok, split: str) -> list[tuple[list[int], int, int, int]]:
+    """Per row of a split: the token ids as ``so8t train`` renders them (chat template with the generation
+    prompt), where the user's content starts and how many tokens it has, and the class index."""
+    from so8t.safety import SAFETY_CLASSES
+
+    rows = []
+    for line in (ROOT / f"so8t/data/guard_safety_{split}.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        ids = tok(tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)).input_ids
+        content = tok(row["messages"][-1]["content"]).input_ids
+        n = len(content)
+        at = next(i for i in range(len(ids) - n + 1) if ids[i : i + n] == content)
+        rows.append((ids, at, n, SAFETY_CLASSES.index(row["label"])))
+    return rows
+
+
 def extract(model_dir: str, threads: int) -> dict:
     import torch
 
     from so8t.model import load_plain_qwen2vl
-    from so8t.safety import SAFETY_CLASSES
     from so8t.training.data import load_tokenizer
 
     torch.set_num_threads(threads)
@@ -49,17 +64,12 @@ def extract(model_dir: str, threads: int) -> dict:
     layers = [n for n in LAYERS if n < model.config.text_config.num_hidden_layers]
     out = {}
     for split in SPLITS:
-        rows = [json.loads(line) for line in (ROOT / f"so8t/data/guard_safety_{split}.jsonl").read_text().splitlines()]
+        rows = render(tok, split)
         feats: dict[str, list] = {}
         started = time.perf_counter()
-        for row in rows:
-            text = tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
-            ids = tok(text, return_tensors="pt").input_ids
-            content = tok(row["messages"][-1]["content"]).input_ids
-            seq, n = ids[0].tolist(), len(content)
-            at = next(i for i in range(len(seq) - n + 1) if seq[i : i + n] == content)
+        for seq, at, n, _ in rows:
             with torch.no_grad():
-                o = model.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+                o = model.model(input_ids=torch.tensor([seq]), output_hidden_states=True, use_cache=False)
             final = o.last_hidden_state[0]
             row_feats = {"last": final[-1], "mean": final.mean(0), "user": final[at : at + n].mean(0)}
             for layer in layers:
@@ -67,7 +77,7 @@ def extract(model_dir: str, threads: int) -> dict:
                 row_feats[f"m{layer}"] = o.hidden_states[layer][0, at : at + n].mean(0)
             for key, value in row_feats.items():
                 feats.setdefault(key, []).append(value)
-        out[split] = {"y": torch.tensor([SAFETY_CLASSES.index(r["label"]) for r in rows]),
+        out[split] = {"y": torch.tensor([label for *_, label in rows]),
                       **{k: torch.stack(v) for k, v in feats.items()}}
         print(f"{split}: {len(rows)} prompts in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return out

@@ -29,22 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's so8t, not an installed one
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from study_guard_features import SPLITS, rates
-
-
-def render(tok, split: str) -> list[tuple[list[int], int, int, int]]:
-    """(token ids with the generation prompt, start and length of the user's content, class index) per row."""
-    from so8t.safety import SAFETY_CLASSES
-
-    rows = []
-    for line in (ROOT / f"so8t/data/guard_safety_{split}.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        ids = tok(tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)).input_ids
-        content = tok(row["messages"][-1]["content"]).input_ids
-        n = len(content)
-        at = next(i for i in range(len(ids) - n + 1) if ids[i : i + n] == content)
-        rows.append((ids, at, n, SAFETY_CLASSES.index(row["label"])))
-    return rows
+from study_guard_features import SPLITS, rates, render
 
 
 def main() -> None:
