@@ -35,6 +35,7 @@ def convert(
     map: str = "exp",
     hidden_size: int | None = None,
     rotation_dim: int = 8,
+    link_weights: bool = False,
     progress: bool = True,
 ) -> ConversionResult:
     """Convert a Hugging Face Qwen2-VL checkpoint directory into an SO8T checkpoint directory.
@@ -52,6 +53,7 @@ def convert(
         map: generator -> rotation map, ``"exp"`` or ``"cayley"``.
         hidden_size: expected text hidden size; a mismatch with config.json is a ``HiddenSizeError``.
         rotation_dim: rotation block size; SO8T requires 8.
+        link_weights: hard-link the source's weight files instead of copying them (one file, two names).
         progress: show a progress bar on stderr.
 
     Returns:
@@ -66,7 +68,7 @@ def convert(
 
     converter = Qwen2VLToSO8TConverter(
         input_model, hidden_size=hidden_size, rotation_dim=rotation_dim, safety_features=safety_features,
-        rotation_init=rotation_init, seed=seed, map=map, progress=progress,
+        rotation_init=rotation_init, seed=seed, map=map, link_weights=link_weights, progress=progress,
     )
     return converter.result(converter.convert(output_model))
 

@@ -8,7 +8,7 @@ init (the default) gives zero generators, so the SO8T model computes exactly wha
 ``random`` draws seeded generators (tests, experiments).
 
 The conversion streams: weights are copied by the kernel range by range (``so8t.copyhash``: each copied
-range is hashed on a second thread), never loaded as tensors, so memory stays small and the time is
+range is hashed on a second thread), or hard-linked with ``link_weights``, never loaded as tensors, so memory stays small and the time is
 disk-bound. The output is written atomically.
 """
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from so8t import group
 from so8t.adapters import qwen2vl
 from so8t.checkpoint.so8t_dir import CONFIG_FILE, GATES_FILE, gate_key, so8t_section
-from so8t.copyhash import HASH_NAME, copy_hashed
+from so8t.copyhash import HASH_NAME, copy_hashed, link_hashed
 from so8t.errors import ConfigError, GroupError, HiddenSizeError, So8tError
 from so8t.gates import INITS, init_generators
 from so8t.io import atomic_path
@@ -57,6 +57,10 @@ class Qwen2VLToSO8TConverter:
         rotation_init: ``"identity"`` (zero generators, default) or ``"random"`` (seeded).
         seed: seed for random gates and the safety head (None means 0).
         map: ``"exp"`` or ``"cayley"``, the generator -> rotation map recorded for every consumer.
+        link_weights: hard-link the source's weight files into the output instead of copying them
+            (``so8t.copyhash.link_hashed``: no disk and no copy time; a copy where the output lies on another
+            filesystem). Output and source then share those files, so an edit of either in place changes
+            both; so8t itself never edits them in place.
         progress: show a tqdm bar on stderr.
 
     Example:
@@ -73,6 +77,7 @@ class Qwen2VLToSO8TConverter:
         rotation_init: str = "identity",
         seed: int | None = None,
         map: str = "exp",
+        link_weights: bool = False,
         progress: bool = True,
     ):
         group.check_rotation_dim(rotation_dim)
@@ -105,6 +110,7 @@ class Qwen2VLToSO8TConverter:
         self.safety_features = safety_features
         self.rotation_init = rotation_init
         self.seed = 0 if seed is None else int(seed)
+        self.link_weights = link_weights
         self.progress = progress
 
     def gate_tensors(self) -> dict[str, torch.Tensor]:
@@ -141,9 +147,10 @@ class Qwen2VLToSO8TConverter:
             ) as bar,
         ):
             tmp.mkdir()
+            place = link_hashed if self.link_weights else copy_hashed
             for src in weight_files:
                 rel = src.relative_to(self.input_model)
-                hashes[rel.as_posix()] = copy_hashed(src, tmp / rel, bar.update)
+                hashes[rel.as_posix()] = place(src, tmp / rel, bar.update)
             for src in aux_files:
                 copy_hashed(src, tmp / src.relative_to(self.input_model), bar.update)
             bar.set_postfix_str("gates")

@@ -1,4 +1,4 @@
-"""Copy a file in the kernel and hash the bytes that landed in the copy (BLAKE3).
+"""Copy (or hard-link) a file and hash the bytes that landed at the destination (BLAKE3).
 
 ``copy_hashed(src, dst)`` copies ``src`` range by range with ``os.copy_file_range`` (page cache to page
 cache, no trip through Python; a plain ``pread``/``pwrite`` loop where the kernel refuses) and hashes each
@@ -34,6 +34,10 @@ HASH_NAME = "blake3"
 
 #: Bytes per copied (and hashed) range; a multiple of the mmap granularity.
 RANGE = 64 << 20
+
+#: os.link errors that mean "no hard link here" (another filesystem, no link support or permission, too many
+#: links): the file is copied instead.
+_NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 #: copy_file_range errors that mean "not here" (old kernel, another filesystem, special file): fall back.
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM, errno.EBADF}
@@ -128,3 +132,24 @@ def copy_hashed(src: str | Path, dst: str | Path, progress: Callable[[int], obje
             raise CheckpointError("file changed size while it was being copied", path=src)
     shutil.copystat(src, dst)
     return hasher.hexdigest()
+
+
+def link_hashed(src: str | Path, dst: str | Path, progress: Callable[[int], object] | None = None) -> str:
+    """Hard-link ``dst`` to ``src`` (parents created); return the hex BLAKE3 of their bytes.
+
+    Where the filesystem refuses the link (``dst`` on another filesystem, no hard links there) this is
+    ``copy_hashed``. A link costs no disk and no copy, but both names are then one file: an edit of either
+    in place changes the other (so8t never writes a checkpoint's weight files in place; it writes new files
+    and renames them). ``progress(n)`` is called once with the file's size."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # follows a symlinked source (a hub cache's blob), as the copy reads through it
+    except OSError as err:
+        if err.errno not in _NO_LINK_ERRNOS:
+            raise
+        return copy_hashed(src, dst, progress)
+    digest = hash_file(dst)
+    if progress is not None:
+        progress(dst.stat().st_size)
+    return digest

@@ -50,7 +50,7 @@ def test_identity_conversion_computes_the_source_model(source_checkpoint, so8t_i
         assert (actual[name] - expected[name]).abs().max().item() <= IDENTITY_ATOL, name
 
 
-def test_weights_and_aux_files_are_copied_verbatim(source_checkpoint, so8t_identity_dir):
+def test_weights_and_aux_files_are_carried_verbatim(source_checkpoint, so8t_identity_dir):
     from so8t.checkpoint import CheckpointReader
 
     converted = SO8TCheckpoint(so8t_identity_dir)
@@ -126,6 +126,33 @@ def test_random_conversion_is_deterministic(checkpoint_variant, tmp_path):
         load_file(str(other / GATES_FILE))["layers.0.attn_rot.generators"],
         load_file(str(again / GATES_FILE))["layers.0.attn_rot.generators"],
     )
+
+
+def test_linked_weights_record_what_copied_weights_record(checkpoint_variant, tmp_path):
+    """``--link-weights``: the output's weight files are the source's (hard links), everything else and every
+    recorded digest is what the default copy writes; the default copy shares no file with the source."""
+    import os
+
+    from so8t.cli import main
+
+    source = checkpoint_variant(vocab_size=1024, shards=2)
+    copied = convert(source, tmp_path / "copied", rotation_init="random", seed=9)
+    linked = tmp_path / "linked"
+    argv = ["convert", "--input-model", str(source), "--output-model", str(linked), "--rotation-init", "random",
+            "--seed", "9", "--link-weights", "--no-progress"]
+    assert main(argv) == 0
+    from so8t.checkpoint import CheckpointReader
+
+    shards = SO8TCheckpoint(linked).reader.shard_files
+    assert len(shards) == len(CheckpointReader(source).shard_files) > 1
+    for shard in shards:
+        rel = shard.relative_to(linked)
+        assert os.path.samefile(shard, source / rel), rel
+        assert not os.path.samefile(copied / rel, source / rel), rel
+    for rel in ("config.json", GATES_FILE):
+        assert (linked / rel).read_bytes() == (copied / rel).read_bytes(), rel
+    tokenizer = next(p.name for p in source.iterdir() if p.name.startswith("tokenizer"))
+    assert not os.path.samefile(linked / tokenizer, source / tokenizer)  # only the weights are linked
 
 
 VARIANTS = {

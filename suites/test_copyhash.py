@@ -1,4 +1,4 @@
-"""``so8t.copyhash``: kernel copy + BLAKE3 of the written bytes, and how checkpoints record the digest.
+"""``so8t.copyhash``: kernel copy (or hard link) + BLAKE3 of the written bytes, and how checkpoints record the digest.
 
 Expected digests are the BLAKE3 reference test vector (empty input) and the ``blake3`` library's own
 single-threaded one-shot hash of the bytes, never a value produced by the code under test.
@@ -91,6 +91,38 @@ def test_source_that_shrinks_is_a_checkpoint_error(tmp_path: Path, monkeypatch):
     with pytest.raises(CheckpointError, match="shrank while it was being copied") as info:
         copyhash.copy_hashed(tmp_path / "src", tmp_path / "dst")
     assert "\n" not in str(info.value) and str(tmp_path / "src") in str(info.value)
+
+
+def test_a_link_is_the_source_file_and_its_digest(tmp_path: Path):
+    data = _payload(5000)
+    src, dst = tmp_path / "src.bin", tmp_path / "sub" / "dst.bin"
+    src.write_bytes(data)
+    seen: list[int] = []
+    digest = copyhash.link_hashed(src, dst, progress=seen.append)
+    assert os.path.samefile(src, dst) and src.stat().st_nlink == 2
+    assert digest == blake3.blake3(data).hexdigest() and seen == [len(data)]
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.EPERM, errno.EMLINK])
+def test_a_refused_link_is_a_copy(tmp_path: Path, monkeypatch, code: int):
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", refuse)
+    data = _payload(3000)
+    (tmp_path / "src").write_bytes(data)
+    digest = copyhash.link_hashed(tmp_path / "src", tmp_path / "dst")
+    assert not os.path.samefile(tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst").read_bytes() == data and digest == blake3.blake3(data).hexdigest()
+
+
+def test_other_link_errors_propagate(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        copyhash.link_hashed(tmp_path / "missing", tmp_path / "dst")
+    (tmp_path / "src").write_bytes(b"x")
+    (tmp_path / "dst").write_bytes(b"y")
+    with pytest.raises(FileExistsError):  # never replaces a file silently
+        copyhash.link_hashed(tmp_path / "src", tmp_path / "dst")
 
 
 def test_sha256_digests_of_older_checkpoints_are_still_computable(tmp_path: Path):

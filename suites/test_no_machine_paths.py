@@ -26,13 +26,14 @@ def deep_export(tmp_path_factory, source_checkpoint):
     # hard links: the bytes are the user's, only the path is deep (no 4.4 GB copy at the real size)
     source = shutil.copytree(source_checkpoint, deep / "models" / "my-qwen2-vl", copy_function=os.link)
     so8t_dir = so8t.convert(
-        source, deep / "my-so8t", rotation_init="random", seed=3, safety_features=True, progress=False
+        source, deep / "my-so8t", rotation_init="random", seed=3, safety_features=True, link_weights=True,
+        progress=False,
     ).path
     out = deep / "out"
     out.mkdir()
     so8t.export_gguf(so8t_dir, out, quant_types=["F16", "Q8_0"], model_name="m", progress=False)
     yield root, out, so8t_dir
-    shutil.rmtree(root)  # about 10 GB at the real size: not kept until the session ends
+    shutil.rmtree(root)  # about 5 GB at the real size: not kept until the session ends
 
 
 def _machine_paths(root, path) -> list[str]:

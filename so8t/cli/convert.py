@@ -35,6 +35,13 @@ def register(sub) -> None:
         "--seed", type=int, default=None, help="seed for random gates and the safety head (default 0)"
     )
     p.add_argument("--map", choices=("exp", "cayley"), default="exp", help="generator -> rotation map")
+    p.add_argument(
+        "--link-weights",
+        action="store_true",
+        help="hard-link the source's weight files instead of copying them: no extra disk, no copy time (a copy "
+        "where the output is on another filesystem); both names are then one file, so editing either in "
+        "place changes both",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
@@ -54,6 +61,7 @@ def handle(args) -> int:
         rotation_init=args.rotation_init,
         seed=args.seed,
         map=args.map,
+        link_weights=args.link_weights,
         progress=not args.no_progress,
     )
     print(
