@@ -23,7 +23,7 @@ from gguf import GGUFReader, GGUFValueType, TokenType
 from gguf.quants import dequantize
 
 from so8t.gguf.quant import error_bound
-from suites.fixtures.gguf_files import ALL_TYPES
+from suites.fixtures.gguf_files import ALL_TYPES, LIGHT_TYPES, per_type, running_types
 
 BLOCK_SUFFIXES = {  # hub suffix -> gguf suffix (docs/reference.md section 3), written out here independently
     "input_layernorm.weight": "attn_norm.weight",
@@ -119,10 +119,11 @@ def _wants_256_block(quant: str, name: str, names) -> bool:
     return quant not in UNIFORM_2D_TYPE and (quant != "Q4_0" or _is_output(name, names))
 
 
-def test_every_type_exported(gguf_text, tables):
-    """Every type written; a fallback is reported for exactly the matrices whose row length fits no block
-    of the type llama.cpp's mix asks for (K blocks are 256 long), and for no other."""
-    assert sorted(gguf_text) == sorted(ALL_TYPES)
+def test_every_type_exported(gguf_text, tables, pytestconfig):
+    """Every type written (this session's: all ten, or on a user's checkpoint without --so8t-heavy the light
+    ones, suites/fixtures/gguf_files.py); a fallback is reported for exactly the matrices whose row length fits
+    no block of the type llama.cpp's mix asks for (K blocks are 256 long), and for no other."""
+    assert sorted(gguf_text) == sorted(running_types(pytestconfig, ALL_TYPES, LIGHT_TYPES))
     for quant, t in gguf_text.items():
         assert t.path.is_file() and t.path.stat().st_size == t.size
         names = {e.name for e in tables[quant].tensors}
@@ -134,7 +135,7 @@ def test_every_type_exported(gguf_text, tables):
         assert reported == misfit, (quant, sorted(misfit ^ reported)[:4], t.fallbacks[:3])
 
 
-@pytest.mark.parametrize("quant", ALL_TYPES)
+@pytest.mark.parametrize("quant", per_type(ALL_TYPES, LIGHT_TYPES))
 def test_llama_cpp_required_keys(tables, quant, source_checkpoint):
     kv, types = tables[quant].kv, tables[quant].kv_types
     cfg = _config(source_checkpoint)
@@ -266,7 +267,7 @@ def test_sidecar_links_to_its_text_file(gguf_text):
         assert read_sidecar(t.sidecar).text_content_hash == t.content_hash, quant
 
 
-@pytest.mark.parametrize("quant", ALL_TYPES)
+@pytest.mark.parametrize("quant", per_type(ALL_TYPES, LIGHT_TYPES))
 def test_tensor_inventory(tables, quant, source_checkpoint):
     """Exactly the tensors llama.cpp expects (no output.weight when tied), shapes in GGUF order
     (ne0 = row length), norms and biases F32, matrices in the requested type (numpy types)."""
@@ -328,15 +329,15 @@ def round_trip_findings(tables, gguf_text, folded_text, source_checkpoint) -> di
     compared with every file's dequantized rows. Folding per type repeated the same float64 pass ten times
     (26-39 s a type at Qwen2-VL-2B size)."""
     to_gguf = _hub_to_gguf(_config(source_checkpoint))
-    by_name = {q: {t.name: t for t in tables[q].tensors} for q in ALL_TYPES}
-    findings: dict[str, str | None] = dict.fromkeys(ALL_TYPES)
+    by_name = {q: {t.name: t for t in tables[q].tensors} for q in gguf_text}
+    findings: dict[str, str | None] = dict.fromkeys(gguf_text)
     for hub, gg in to_gguf.items():
         shape = folded_text.shape(hub)
         step = ROUND_TRIP_ROWS if len(shape) > 1 else shape[0]
-        data = {q: _data(gguf_text[q].path, by_name[q][gg]) for q in ALL_TYPES}
+        data = {q: _data(gguf_text[q].path, by_name[q][gg]) for q in gguf_text}
         for start in range(0, shape[0], step):
             w = folded_text.rows(hub, start, min(start + step, shape[0]))
-            for quant in (q for q in ALL_TYPES if findings[q] is None):
+            for quant in (q for q in gguf_text if findings[q] is None):
                 qtype = T(by_name[quant][gg].ggml_type)
                 got = dequantize(data[quant][start : start + len(w)] if len(shape) > 1 else data[quant], qtype)
                 err = np.abs(got.astype(np.float64).reshape(w.shape) - w)
@@ -352,7 +353,7 @@ def round_trip_findings(tables, gguf_text, folded_text, source_checkpoint) -> di
     return findings
 
 
-@pytest.mark.parametrize("quant", ALL_TYPES)
+@pytest.mark.parametrize("quant", per_type(ALL_TYPES, LIGHT_TYPES))
 def test_round_trip_within_block_format_bound(round_trip_findings, quant):
     """Every stored value, dequantized, lies within its format's error bound of the folded float64 weight."""
     assert round_trip_findings[quant] is None, round_trip_findings[quant]

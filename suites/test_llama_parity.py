@@ -240,11 +240,14 @@ def test_quant_types_order_by_bits(llama_logits, reference_eps0, gguf_text):
     """Coarser grids lose more: KL(Q8_0) < KL(Q6_K) < KL(Q4_K_M) < KL(Q4_0); both 4-bit files keep the
     output matrix at Q6_K (llama.cpp's mix), so the last step compares the 4-bit grids themselves. Where
     llama.cpp's fallback gives two files the same type for every tensor (Q6_K falls back to Q8_0 on rows
-    that fit no 256 block), they are the same quantization and their KL is equal."""
+    that fit no 256 block), they are the same quantization and their KL is equal. On a user's checkpoint
+    without --so8t-heavy the session has no Q6_K file (suites/fixtures/gguf_files.py): the chain is then
+    Q8_0 < Q4_K_M < Q4_0."""
     from so8t.gguf.metadata import read_gguf
 
     ref = reference_eps0["logits"]
-    order = ("Q8_0", "Q6_K", "Q4_K_M", "Q4_0")
+    order = [q for q in ("Q8_0", "Q6_K", "Q4_K_M", "Q4_0") if q in gguf_text]
+    assert len(order) >= 3, order
     kl = {q: compare_logits(llama_logits[q], ref)["mean_kl"] for q in order}
     types = {q: {t.name: t.ggml_type for t in read_gguf(gguf_text[q].path).tensors} for q in order}
     for finer, coarser in itertools.pairwise(order):
