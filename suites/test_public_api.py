@@ -120,12 +120,17 @@ def test_cli_check_sees_a_direct_call():
     assert not {name for _, _, name in _calls_and_imports(ast.parse("so8t.train(a, b, c)"))} & WRAPPED
 
 
-def test_convert_export_validate_end_to_end(source_checkpoint, tmp_path):
+def test_convert_export_validate_end_to_end(embedded_checkpoint, tmp_path):
+    """The public API's three calls chained, on the embedded model on any gate: their arguments, results
+    and report, which no checkpoint changes. What they compute on a user's checkpoint is checked there by
+    the session's own conversion, export and validation (``test_embedded_export_passes_every_check`` in
+    suites/test_validator.py validates its F16 file with the mmproj, every check PASS); at Qwen2-VL-2B size
+    this test repeated all three for 80 s."""
     from jsonschema import Draft202012Validator
 
     from so8t.validation import CHECKS, REPORT_SCHEMA
 
-    converted = so8t.convert(source_checkpoint, tmp_path / "so8t", rotation_init="random", seed=5,
+    converted = so8t.convert(embedded_checkpoint, tmp_path / "so8t", rotation_init="random", seed=5,
                              safety_features=True, progress=False)
     assert converted.path == tmp_path / "so8t" and (converted.path / "so8t_gates.safetensors").is_file()
     assert converted.safety_head and converted.rotation_init == "random" and converted.gates_per_layer == 4
