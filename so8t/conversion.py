@@ -8,8 +8,8 @@ init (the default) gives zero generators, so the SO8T model computes exactly wha
 ``random`` draws seeded generators (tests, experiments).
 
 The conversion streams: weights are copied by the kernel range by range (``so8t.copyhash``: each copied
-range is hashed on a second thread), or hard-linked with ``link_weights``, never loaded as tensors, so memory stays small and the time is
-disk-bound. The output is written atomically.
+range is hashed on a second thread), or hard-linked with ``link_weights``; never loaded as tensors, so
+memory stays small and the time is disk-bound. The output is written atomically.
 """
 
 from __future__ import annotations
