@@ -18,13 +18,16 @@ from so8t.gguf.metadata import read_gguf
 
 
 @pytest.fixture(scope="module")
-def deep_export(tmp_path_factory, source_checkpoint):
+def deep_export(tmp_path_factory, embedded_checkpoint):
+    """The embedded model on any gate: a path can only reach a file through the tool's code, whatever the
+    checkpoint (on --so8t-model at Qwen2-VL-2B size this was a 46 s export and 6 GB of disk at the gate's
+    peak)."""
     import so8t
 
     root = tmp_path_factory.mktemp("machine-path")
     deep = root.joinpath("home", "exporter", "private", "projects", "deep")
-    # hard links: the bytes are the user's, only the path is deep (no 4.4 GB copy at the real size)
-    source = shutil.copytree(source_checkpoint, deep / "models" / "my-qwen2-vl", copy_function=os.link)
+    # hard links: the bytes are the embedded model's, only the path is deep
+    source = shutil.copytree(embedded_checkpoint, deep / "models" / "my-qwen2-vl", copy_function=os.link)
     so8t_dir = so8t.convert(
         source, deep / "my-so8t", rotation_init="random", seed=3, safety_features=True, link_weights=True,
         progress=False,
@@ -33,7 +36,7 @@ def deep_export(tmp_path_factory, source_checkpoint):
     out.mkdir()
     so8t.export_gguf(so8t_dir, out, quant_types=["F16", "Q8_0"], model_name="m", progress=False)
     yield root, out, so8t_dir
-    shutil.rmtree(root)  # about 5 GB at the real size: not kept until the session ends
+    shutil.rmtree(root)
 
 
 def _machine_paths(root, path) -> list[str]:
