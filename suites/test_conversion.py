@@ -133,16 +133,15 @@ def test_linked_weights_record_what_copied_weights_record(checkpoint_variant, tm
     recorded digest is what the default copy writes; the default copy shares no file with the source."""
     import os
 
+    from so8t.checkpoint import CheckpointReader
     from so8t.cli import main
 
     source = checkpoint_variant(vocab_size=1024, shards=2)
     copied = convert(source, tmp_path / "copied", rotation_init="random", seed=9)
     linked = tmp_path / "linked"
-    argv = ["convert", "--input-model", str(source), "--output-model", str(linked), "--rotation-init", "random",
-            "--seed", "9", "--link-weights", "--no-progress"]
+    argv = ["convert", "--input-model", str(source), "--output-model", str(linked), "--rotation-init",
+            "random", "--seed", "9", "--link-weights", "--no-progress"]
     assert main(argv) == 0
-    from so8t.checkpoint import CheckpointReader
-
     shards = SO8TCheckpoint(linked).reader.shard_files
     assert len(shards) == len(CheckpointReader(source).shard_files) > 1
     for shard in shards:

@@ -1,4 +1,5 @@
-"""``so8t.copyhash``: kernel copy (or hard link) + BLAKE3 of the written bytes, and how checkpoints record the digest.
+"""``so8t.copyhash``: kernel copy (or hard link) + BLAKE3 of the written bytes, and how checkpoints record
+the digest.
 
 Expected digests are the BLAKE3 reference test vector (empty input) and the ``blake3`` library's own
 single-threaded one-shot hash of the bytes, never a value produced by the code under test.

@@ -120,9 +120,9 @@ def _wants_256_block(quant: str, name: str, names) -> bool:
 
 
 def test_every_type_exported(gguf_text, tables, pytestconfig):
-    """Every type written (this session's: all ten, or on a user's checkpoint without --so8t-heavy the light
-    ones, suites/fixtures/gguf_files.py); a fallback is reported for exactly the matrices whose row length fits
-    no block of the type llama.cpp's mix asks for (K blocks are 256 long), and for no other."""
+    """Every type written (this session's: all ten, or on a user's checkpoint without --so8t-heavy the
+    light ones, suites/fixtures/gguf_files.py); a fallback is reported for exactly the matrices whose row
+    length fits no block of the type llama.cpp's mix asks for (K blocks are 256 long), and for no other."""
     assert sorted(gguf_text) == sorted(running_types(pytestconfig, ALL_TYPES, LIGHT_TYPES))
     for quant, t in gguf_text.items():
         assert t.path.is_file() and t.path.stat().st_size == t.size

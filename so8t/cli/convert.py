@@ -38,9 +38,9 @@ def register(sub) -> None:
     p.add_argument(
         "--link-weights",
         action="store_true",
-        help="hard-link the source's weight files instead of copying them: no extra disk, no copy time (a copy "
-        "where the output is on another filesystem); both names are then one file, so editing either in "
-        "place changes both",
+        help="hard-link the source's weight files instead of copying them: no extra disk, no copy time (a "
+        "copy where the output is on another filesystem); both names are then one file, so editing either "
+        "in place changes both",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
