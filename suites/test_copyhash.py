@@ -117,7 +117,11 @@ def test_a_refused_link_is_a_copy(tmp_path: Path, monkeypatch, code: int):
     assert (tmp_path / "dst").read_bytes() == data and digest == blake3.blake3(data).hexdigest()
 
 
-def test_other_link_errors_propagate(tmp_path: Path):
+def test_other_link_errors_propagate(tmp_path: Path, monkeypatch):
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a link error that is not a refusal fell back to a copy")
+
+    monkeypatch.setattr(copyhash, "copy_hashed", no_copy)
     with pytest.raises(FileNotFoundError):
         copyhash.link_hashed(tmp_path / "missing", tmp_path / "dst")
     (tmp_path / "src").write_bytes(b"x")
