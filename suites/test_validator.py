@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, To
 from so8t.gguf import metadata, names, quant
 from so8t.gguf.text import TextHParams, write_text_ggufs
 from so8t.gguf.tokenizer import TokenizerMeta
-from so8t.validation import CHECKS, REPORT_SCHEMA, SO8TGGUFValidator
+from so8t.validation import CHECKS, REPORT_SCHEMA, SO8TGGUFValidator, checks_for
 from so8t.validation.checks_tokenizer import byte_level_symbols
 
 # ------------------------------------------------------------------------------- tiny text GGUF
@@ -449,13 +449,28 @@ def test_cli_usage_errors_are_one_line_and_write_nothing(tiny, source_checkpoint
 
 
 @pytest.mark.llama
+def test_checks_for_is_the_closure_of_the_named_checks_in_run_order():
+    """Every named requirement of a chosen check is chosen, nothing else is, and the run order is kept."""
+    chosen = checks_for("parity.logits")
+    names = [c.name for c in chosen]
+    assert names == [c.name for c in CHECKS if c.name in names]
+    assert {"file.exists", "tensors.finite", "runtime.llama_load", "parity.logits"} <= set(names)
+    assert not {"tensors.values_vs_source", "tensors.content_hash", "runtime.mmproj_image"} & set(names)
+    for c in chosen:
+        assert {r for r in c.requires if not r.startswith("category:")} <= set(names), c.name
+    assert [c.name for c in checks_for("file.exists")] == ["file.exists"]
+    with pytest.raises(KeyError, match="no such check: parity.logit"):
+        checks_for("parity.logit")
+
+
 def test_block_type_parity_against_the_plain_baseline(gguf_text, so8t_identity_dir, plain_block_files,
                                                       so8t_random_dir):
     """Identity gates: the file is its own baseline (said, no second file). Random gates: the baseline
-    file is built and scored, both sides and the ratio are in the report's details."""
+    file is built and scored, both sides and the ratio are in the report's details. The verdict runs with
+    the checks it needs (``checks_for``): the others judge the file, and run on the same files elsewhere."""
     from so8t.validation.parity_reference import ParityReference
 
-    subset = tuple(c for c in CHECKS if c.category not in ("group",) and c.name != "runtime.mmproj_image")
+    subset = checks_for("parity.logits")
     same = SO8TGGUFValidator(plain_block_files["Q8_0"], so8t_model=so8t_identity_dir, checks=subset).run()
     parity = same.get("parity.logits")
     assert parity.status == "PASS" and "its own baseline" in parity.reason, same.table(verbose=True)

@@ -17,8 +17,9 @@ _HOMES = {
     "Report": "so8t.validation.report",
     "CHECKS": "so8t.validation.validator",
     "SO8TGGUFValidator": "so8t.validation.validator",
+    "checks_for": "so8t.validation.validator",
 }
-__all__ = ["CHECKS", "REPORT_SCHEMA", "CheckResult", "Report", "SO8TGGUFValidator"]
+__all__ = ["CHECKS", "REPORT_SCHEMA", "CheckResult", "Report", "SO8TGGUFValidator", "checks_for"]
 
 
 def __getattr__(name: str):

@@ -71,6 +71,27 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
+def checks_for(*names: str, checks: tuple[Check, ...] = CHECKS) -> tuple[Check, ...]:
+    """The checks ``names`` with every check they require, transitively, in run order: the least a caller
+    that wants only those verdicts runs (``SO8TGGUFValidator(..., checks=checks_for("parity.logits"))``).
+
+    A ``category:X`` requirement asks only that no check of category X that ran failed
+    (``Context.blocking``), so it adds no check; a named requirement adds that check.
+    """
+    by_name = {c.name: c for c in checks}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(f"no such check: {', '.join(unknown)}")
+    wanted: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(r for r in by_name[name].requires if not r.startswith("category:"))
+    return tuple(c for c in checks if c.name in wanted)
+
+
 def mmproj_for(gguf_model: str | Path) -> Path | None:
     """The single ``mmproj-*.gguf`` in the GGUF's directory (None when there is none or several)."""
     path = Path(gguf_model)
