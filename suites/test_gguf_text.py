@@ -442,8 +442,10 @@ _FLOAT_DTYPES = {int(T.F32): np.float32, int(T.F16): np.float16}
 def _tensor_data(handle, entry: metadata.TensorEntry) -> np.ndarray:
     """One tensor's stored data, read (not mapped): two whole-model files compared through memory maps kept
     every page in the process's RSS, 8.0 GiB at Qwen2-VL-2B size (F16), against one tensor at a time here."""
-    raw = os.pread(handle.fileno(), entry.nbytes, entry.offset)
-    return np.frombuffer(raw, dtype=_FLOAT_DTYPES.get(entry.ggml_type, np.uint8))
+    handle.seek(entry.offset)
+    raw = np.fromfile(handle, dtype=np.uint8, count=entry.nbytes)  # one pread is at most 2 GiB; this loops
+    assert raw.size == entry.nbytes, f"{entry.name}: the file ends inside the tensor"
+    return raw.view(_FLOAT_DTYPES.get(entry.ggml_type, np.uint8))
 
 
 def test_fallback_messages_keep_the_tensor_lines_only():
