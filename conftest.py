@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
+    "suites.fixtures.release",  # first: gguf_extra imports it, and a plugin module is asserted-rewritten on import
     "suites.fixtures.checkpoints",
     "suites.fixtures.conversions",
     "suites.fixtures.gguf_files",

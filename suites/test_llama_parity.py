@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from so8t.gguf.parity import FLOAT_UNIT_ROUNDOFF, compare_logits, decided, float_bound, relative_verdict
-from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES, per_type
+from suites.fixtures.gguf_files import ALL_TYPES, BLOCK_TYPES, LIGHT_TYPES, per_type
 from suites.float_bounds import f32_chain_bound
 
 pytestmark = pytest.mark.llama
@@ -93,7 +93,7 @@ def llama_logits(gguf_text, parity_ids) -> dict:
     return out
 
 
-@pytest.mark.parametrize("quant", sorted(FLOAT_UNIT_ROUNDOFF))
+@pytest.mark.parametrize("quant", per_type(sorted(FLOAT_UNIT_ROUNDOFF), LIGHT_TYPES))
 def test_float_types_within_rounding_bound(quant, llama_logits, reference_eps0, text_config):
     ref = reference_eps0["logits"]
     got = llama_logits[quant].astype(np.float64)
@@ -102,7 +102,7 @@ def test_float_types_within_rounding_bound(quant, llama_logits, reference_eps0, 
     assert err <= bound, f"{quant}: max |logit error| {err:.3e} > bound {bound:.3e}"
 
 
-@pytest.mark.parametrize("quant", sorted(FLOAT_UNIT_ROUNDOFF))
+@pytest.mark.parametrize("quant", per_type(sorted(FLOAT_UNIT_ROUNDOFF), LIGHT_TYPES))
 def test_float_types_keep_the_decided_argmax(quant, llama_logits, reference_eps0, text_config):
     """Where the reference's top-1 margin exceeds twice the rounding bound, llama.cpp's argmax is the
     reference's. The bound is a worst case that grows with depth (BF16: 113 roundings of 2^-8 at 28

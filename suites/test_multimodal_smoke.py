@@ -38,12 +38,12 @@ def _png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_gguf, parity_image):
+def test_chat_with_an_image_through_the_multimodal_handler(gguf_text, mmproj_f16, parity_image):
     from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
     from so8t.llama import api as llama_api
 
-    text_file, mmproj = gguf_text[TEXT_TYPE].path, mmproj_gguf["f16"]
+    text_file, mmproj = gguf_text[TEXT_TYPE].path, mmproj_f16
     handler = Qwen25VLChatHandler(clip_model_path=str(mmproj), verbose=False)
     llm = llama_api.load(text_file, chat_handler=handler, n_ctx=512, n_threads=2)  # the one way so8t loads
     try:

@@ -101,7 +101,7 @@ def test_cli_run_image_needs_mmproj(gguf_text, capsys):
     assert rc == 2 and "--mmproj" in capsys.readouterr().err
 
 
-def test_image_through_mmproj(gguf_text, mmproj_gguf, tmp_path):
+def test_image_through_mmproj(gguf_text, mmproj_f16, tmp_path):
     """Multimodal smoke: the Q8_0 text file with the mmproj of the same SO8T model answers about a small
     image through llama.cpp's multimodal handler (random weights: any text, but the image path runs; Q8_0
     because the text type does not matter here and it holds half what F16 does at a real size)."""
@@ -112,6 +112,6 @@ def test_image_through_mmproj(gguf_text, mmproj_gguf, tmp_path):
     image = tmp_path / "square.png"
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(image)
-    with LlamaRuntime(gguf_text["Q8_0"].path, mmproj=mmproj_gguf["f16"], n_ctx=512, n_threads=2) as rt:
+    with LlamaRuntime(gguf_text["Q8_0"].path, mmproj=mmproj_f16, n_ctx=512, n_threads=2) as rt:
         answer = rt.describe_image(image, "What is in the picture?", max_tokens=4)
     assert isinstance(answer, str)

@@ -80,8 +80,8 @@ def _stop(proc) -> None:
 
 
 @pytest.fixture(scope="module")
-def open_server(gguf_text, mmproj_gguf):
-    proc, url = _start(gguf_text["Q8_0"].path, "--mmproj", str(mmproj_gguf["f16"]))
+def open_server(gguf_text, mmproj_f16):
+    proc, url = _start(gguf_text["Q8_0"].path, "--mmproj", str(mmproj_f16))
     yield url
     _stop(proc)
 

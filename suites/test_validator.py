@@ -162,9 +162,9 @@ def test_tiny_file_passes_structure_and_runs_in_llama_cpp(tiny):
 
 
 @pytest.mark.llama
-def test_embedded_export_passes_every_check(gguf_text, mmproj_gguf, so8t_random_dir):
+def test_embedded_export_passes_every_check(gguf_text, mmproj_f16, so8t_random_dir):
     f16 = gguf_text["F16"]
-    report = run(f16.path, so8t_model=so8t_random_dir, sidecar=f16.sidecar, mmproj=mmproj_gguf["f16"])
+    report = run(f16.path, so8t_model=so8t_random_dir, sidecar=f16.sidecar, mmproj=mmproj_f16)
     assert report.overall == "PASS", report.table(verbose=True)
     assert report.by_status("SKIP") == [], report.table(verbose=True)
     assert report.get("tensors.values_vs_source").measured <= 1.0
@@ -177,19 +177,19 @@ def test_embedded_export_passes_every_check(gguf_text, mmproj_gguf, so8t_random_
     assert data["files"]["gguf_model"]["size_bytes"] == f16.path.stat().st_size
 
 
-def test_a_run_asks_the_image_prompt_once(gguf_text, mmproj_gguf, so8t_random_dir):
+def test_a_run_asks_the_image_prompt_once(gguf_text, mmproj_f16, so8t_random_dir):
     """A second file of the same run names the file the image prompt was answered with, without a child."""
     from so8t.validation import checks_runtime
     from so8t.validation.context import Context
 
-    ctx = Context(gguf_text["Q8_0"].path, so8t_random_dir, mmproj_path=mmproj_gguf["f16"],
+    ctx = Context(gguf_text["Q8_0"].path, so8t_random_dir, mmproj_path=mmproj_f16,
                   image_checked_with=gguf_text["F16"].path)
     outcome = checks_runtime.mmproj_image.func(ctx)
     assert outcome.status == "PASS" and gguf_text["F16"].path.name in outcome.reason
     assert "not repeated" in outcome.reason
 
 
-def test_the_image_prompt_can_pair_the_mmproj_with_a_sibling_file(gguf_text, mmproj_gguf, so8t_random_dir,
+def test_the_image_prompt_can_pair_the_mmproj_with_a_sibling_file(gguf_text, mmproj_f16, so8t_random_dir,
                                                                   monkeypatch):
     """``image_text_file`` (the pipeline's smallest file) is what the image child loads, and the report says so."""
     from so8t.validation import checks_runtime
@@ -198,10 +198,10 @@ def test_the_image_prompt_can_pair_the_mmproj_with_a_sibling_file(gguf_text, mmp
     asked = []
     real = checks_runtime._run_probe
     monkeypatch.setattr(checks_runtime, "_run_probe", lambda args, *rest: asked.append(args) or real(args, *rest))
-    ctx = Context(gguf_text["F16"].path, so8t_random_dir, mmproj_path=mmproj_gguf["f16"],
+    ctx = Context(gguf_text["F16"].path, so8t_random_dir, mmproj_path=mmproj_f16,
                   image_text_file=gguf_text["Q8_0"].path)
     outcome = checks_runtime.mmproj_image.func(ctx)
-    assert asked == [["image", str(gguf_text["Q8_0"].path), str(mmproj_gguf["f16"])]]
+    assert asked == [["image", str(gguf_text["Q8_0"].path), str(mmproj_f16)]]
     assert outcome.status == "PASS", outcome.reason
     assert f"{gguf_text['Q8_0'].path.name} (the same model at another type)" in outcome.reason
 
@@ -360,12 +360,12 @@ def test_sidecar_group_laws(gguf_text, tiny, tmp_path, edit, check, words, in_so
                                    "metadata.sidecar_consistency"}
 
 
-def test_mmproj_of_another_width(mmproj_gguf, source_reader, tiny):
+def test_mmproj_of_another_width(mmproj_f16, source_reader, tiny):
     """The checkpoint's mmproj projects to its text width, the tiny text model is 64 wide: llama.cpp would
     refuse the pair."""
     width = int(source_reader.text_config.hidden_size)
     assert width != 64
-    assert_fails(run(tiny, mmproj=mmproj_gguf["f16"]), "metadata.mmproj", f"projection_dim {width}")
+    assert_fails(run(tiny, mmproj=mmproj_f16), "metadata.mmproj", f"projection_dim {width}")
 
 
 def test_sidecar_of_another_text_file(gguf_text, tiny):
@@ -397,9 +397,11 @@ def test_wrong_side_fold_is_caught(so8t_random_dir, tmp_path):
                 tensor = ckpt.reader.get(name).double() @ r
             yield name, tensor
 
-    path = tmp_path / "wrong-side-F16.gguf"
+    # Q8_0: the wrong side moves attn_output by the rotation's size, far past one 8-bit block's rounding, in
+    # half the disk of F16 (1.6 GB at Qwen2-VL-2B size, beside the session's files)
+    path = tmp_path / "wrong-side-Q8_0.gguf"
     write_text_ggufs(wrong_side(), hp, read_tokenizer(so8t_random_dir, hp.vocab_size),
-                     {"F16": (quant.QUANT_TYPES["F16"], path)}, metadata.so8t_keys(ckpt.reader.config), "wrong",
+                     {"Q8_0": (quant.QUANT_TYPES["Q8_0"], path)}, metadata.so8t_keys(ckpt.reader.config), "wrong",
                      progress=False)
     subset = tuple(c for c in CHECKS if c.category in ("file", "tensors") or c.name in
                    ("metadata.architecture", "metadata.hparams", "metadata.so8t_keys"))

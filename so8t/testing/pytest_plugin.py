@@ -10,6 +10,14 @@ Options:
     --so8t-model PATH            run the suites on a user's Qwen2-VL checkpoint instead of the embedded default.
     --so8t-memory-budget GB      memory a test may fill with whole in-memory copies of the model (default 6).
     --so8t-heavy                 on a user's checkpoint, also run the tests marked ``heavy`` (the nightly job does).
+    --so8t-tool-checks           on a user's checkpoint, also run the checks of the tool itself (below).
+
+Checks of the tool itself: a test whose fixtures never reach ``source_checkpoint`` (the suites' one fixture
+that reads ``--so8t-model``, suites/fixtures/checkpoints.py) cannot tell one checkpoint from another: the
+group laws, the CLI's errors, the writers on synthetic tensors, the dashboard, the pipeline and the exports'
+naming on the embedded model. They run in the default gate (CI). On ``--so8t-model`` they would repeat it
+word for word (about 4 minutes of a real-weights gate), so there they are skipped, with that reason, unless
+``--so8t-tool-checks`` is given.
 
 Marker ``heavy``: a check of code paths whose cost grows with the model while what it proves does not
 depend on the model's shape: the per-type repeats of a whole-model check (byte identity with llama.cpp's
@@ -70,6 +78,20 @@ def pytest_addoption(parser):
         default=False,
         help="with --so8t-model: also run the tests marked heavy (per-type re-quantization, training runs)",
     )
+    group.addoption(
+        "--so8t-tool-checks",
+        action="store_true",
+        default=False,
+        help="with --so8t-model: also run the checks of the tool itself, which never read the checkpoint "
+        "(the default gate runs them)",
+    )
+
+
+#: The suites' fixture that reads ``--so8t-model``: a test whose fixture closure lacks it is a check of the tool.
+CHECKPOINT_FIXTURE = "source_checkpoint"
+#: Why such a check is skipped on ``--so8t-model`` without ``--so8t-tool-checks``.
+TOOL_CHECK_SKIP = ("a check of the tool itself: it never reads the checkpoint under test and runs in the default "
+                   "gate; --so8t-tool-checks runs it here too")
 
 
 def heavy_enabled(config) -> bool:
@@ -126,6 +148,10 @@ def _parameters(model: str | None) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    config = item.config
+    if (config.getoption("--so8t-model") and not config.getoption("--so8t-tool-checks")
+            and CHECKPOINT_FIXTURE not in getattr(item, "fixturenames", ())):
+        pytest.skip(TOOL_CHECK_SKIP)
     if item.get_closest_marker("heavy") is not None and not heavy_enabled(item.config):
         pytest.skip("heavy (a per-type repeat of a whole-model check, or a training run): on --so8t-model it runs "
                     "with --so8t-heavy")
