@@ -1,8 +1,15 @@
-"""``so8t export --split-max-size``: gguf-split's parts, loaded by llama.cpp; and the bundle's refusals."""
+"""``so8t export --split-max-size``: gguf-split's parts, loaded by llama.cpp; and the bundle's refusals.
+
+Checks of the tool itself, on the embedded model (``embedded_random_dir``) on any gate: how the writer cuts a
+file into parts and keys them does not depend on the checkpoint (``plan_parts`` packs tensor sizes, pinned
+by hand below), and on ``--so8t-model`` the split would be one more whole-model export of the user's
+checkpoint (40 s for the 0.5 B real-weights model). The whole file they are compared with is this module's
+own export of the same directory.
+"""
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,41 +22,50 @@ SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
 PART = "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].gguf"
+MODEL_NAME = "split-probe"
+#: "<|im_start|>user\nHello, world! What is 2+2?" in the Qwen2 tokenizer the embedded model ships.
+PROBE_IDS = [151644, 872, 198, 9707, 11, 1879, 0, 3555, 374, 220, 17, 10, 17, 30]
 
 
 @pytest.fixture(scope="module")
-def split_size(gguf_text) -> int:
+def whole_q8_0(embedded_random_dir, tmp_path_factory) -> Path:
+    """The Q8_0 file of the embedded random-gate conversion, in one piece (the CLI, as a user runs it)."""
+    out = tmp_path_factory.mktemp("whole")
+    assert main(["export", "--input-model", str(embedded_random_dir), "--output-dir", str(out), "--quantization",
+                 "Q8_0", "--model-name", MODEL_NAME, "--no-mmproj", "--no-bundle", "--quiet"]) == 0
+    return out / f"{MODEL_NAME}-Q8_0.gguf"
+
+
+@pytest.fixture(scope="module")
+def split_size(whole_q8_0) -> int:
     """A third of the Q8_0 file's tensor bytes without its largest tensor: at least three parts at any model
     size (the largest tensor, the embedding in a small model, may need a part of its own)."""
-    sizes = [int(t.n_bytes) + (-int(t.n_bytes)) % 32 for t in GGUFReader(gguf_text["Q8_0"].path).tensors]
+    sizes = [int(t.n_bytes) + (-int(t.n_bytes)) % 32 for t in GGUFReader(whole_q8_0).tensors]
     return (sum(sizes) - max(sizes)) // 3
 
 
 @pytest.fixture(scope="module")
-def split_export(so8t_random_dir, source_checkpoint, split_size, tmp_path_factory):
-    """The Q8_0 file of the session's random-gate conversion, exported by the CLI in parts of <= split_size
-    bytes (same model name as ``gguf_export``, so the metadata matches the whole file's)."""
+def split_export(embedded_random_dir, split_size, tmp_path_factory):
+    """The same export in parts of <= split_size bytes (same model name, so the metadata matches)."""
     out = tmp_path_factory.mktemp("split")
-    code = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(out), "--quantization", "Q8_0",
-                 "--model-name", f"{source_checkpoint.name}-so8t", "--no-mmproj", "--split-max-size",
-                 str(split_size), "--quiet"])
+    code = main(["export", "--input-model", str(embedded_random_dir), "--output-dir", str(out), "--quantization",
+                 "Q8_0", "--model-name", MODEL_NAME, "--no-mmproj", "--split-max-size", str(split_size), "--quiet"])
     assert code == 0
-    yield out, sorted(p for p in out.glob("*-Q8_0" + PART) if not p.name.endswith(".so8t.gguf"))
-    shutil.rmtree(out)  # the Q8_0 file again, in parts: not kept until the session ends
+    return out, sorted(p for p in out.glob("*-Q8_0" + PART) if not p.name.endswith(".so8t.gguf"))
 
 
 def _value(reader, key):
     return reader.fields[key].contents()
 
 
-def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, split_size, gguf_text):
+def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, split_size, whole_q8_0):
     out, parts = split_export
     n = len(parts)
     assert n >= 3
-    stem = gguf_text["Q8_0"].path.stem
+    stem = whole_q8_0.stem
     assert [p.name for p in parts] == [f"{stem}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
     assert not (out / f"{stem}.gguf").exists()
-    whole = GGUFReader(gguf_text["Q8_0"].path)
+    whole = GGUFReader(whole_q8_0)
     readers = [GGUFReader(p) for p in parts]
     for i, r in enumerate(readers):
         assert [_value(r, k) for k in SPLIT_KEYS] == [i, n, len(whole.tensors)]
@@ -66,20 +82,20 @@ def test_parts_are_named_and_keyed_as_gguf_split_writes_them(split_export, split
         assert ours.tensor_type == theirs.tensor_type and np.array_equal(ours.data, theirs.data), ours.name
 
 
-def test_llama_cpp_loads_the_split_file(split_export, gguf_text, parity_ids):
+def test_llama_cpp_loads_the_split_file(split_export, whole_q8_0):
     """llama.cpp opens the first part, finds the others, and computes the whole file's logits."""
     from so8t.llama.api import load
 
     def logits(path):
         llm = load(path, n_ctx=64, n_threads=2, logits_all=True)
         try:
-            llm.eval(parity_ids[:24])
+            llm.eval(PROBE_IDS)
             return np.array(llm.scores[:24])
         finally:
             llm.close()
 
     _, parts = split_export
-    np.testing.assert_array_equal(logits(parts[0]), logits(gguf_text["Q8_0"].path))
+    np.testing.assert_array_equal(logits(parts[0]), logits(whole_q8_0))
 
 
 def test_the_bundle_lists_every_part(split_export):
@@ -103,9 +119,9 @@ def test_sizes_in_gguf_split_units(text, value):
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "2X", "1.5G", "abc", ""])
-def test_a_bad_size_is_one_line_and_writes_nothing(size, so8t_random_dir, tmp_path, capsys):
+def test_a_bad_size_is_one_line_and_writes_nothing(size, embedded_random_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(out), "--split-max-size", size,
+    code = main(["export", "--input-model", str(embedded_random_dir), "--output-dir", str(out), "--split-max-size", size,
                  "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--split-max-size" in err and len(err.splitlines()) == 1, err
@@ -113,9 +129,9 @@ def test_a_bad_size_is_one_line_and_writes_nothing(size, so8t_random_dir, tmp_pa
 
 
 @pytest.mark.parametrize("name", ["README.md", "Modelfile", "SHA256SUMS"])
-def test_a_users_own_file_is_not_replaced(name, so8t_random_dir, tmp_path, capsys):
+def test_a_users_own_file_is_not_replaced(name, embedded_random_dir, tmp_path, capsys):
     (tmp_path / name).write_text("my own notes\n")
-    code = main(["export", "--input-model", str(so8t_random_dir), "--output-dir", str(tmp_path), "--quiet"])
+    code = main(["export", "--input-model", str(embedded_random_dir), "--output-dir", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and name in err and "not written by so8t" in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
