@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def open_server(gguf_text, mmproj_f16):
 
 
 @pytest.fixture(scope="module")
-def refusing_gguf(so8t_random_dir, tmp_path_factory) -> Path:
+def refusing_gguf(so8t_random_dir, tmp_path_factory) -> Iterator[Path]:
     """The random-gate model with a safety head that always says REFUSE, marked trained, exported to Q8_0."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -110,7 +111,8 @@ def refusing_gguf(so8t_random_dir, tmp_path_factory) -> Path:
     (root / "gguf").mkdir()
     report = SO8TToGGUFConverter(model, progress=False).export(root / "gguf", quant_types=["Q8_0"],
                                                                 model_name="refusing", mmproj=False)
-    return report.texts[0].path
+    yield report.texts[0].path
+    shutil.rmtree(root)  # the model once more in Q8_0: not kept until the session ends
 
 
 @pytest.fixture(scope="module")

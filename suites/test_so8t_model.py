@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,13 +137,19 @@ def test_plain_directory_is_not_an_so8t_checkpoint(source_checkpoint):
         SO8TModel.from_dir(source_checkpoint)
 
 
+def _linked_copy(so8t_dir: Path, out: Path) -> Path:
+    """A copy of an SO8T directory whose files are hard links (the weights are GBs at a real size): a test
+    that changes a file unlinks it first and writes a new one."""
+    return Path(shutil.copytree(so8t_dir, out, copy_function=os.link))
+
+
 def test_missing_or_incomplete_gates_file(so8t_identity_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    broken = tmp_path / "broken"
-    shutil.copytree(so8t_identity_dir, broken)
+    broken = _linked_copy(so8t_identity_dir, tmp_path / "broken")
     tensors = load_file(str(broken / GATES_FILE))
     tensors.pop("layers.0.attn_cmd.generators")
+    (broken / GATES_FILE).unlink()  # a hard link: write a new file, never through the link
     save_file(tensors, str(broken / GATES_FILE))
     with pytest.raises(CheckpointError, match="layers.0.attn_cmd.generators"):
         SO8TCheckpoint(broken)
@@ -151,10 +159,10 @@ def test_missing_or_incomplete_gates_file(so8t_identity_dir, tmp_path):
 
 
 def test_unknown_so8t_version_is_rejected(so8t_identity_dir, tmp_path):
-    broken = tmp_path / "v99"
-    shutil.copytree(so8t_identity_dir, broken)
+    broken = _linked_copy(so8t_identity_dir, tmp_path / "v99")
     config = json.loads((broken / "config.json").read_text())
     config["so8t"]["version"] = 99
+    (broken / "config.json").unlink()  # a hard link: write a new file, never through the link
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="version"):
         SO8TCheckpoint(broken)
