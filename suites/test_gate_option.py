@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from so8t.testing import default_checkpoint
+from so8t.testing.pytest_plugin import TOOL_CHECK_SKIP
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,27 +76,45 @@ def test_space_and_equals_forms_collect_the_same_tests(tmp_path):
 
 
 @pytest.mark.parametrize("heavy", [False, True])
-def test_heavy_tests_skip_on_a_user_checkpoint_unless_asked(pytester_heavy_probe, heavy):
+def test_heavy_tests_skip_on_a_user_checkpoint_unless_asked(pytester_probe, heavy):
     """Marker ``heavy`` (so8t/testing/pytest_plugin.py): always run on the embedded model; on --so8t-model
     skipped, with the reason, unless --so8t-heavy."""
-    outcome = pytester_heavy_probe(heavy)
+    outcome = pytester_probe(HEAVY_PROBE, ["--so8t-heavy"] if heavy else [])
     if heavy:
         assert "1 passed" in outcome and "skipped" not in outcome
     else:
         assert "1 skipped" in outcome and "runs with --so8t-heavy" in outcome
 
 
-@pytest.fixture
-def pytester_heavy_probe(tmp_path):
-    """Runs a one-test file marked heavy with --so8t-model (the embedded checkpoint's path, as a user's)."""
-    probe = tmp_path / "test_probe.py"
-    probe.write_text("import pytest\n\n@pytest.mark.heavy\ndef test_probe():\n    pass\n")
+@pytest.mark.parametrize("asked", [False, True])
+def test_tool_checks_skip_on_a_user_checkpoint_unless_asked(pytester_probe, asked):
+    """A test whose fixtures never reach ``source_checkpoint`` checks the tool, not the checkpoint: on
+    --so8t-model it is skipped, with the reason, unless --so8t-tool-checks; one that reaches it runs."""
+    outcome = pytester_probe(TOOL_PROBE, ["--so8t-tool-checks"] if asked else [])
+    if asked:
+        assert "2 passed" in outcome and "skipped" not in outcome
+    else:
+        assert "1 passed, 1 skipped" in outcome and TOOL_CHECK_SKIP in outcome
 
-    def run(heavy: bool) -> str:
+
+#: A stand-in for the suites' ``source_checkpoint`` fixture: what makes a probe a check of the checkpoint.
+PROBE_FIXTURE = "import pytest\n\n@pytest.fixture\ndef source_checkpoint():\n    return None\n\n"
+HEAVY_PROBE = PROBE_FIXTURE + "@pytest.mark.heavy\ndef test_probe(source_checkpoint):\n    pass\n"
+TOOL_PROBE = (PROBE_FIXTURE + "def test_reads_the_checkpoint(source_checkpoint):\n    pass\n\n"
+              "def test_of_the_tool():\n    pass\n")
+
+
+@pytest.fixture
+def pytester_probe(tmp_path):
+    """Runs a probe test file with --so8t-model (the embedded checkpoint's path, as a user's) and ``extra``
+    options; returns its output."""
+
+    def run(text: str, extra: list[str]) -> str:
+        probe = tmp_path / "test_probe.py"
+        probe.write_text(text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         args = [sys.executable, "-m", "pytest", str(probe), f"--so8t-model={default_checkpoint('tied')}",
-                "-n", "0", "-p", "no:cacheprovider", "-rs", "-q", f"--rootdir={tmp_path}",
-                *(["--so8t-heavy"] if heavy else [])]
+                "-n", "0", "-p", "no:cacheprovider", "-rs", "-q", f"--rootdir={tmp_path}", *extra]
         done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout
