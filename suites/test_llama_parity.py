@@ -1,7 +1,8 @@
 """llama.cpp computes what the PyTorch SO8T model computes: logits at every position of chat-formatted
 prompts, for every exported type, with random gates (so the fold is exercised) and the safety head.
 
-Reference: ``SO8TModel`` of the same SO8T directory in float64 with RMSNorm eps = 0, because the
+Reference: the streamed float64 SO8T model (``so8t.reference``, equal to a float64 ``SO8TModel`` by
+suites/test_reference.py) of the same SO8T directory with RMSNorm eps = 0, because the
 llama.cpp vendored in llama-cpp-python 0.3.36 never reads ``qwen2vl.attention.layer_norm_rms_epsilon``
 and normalises with eps = 0 (docs/reference.md section 5). ``test_canary_llama_cpp_reads_rms_eps``
 compares against the config's eps instead and is expected to fail until llama.cpp reads the key again.
@@ -259,25 +260,84 @@ def test_quant_types_order_by_bits(llama_logits, reference_eps0, gguf_text):
             assert kl[finer] < kl[coarser], (finer, coarser, kl)
 
 
+GREEDY_STEPS = 16
+
+
+def _greedy_by_drafts(ref, ids: list[int], draft) -> tuple[list[int], list[float]]:
+    """``GREEDY_STEPS`` greedy tokens of the streamed float64 reference ``ref`` (eps 0) after ``ids``, and the
+    margin between its two best logits per step, computed exactly the way speculative decoding computes a
+    target model's greedy output. ``draft(prefix, n)`` proposes ``n`` tokens after ``prefix``; one streamed
+    pass over the prefix plus the draft scores every proposed step at once. The steps are the reference's own
+    up to and including the first whose argmax differs from the draft (that step takes the reference's
+    token), and the draft restarts from there. Every pass fixes at least one token, so the result is the
+    reference's greedy sequence whatever the draft; the draft only decides how many passes it takes."""
+    from so8t.reference import Variant
+
+    variant = Variant(eps=0.0)
+    tokens: list[int] = []
+    margins: list[float] = []
+    while len(tokens) < GREEDY_STEPS:
+        prefix = list(ids) + tokens
+        proposed = draft(prefix, GREEDY_STEPS - len(tokens))
+        scored = [prefix + proposed[:-1]]
+        rows = ref.run(scored, [variant])[variant].logits[len(prefix) - 1 :]
+        ref.forget(scored, variant)
+        for row, drafted in zip(rows, proposed):
+            top2 = np.sort(row)[-2:]
+            margins.append(float(top2[1] - top2[0]))
+            tokens.append(int(row.argmax()))
+            if tokens[-1] != drafted:
+                break
+    return tokens, margins
+
+
 @pytest.fixture(scope="module")
-def reference_greedy(so8t_random_dir, parity_ids) -> tuple[list[int], list[float]]:
-    """16 greedy tokens of the float64 SO8T model and the margin between its two best logits per step."""
+def reference_greedy(so8t_random_dir, parity_ids, gguf_text) -> tuple[list[int], list[float]]:
+    """The float64 SO8T model's greedy tokens and margins (``_greedy_by_drafts``), drafted by llama.cpp's F32
+    file: one streamed pass when llama.cpp agrees throughout, instead of 16 whole-model passes, and one
+    decoder layer in memory at a time (``test_drafted_greedy_is_the_greedy_loop`` checks it against the loop)."""
+    from so8t.llama.runtime import LlamaRuntime
+    from so8t.reference import StreamedReference
+
+    with LlamaRuntime(gguf_text["F32"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
+        return _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids,
+                                 lambda prefix, n: rt.generate(prefix, max_tokens=n, stop_at_eos=False).tokens)
+
+
+@pytest.mark.heavy
+@pytest.mark.whole_model(copies=1, dtype="float64")
+def test_drafted_greedy_is_the_greedy_loop(float64_norms, so8t_random_dir, parity_ids, reference_greedy):
+    """The drafted computation is the plain greedy loop of a float64 ``SO8TModel`` (16 passes over a growing
+    sequence; float64 throughout, as in suites/test_reference.py), with llama.cpp's draft and with a draft
+    that is wrong at every step (16 passes of one accepted token). Margins agree to suites/test_reference.py's
+    tolerance, relative to the largest logit."""
     import torch
 
     from so8t.model import SO8TModel
+    from so8t.reference import StreamedReference
+    from suites.test_reference import RTOL
 
-    model = SO8TModel.from_dir(so8t_random_dir, dtype=torch.float64, rms_norm_eps=0.0)
-    seq, margins = list(parity_ids), []
+    model = SO8TModel.from_dir(so8t_random_dir, dtype=torch.float64, rms_norm_eps=0.0).double()
+    seq, margins, scale = list(parity_ids), [], 0.0
     with torch.no_grad():
-        for _ in range(16):
+        for _ in range(GREEDY_STEPS):
             logits = model(torch.tensor([seq])).logits[0, -1].numpy()
             top2 = np.sort(logits)[-2:]
             margins.append(float(top2[1] - top2[0]))
+            scale = max(scale, float(np.abs(logits).max()))
             seq.append(int(logits.argmax()))
-    return seq[len(parity_ids) :], margins
+    expected, vocab = seq[len(parity_ids) :], logits.shape[-1]
+
+    def wrong(prefix, n):
+        done = len(prefix) - len(parity_ids)
+        return [(t + 1) % vocab for t in expected[done : done + n]]
+
+    drafted_wrong = _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, wrong)
+    for tokens, got_margins in (reference_greedy, drafted_wrong):
+        assert tokens == expected
+        assert np.abs(np.subtract(got_margins, margins)).max() <= 2 * RTOL * scale
 
 
-@pytest.mark.whole_model(copies=1, dtype="float64")
 @pytest.mark.parametrize("quant", ["F32", "F16"])
 def test_greedy_generation_matches_pytorch(
     quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config

@@ -21,16 +21,6 @@ from suites.fixtures.gguf_files import per_type
 RTOL = 1e-10
 
 
-@pytest.fixture
-def float64_norms(monkeypatch):
-    from transformers.models.qwen2_vl import modeling_qwen2_vl as mq
-
-    def forward(self, x):
-        return self.weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
-
-    monkeypatch.setattr(mq.Qwen2VLRMSNorm, "forward", forward)
-
-
 @pytest.fixture(scope="module")
 def sequences(parity_ids) -> list[list[int]]:
     return [list(parity_ids), list(parity_ids[3:17]), [151644, 872, 198]]
