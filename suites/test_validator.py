@@ -469,15 +469,15 @@ def test_block_type_parity_against_the_plain_baseline(so8t_identity_dir, plain_b
     """Identity gates: the file is its own baseline (said, no second file). Random gates: the baseline
     file is built and scored, both sides and the ratio are in the report's details. The verdict runs with
     the checks it needs (``checks_for``): the others judge the file, and run on the same files elsewhere.
-    The random-gate Q4_K_M verdict is the session's (``parity_verdicts``): suites/test_must_fail.py asserts
+    The random-gate Q4_0 verdict is the session's (``parity_verdicts``): suites/test_must_fail.py asserts
     that it passes."""
     subset = checks_for("parity.logits")
     same = SO8TGGUFValidator(plain_block_files["Q8_0"], so8t_model=so8t_identity_dir, checks=subset).run()
     parity = same.get("parity.logits")
     assert parity.status == "PASS" and "its own baseline" in parity.reason, same.table(verbose=True)
     assert parity.details["baseline"] == parity.details["ours"] and parity.details["kl_ratio"] == 1.0
-    rotated = parity_verdicts["Q4_K_M"]
-    assert rotated.status in ("PASS", "FAIL") and "baseline: llama.cpp's Q4_K_M" in rotated.reason, rotated.reason
+    rotated = parity_verdicts["Q4_0"]
+    assert rotated.status in ("PASS", "FAIL") and "baseline: llama.cpp's Q4_0" in rotated.reason, rotated.reason
     ours, base = rotated.details["ours"], rotated.details["baseline"]
     assert ours["n"] == base["n"] >= 128 and rotated.details["kl_ratio"] == ours["mean_kl"] / base["mean_kl"]
     assert rotated.details["eps"] == 0.0
