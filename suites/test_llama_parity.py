@@ -293,15 +293,19 @@ def _greedy_by_drafts(ref, ids: list[int], draft) -> tuple[list[int], list[float
 
 @pytest.fixture(scope="module")
 def reference_greedy(so8t_random_dir, parity_ids, gguf_text) -> tuple[list[int], list[float]]:
-    """The float64 SO8T model's greedy tokens and margins (``_greedy_by_drafts``), drafted by llama.cpp's F32
-    file: one streamed pass when llama.cpp agrees throughout, instead of 16 whole-model passes, and one
-    decoder layer in memory at a time (``test_drafted_greedy_is_the_greedy_loop`` checks it against the loop)."""
+    """The float64 SO8T model's greedy tokens and margins (``_greedy_by_drafts``), drafted by llama.cpp's F16
+    file: one streamed pass when llama.cpp agrees throughout, instead of 16 whole-model passes, with one
+    decoder layer in memory at a time (``test_drafted_greedy_is_the_greedy_loop`` checks it against the
+    loop). Each draft opens and closes the file, so its mapping is gone before the reference runs: at
+    Qwen2-VL-2B size the two together would pass the gate's 8 GB."""
     from so8t.llama.runtime import LlamaRuntime
     from so8t.reference import StreamedReference
 
-    with LlamaRuntime(gguf_text["F32"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
-        return _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids,
-                                 lambda prefix, n: rt.generate(prefix, max_tokens=n, stop_at_eos=False).tokens)
+    def draft(prefix: list[int], n: int) -> list[int]:
+        with LlamaRuntime(gguf_text["F16"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
+            return rt.generate(prefix, max_tokens=n, stop_at_eos=False).tokens
+
+    return _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, draft)
 
 
 @pytest.mark.heavy
