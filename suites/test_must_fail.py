@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 
 from so8t.gguf import metadata
 from so8t.validation import CHECKS, SO8TGGUFValidator
@@ -30,12 +30,12 @@ def _reencode(path: Path, tensor_name: str, source_name: str, checkpoint) -> Non
     from so8t import bf16
     from so8t.gguf.quant import encode
 
-    target = next(t for t in GGUFReader(path).tensors if t.name == tensor_name)
+    target = next(t for t in metadata.read_gguf(path).tensors if t.name == tensor_name)
     values = bf16.to_float32(checkpoint.reader.get(source_name))
-    data = encode(values.reshape(-1, values.shape[-1]), GGMLQuantizationType(int(target.tensor_type)))
-    assert data.nbytes == int(target.n_bytes)
+    data = encode(values.reshape(-1, values.shape[-1]), GGMLQuantizationType(target.ggml_type))
+    assert data.nbytes == target.nbytes
     with open(path, "r+b") as handle:
-        handle.seek(int(target.data_offset))
+        handle.seek(target.offset)
         handle.write(data.tobytes())
     metadata.patch_content_hash(path, metadata.content_hash_of_file(path))
 

@@ -488,12 +488,12 @@ def test_one_q8_0_block_scale_times_four_is_caught(gguf_text, so8t_random_dir, t
     tell): the file still loads and runs, the comparison with the folded checkpoint fails on that tensor."""
     src = gguf_text["Q8_0"].path
     path = Path(shutil.copyfile(src, tmp_path / src.name))
-    target = next(t for t in GGUFReader(path).tensors
-                  if t.name.endswith("attn_output.weight") and t.tensor_type == GGMLQuantizationType.Q8_0)
+    target = next(t for t in metadata.read_gguf(path).tensors
+                  if t.name.endswith("attn_output.weight") and t.ggml_type == GGMLQuantizationType.Q8_0)
     with open(path, "r+b") as handle:  # a Q8_0 block: f16 scale d, then 32 int8 quants
-        handle.seek(int(target.data_offset))
+        handle.seek(target.offset)
         scale = np.frombuffer(handle.read(2), dtype=np.float16)
-        handle.seek(int(target.data_offset))
+        handle.seek(target.offset)
         handle.write((scale * np.float16(4)).tobytes())
     metadata.patch_content_hash(path, metadata.content_hash_of_file(path))
     subset = tuple(c for c in CHECKS if c.category in ("file", "tensors") or c.name in
