@@ -82,6 +82,116 @@ def test_hidden_states_match_final_norm_output(gguf_text, parity_ids, reference_
     assert np.abs(hidden - ref).max() <= bound * float(np.abs(ref).max())
 
 
+# The greedy comparison loads the F32 file too, and comes next for the same reason: run last, it found the
+# module's logit arrays and the probe references (about 0.8 GB at Qwen2-VL-2B size) beside the mapping.
+
+GREEDY_STEPS = 16
+
+
+def _greedy_by_drafts(ref, ids: list[int], draft) -> tuple[list[int], list[float]]:
+    """``GREEDY_STEPS`` greedy tokens of the streamed float64 reference ``ref`` (eps 0) after ``ids``, and the
+    margin between its two best logits per step, computed exactly the way speculative decoding computes a
+    target model's greedy output. ``draft(prefix, n)`` proposes ``n`` tokens after ``prefix``; one streamed
+    pass over the prefix plus the draft scores every proposed step at once. The steps are the reference's own
+    up to and including the first whose argmax differs from the draft (that step takes the reference's
+    token), and the draft restarts from there. Every pass fixes at least one token, so the result is the
+    reference's greedy sequence whatever the draft; the draft only decides how many passes it takes."""
+    from so8t.reference import Variant
+
+    variant = Variant(eps=0.0)
+    tokens: list[int] = []
+    margins: list[float] = []
+    while len(tokens) < GREEDY_STEPS:
+        prefix = list(ids) + tokens
+        proposed = draft(prefix, GREEDY_STEPS - len(tokens))
+        scored = [prefix + proposed[:-1]]
+        rows = ref.run(scored, [variant])[variant].logits[len(prefix) - 1 :]
+        ref.forget(scored, variant)
+        for row, drafted in zip(rows, proposed):
+            top2 = np.sort(row)[-2:]
+            margins.append(float(top2[1] - top2[0]))
+            tokens.append(int(row.argmax()))
+            if tokens[-1] != drafted:
+                break
+    return tokens, margins
+
+
+@pytest.fixture(scope="module")
+def reference_greedy(so8t_random_dir, parity_ids, gguf_text) -> tuple[list[int], list[float]]:
+    """The float64 SO8T model's greedy tokens and margins (``_greedy_by_drafts``), drafted by llama.cpp's F16
+    file: one streamed pass when llama.cpp agrees throughout, instead of 16 whole-model passes, with one
+    decoder layer in memory at a time (``test_drafted_greedy_is_the_greedy_loop`` checks it against the
+    loop). Each draft opens and closes the file, so its mapping is gone before the reference runs: at
+    Qwen2-VL-2B size the two together would pass the gate's 8 GB."""
+    from so8t.llama.runtime import LlamaRuntime
+    from so8t.reference import StreamedReference
+
+    def draft(prefix: list[int], n: int) -> list[int]:
+        with LlamaRuntime(gguf_text["F16"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
+            return rt.generate(prefix, max_tokens=n, stop_at_eos=False).tokens
+
+    return _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, draft)
+
+
+@pytest.mark.heavy
+@pytest.mark.whole_model(copies=1, dtype="float64")
+def test_drafted_greedy_is_the_greedy_loop(float64_norms, so8t_random_dir, parity_ids, reference_greedy):
+    """The drafted computation is the plain greedy loop of a float64 ``SO8TModel`` (16 passes over a growing
+    sequence; float64 throughout, as in suites/test_reference.py), with llama.cpp's draft and with a draft
+    that is wrong at every step (16 passes of one accepted token). Margins agree to suites/test_reference.py's
+    tolerance, relative to the largest logit."""
+    import torch
+
+    from so8t.model import SO8TModel
+    from so8t.reference import StreamedReference
+    from suites.test_reference import RTOL
+
+    model = SO8TModel.from_dir(so8t_random_dir, dtype=torch.float64, rms_norm_eps=0.0).double()
+    seq, margins, scale = list(parity_ids), [], 0.0
+    with torch.no_grad():
+        for _ in range(GREEDY_STEPS):
+            logits = model(torch.tensor([seq])).logits[0, -1].numpy()
+            top2 = np.sort(logits)[-2:]
+            margins.append(float(top2[1] - top2[0]))
+            scale = max(scale, float(np.abs(logits).max()))
+            seq.append(int(logits.argmax()))
+    expected, vocab = seq[len(parity_ids) :], logits.shape[-1]
+
+    def wrong(prefix, n):
+        done = len(prefix) - len(parity_ids)
+        return [(t + 1) % vocab for t in expected[done : done + n]]
+
+    drafted_wrong = _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, wrong)
+    for tokens, got_margins in (reference_greedy, drafted_wrong):
+        assert tokens == expected
+        assert np.abs(np.subtract(got_margins, margins)).max() <= 2 * RTOL * scale
+
+
+@pytest.mark.parametrize("quant", ["F32", "F16"])
+def test_greedy_generation_matches_pytorch(
+    quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
+):
+    """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
+    between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided).
+
+    Which steps are decided depends on the model, not on the code: on a checkpoint whose first step
+    already has no margin, generation cannot be compared, so the test checks what can be: llama.cpp fed
+    PyTorch's greedy sequence (teacher forcing) picks PyTorch's token at every step that has a margin."""
+    from so8t.llama.runtime import LlamaRuntime
+
+    expected, margins = reference_greedy
+    bound = _float_bound(quant, reference_eps0["logits"], text_config)
+    decided = [i for i, m in enumerate(margins) if m > 2 * bound]
+    if not decided:
+        pytest.skip(f"no greedy step of this model has a margin above 2 x {bound:.2e}: {margins}")
+    n_prefix = next((i for i, m in enumerate(margins) if m <= 2 * bound), len(margins))
+    with LlamaRuntime(gguf_text[quant].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
+        got = rt.generate(parity_ids, max_tokens=16, stop_at_eos=False).tokens
+        forced = rt.logits(list(parity_ids) + expected[:-1])[len(parity_ids) - 1 :]
+    assert got[:n_prefix] == expected[:n_prefix]
+    assert [int(forced[i].argmax()) for i in decided] == [expected[i] for i in decided]
+
+
 @pytest.fixture(scope="module")
 def llama_logits(gguf_text, parity_ids) -> dict:
     """llama.cpp logits at every position, per type, with an F32 KV cache (type_k = type_v = 0)."""
@@ -258,113 +368,6 @@ def test_quant_types_order_by_bits(llama_logits, reference_eps0, gguf_text):
             assert kl[finer] == kl[coarser], (finer, coarser, kl)
         else:
             assert kl[finer] < kl[coarser], (finer, coarser, kl)
-
-
-GREEDY_STEPS = 16
-
-
-def _greedy_by_drafts(ref, ids: list[int], draft) -> tuple[list[int], list[float]]:
-    """``GREEDY_STEPS`` greedy tokens of the streamed float64 reference ``ref`` (eps 0) after ``ids``, and the
-    margin between its two best logits per step, computed exactly the way speculative decoding computes a
-    target model's greedy output. ``draft(prefix, n)`` proposes ``n`` tokens after ``prefix``; one streamed
-    pass over the prefix plus the draft scores every proposed step at once. The steps are the reference's own
-    up to and including the first whose argmax differs from the draft (that step takes the reference's
-    token), and the draft restarts from there. Every pass fixes at least one token, so the result is the
-    reference's greedy sequence whatever the draft; the draft only decides how many passes it takes."""
-    from so8t.reference import Variant
-
-    variant = Variant(eps=0.0)
-    tokens: list[int] = []
-    margins: list[float] = []
-    while len(tokens) < GREEDY_STEPS:
-        prefix = list(ids) + tokens
-        proposed = draft(prefix, GREEDY_STEPS - len(tokens))
-        scored = [prefix + proposed[:-1]]
-        rows = ref.run(scored, [variant])[variant].logits[len(prefix) - 1 :]
-        ref.forget(scored, variant)
-        for row, drafted in zip(rows, proposed):
-            top2 = np.sort(row)[-2:]
-            margins.append(float(top2[1] - top2[0]))
-            tokens.append(int(row.argmax()))
-            if tokens[-1] != drafted:
-                break
-    return tokens, margins
-
-
-@pytest.fixture(scope="module")
-def reference_greedy(so8t_random_dir, parity_ids, gguf_text) -> tuple[list[int], list[float]]:
-    """The float64 SO8T model's greedy tokens and margins (``_greedy_by_drafts``), drafted by llama.cpp's F16
-    file: one streamed pass when llama.cpp agrees throughout, instead of 16 whole-model passes, with one
-    decoder layer in memory at a time (``test_drafted_greedy_is_the_greedy_loop`` checks it against the
-    loop). Each draft opens and closes the file, so its mapping is gone before the reference runs: at
-    Qwen2-VL-2B size the two together would pass the gate's 8 GB."""
-    from so8t.llama.runtime import LlamaRuntime
-    from so8t.reference import StreamedReference
-
-    def draft(prefix: list[int], n: int) -> list[int]:
-        with LlamaRuntime(gguf_text["F16"].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
-            return rt.generate(prefix, max_tokens=n, stop_at_eos=False).tokens
-
-    return _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, draft)
-
-
-@pytest.mark.heavy
-@pytest.mark.whole_model(copies=1, dtype="float64")
-def test_drafted_greedy_is_the_greedy_loop(float64_norms, so8t_random_dir, parity_ids, reference_greedy):
-    """The drafted computation is the plain greedy loop of a float64 ``SO8TModel`` (16 passes over a growing
-    sequence; float64 throughout, as in suites/test_reference.py), with llama.cpp's draft and with a draft
-    that is wrong at every step (16 passes of one accepted token). Margins agree to suites/test_reference.py's
-    tolerance, relative to the largest logit."""
-    import torch
-
-    from so8t.model import SO8TModel
-    from so8t.reference import StreamedReference
-    from suites.test_reference import RTOL
-
-    model = SO8TModel.from_dir(so8t_random_dir, dtype=torch.float64, rms_norm_eps=0.0).double()
-    seq, margins, scale = list(parity_ids), [], 0.0
-    with torch.no_grad():
-        for _ in range(GREEDY_STEPS):
-            logits = model(torch.tensor([seq])).logits[0, -1].numpy()
-            top2 = np.sort(logits)[-2:]
-            margins.append(float(top2[1] - top2[0]))
-            scale = max(scale, float(np.abs(logits).max()))
-            seq.append(int(logits.argmax()))
-    expected, vocab = seq[len(parity_ids) :], logits.shape[-1]
-
-    def wrong(prefix, n):
-        done = len(prefix) - len(parity_ids)
-        return [(t + 1) % vocab for t in expected[done : done + n]]
-
-    drafted_wrong = _greedy_by_drafts(StreamedReference(so8t_random_dir), parity_ids, wrong)
-    for tokens, got_margins in (reference_greedy, drafted_wrong):
-        assert tokens == expected
-        assert np.abs(np.subtract(got_margins, margins)).max() <= 2 * RTOL * scale
-
-
-@pytest.mark.parametrize("quant", ["F32", "F16"])
-def test_greedy_generation_matches_pytorch(
-    quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
-):
-    """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
-    between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided).
-
-    Which steps are decided depends on the model, not on the code: on a checkpoint whose first step
-    already has no margin, generation cannot be compared, so the test checks what can be: llama.cpp fed
-    PyTorch's greedy sequence (teacher forcing) picks PyTorch's token at every step that has a margin."""
-    from so8t.llama.runtime import LlamaRuntime
-
-    expected, margins = reference_greedy
-    bound = _float_bound(quant, reference_eps0["logits"], text_config)
-    decided = [i for i, m in enumerate(margins) if m > 2 * bound]
-    if not decided:
-        pytest.skip(f"no greedy step of this model has a margin above 2 x {bound:.2e}: {margins}")
-    n_prefix = next((i for i, m in enumerate(margins) if m <= 2 * bound), len(margins))
-    with LlamaRuntime(gguf_text[quant].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
-        got = rt.generate(parity_ids, max_tokens=16, stop_at_eos=False).tokens
-        forced = rt.logits(list(parity_ids) + expected[:-1])[len(parity_ids) - 1 :]
-    assert got[:n_prefix] == expected[:n_prefix]
-    assert [int(forced[i].argmax()) for i in decided] == [expected[i] for i in decided]
 
 
 @pytest.mark.xfail(
