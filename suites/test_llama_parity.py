@@ -171,7 +171,7 @@ def test_drafted_greedy_is_the_greedy_loop(float64_norms, so8t_random_dir, parit
 def test_greedy_generation_matches_pytorch(
     quant, gguf_text, parity_ids, reference_greedy, reference_eps0, text_config
 ):
-    """16 greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
+    """``GREEDY_STEPS`` greedy tokens from llama.cpp equal PyTorch's greedy tokens while the reference's margin
     between its two best tokens exceeds twice the logit bound (beyond that the argmax is undecided).
 
     Which steps are decided depends on the model, not on the code: on a checkpoint whose first step
@@ -186,7 +186,7 @@ def test_greedy_generation_matches_pytorch(
         pytest.skip(f"no greedy step of this model has a margin above 2 x {bound:.2e}: {margins}")
     n_prefix = next((i for i, m in enumerate(margins) if m <= 2 * bound), len(margins))
     with LlamaRuntime(gguf_text[quant].path, f32_kv=True, n_ctx=256, n_threads=2) as rt:
-        got = rt.generate(parity_ids, max_tokens=16, stop_at_eos=False).tokens
+        got = rt.generate(parity_ids, max_tokens=GREEDY_STEPS, stop_at_eos=False).tokens
         forced = rt.logits(list(parity_ids) + expected[:-1])[len(parity_ids) - 1 :]
     assert got[:n_prefix] == expected[:n_prefix]
     assert [int(forced[i].argmax()) for i in decided] == [expected[i] for i in decided]
