@@ -97,6 +97,19 @@ def test_tool_checks_skip_on_a_user_checkpoint_unless_asked(pytester_probe, aske
         assert "1 passed, 1 skipped" in outcome and TOOL_CHECK_SKIP in outcome
 
 
+def test_every_benchmark_reads_the_checkpoint_under_test():
+    """``pytest benchmarks --so8t-model PATH`` (docs/benchmarks.md, ``make nightly``) benchmarks that checkpoint:
+    no benchmark is taken for a check of the tool and skipped. ``--setup-plan`` runs the plugin's setup hook
+    on every benchmark without running one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    args = [sys.executable, "-m", "pytest", "benchmarks", f"--so8t-model={default_checkpoint('tied')}",
+            "--setup-plan", "-p", "no:cacheprovider", "-rs", "-q"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "SETUP    S source_checkpoint" in done.stdout
+    assert "skipped" not in done.stdout and TOOL_CHECK_SKIP not in done.stdout, done.stdout[-2000:]
+
+
 #: A stand-in for the suites' ``source_checkpoint`` fixture: what makes a probe a check of the checkpoint.
 PROBE_FIXTURE = "import pytest\n\n@pytest.fixture\ndef source_checkpoint():\n    return None\n\n"
 HEAVY_PROBE = PROBE_FIXTURE + "@pytest.mark.heavy\ndef test_probe(source_checkpoint):\n    pass\n"
