@@ -6,15 +6,21 @@ renders it (chat template with the generation prompt), one float32 forward pass 
 * ``last``: the final-norm hidden state of the last token (what the shipped guard reads);
 * ``mean``: the final-norm hidden states averaged over every prompt token;
 * ``user``: the same averaged over the user's content tokens only;
-* ``lN`` / ``mN``: the output of decoder layer N at the last token / averaged over the content tokens.
+* ``lN`` / ``mN``: the output of decoder layer N at the last token / averaged over the content tokens
+  (``--layers``: 8, 12, 16, 20 unless told; ``all`` is every layer before the final norm);
+* with ``--suffix TEXT`` (a probe: the text is appended to every rendered prompt, so the features are read
+  after it): also ``judge``, the LM head's logit of ``Yes`` minus ``No`` and of ``yes`` minus ``no`` at
+  the last token, the model's own zero-shot answer when the suffix asks it a yes/no question.
 
 Each feature set (standardised on the training split) gets heads of two shapes (linear; the shipped
-``Linear-GELU-Linear``) over a small grid of weight decay and full-batch AdamW steps, SO8T's class weights
+``Linear-GELU-Linear``; ``--heads linear`` fits only the first) over a small grid of weight decay and full-batch AdamW steps, SO8T's class weights
 (1, 3, 5). The head with the least eval over-refusal minus REFUSE recall is chosen on the eval split; its
 held-out figures are reported, and how many heads of the grid would meet the guard's held-out targets
 (REFUSE recall >= 0.9, over-refusal <= 0.1): an oracle count, not a method.
 
     python benchmarks/study_guard_features.py --model "$(python -m so8t.testing.real_weights)" --out s.json
+    python benchmarks/study_guard_features.py --model ... --layers all --heads linear
+    python benchmarks/study_guard_features.py --model ... --layers 12 --suffix "$(printf '<|im_end|>\n...')"
 
 A study, not a benchmark: nothing here runs in a gate. Results: docs/benchmarks.md (the guard).
 """
@@ -33,18 +39,22 @@ sys.path.insert(0, str(ROOT))  # this checkout's so8t, not an installed one
 
 SPLITS = ("train", "eval", "heldout")
 LAYERS = (8, 12, 16, 20)
-GRID = list(itertools.product(("linear", "mlp"), (0.01, 0.1, 1.0), (100, 300)))
+SHAPES = ("linear", "mlp")
+WEIGHT_DECAYS = (0.01, 0.1, 1.0)
+STEPS = (100, 300)
 
 
-def render(tok, split: str) -> list[tuple[list[int], int, int, int]]:
+def render(tok, split: str, suffix: str = "") -> list[tuple[list[int], int, int, int]]:
     """Per row of a split: the token ids as ``so8t train`` renders them (chat template with the generation
-    prompt), where the user's content starts and how many tokens it has, and the class index."""
+    prompt, then ``suffix``), where the user's content starts and how many tokens it has, and the class
+    index."""
     from so8t.safety import SAFETY_CLASSES
 
     rows = []
     for line in (ROOT / f"so8t/data/guard_safety_{split}.jsonl").read_text().splitlines():
         row = json.loads(line)
-        ids = tok(tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)).input_ids
+        text = tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True) + suffix
+        ids = tok(text).input_ids
         content = tok(row["messages"][-1]["content"]).input_ids
         n = len(content)
         at = next(i for i in range(len(ids) - n + 1) if ids[i : i + n] == content)
@@ -52,7 +62,7 @@ def render(tok, split: str) -> list[tuple[list[int], int, int, int]]:
     return rows
 
 
-def extract(model_dir: str, threads: int) -> dict:
+def extract(model_dir: str, threads: int, layers: str = "8,12,16,20", suffix: str = "") -> dict:
     import torch
 
     from so8t.model import load_plain_qwen2vl
@@ -61,10 +71,13 @@ def extract(model_dir: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     tok = load_tokenizer(model_dir)
     model = load_plain_qwen2vl(model_dir, dtype=torch.float32).eval()
-    layers = [n for n in LAYERS if n < model.config.text_config.num_hidden_layers]
+    depth = model.config.text_config.num_hidden_layers
+    wanted = range(1, depth) if layers == "all" else [int(n) for n in layers.split(",")]
+    layers = [n for n in wanted if n < depth]
+    judge = [tok(word).input_ids[0] for word in ("Yes", "No", "yes", "no")]
     out = {}
     for split in SPLITS:
-        rows = render(tok, split)
+        rows = render(tok, split, suffix)
         feats: dict[str, list] = {}
         started = time.perf_counter()
         for seq, at, n, _ in rows:
@@ -72,6 +85,10 @@ def extract(model_dir: str, threads: int) -> dict:
                 o = model.model(input_ids=torch.tensor([seq]), output_hidden_states=True, use_cache=False)
             final = o.last_hidden_state[0]
             row_feats = {"last": final[-1], "mean": final.mean(0), "user": final[at : at + n].mean(0)}
+            if suffix:
+                with torch.no_grad():
+                    yes, no, yes_lower, no_lower = model.lm_head(final[-1])[judge]
+                row_feats["judge"] = torch.stack([yes - no, yes_lower - no_lower])
             for layer in layers:
                 row_feats[f"l{layer}"] = o.hidden_states[layer][0, -1]
                 row_feats[f"m{layer}"] = o.hidden_states[layer][0, at : at + n].mean(0)
@@ -84,8 +101,9 @@ def extract(model_dir: str, threads: int) -> dict:
 
 
 def rates(pred, y) -> tuple[float, float]:
-    """(REFUSE recall, over-refusal: safe prompts flagged ESCALATE or REFUSE)."""
-    return float((pred[y == 2] == 2).float().mean()), float((pred[y == 0] != 0).float().mean())
+    """(REFUSE recall, over-refusal: safe prompts flagged ESCALATE or REFUSE), as Python floats of the integer
+    counts: a float32 mean makes 4 of 40 0.10000000149, which the target ``<= 0.1`` would count as missed."""
+    return int((pred[y == 2] == 2).sum()) / int((y == 2).sum()), int((pred[y == 0] != 0).sum()) / int((y == 0).sum())
 
 
 def fit(data: dict, key: str, shape: str, weight_decay: float, steps: int) -> dict:
@@ -114,11 +132,17 @@ def main() -> None:
     p.add_argument("--model", required=True, help="plain Qwen2-VL checkpoint directory")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--layers", default=",".join(map(str, LAYERS)),
+                   help="decoder layers whose outputs are features (comma-separated, or all)")
+    p.add_argument("--heads", choices=("both", "linear"), default="both", help="head shapes of the grid")
+    p.add_argument("--suffix", default="", help="text appended to every rendered prompt (a probe)")
     args = p.parse_args()
-    data = extract(args.model, args.threads)
+    data = extract(args.model, args.threads, args.layers, args.suffix)
+    shapes = SHAPES if args.heads == "both" else SHAPES[:1]
+    grid = list(itertools.product(shapes, WEIGHT_DECAYS, STEPS))
     results = {}
     for key in [k for k in data["train"] if k != "y"]:
-        runs = [(config, fit(data, key, *config)) for config in GRID]
+        runs = [(config, fit(data, key, *config)) for config in grid]
         config, chosen = min(runs, key=lambda run: run[1]["eval"][1] - run[1]["eval"][0])
         meeting = sum(1 for _, r in runs if r["heldout"][0] >= 0.9 and r["heldout"][1] <= 0.1)
         results[key] = {"chosen": config, "eval": chosen["eval"], "heldout": chosen["heldout"],
