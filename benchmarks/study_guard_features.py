@@ -13,14 +13,21 @@ renders it (chat template with the generation prompt), one float32 forward pass 
   the last token, the model's own zero-shot answer when the suffix asks it a yes/no question.
 
 Each feature set (standardised on the training split) gets heads of two shapes (linear; the shipped
-``Linear-GELU-Linear``; ``--heads linear`` fits only the first) over a small grid of weight decay and full-batch AdamW steps, SO8T's class weights
-(1, 3, 5). The head with the least eval over-refusal minus REFUSE recall is chosen on the eval split; its
-held-out figures are reported, and how many heads of the grid would meet the guard's held-out targets
-(REFUSE recall >= 0.9, over-refusal <= 0.1): an oracle count, not a method.
+``Linear-GELU-Linear``, ``mlp``; ``--heads`` keeps one) over a small grid of weight decay and full-batch
+AdamW steps, SO8T's class weights (1, 3, 5). The head with the least eval over-refusal minus REFUSE
+recall is chosen on the eval split; its held-out figures are reported, and how many heads of the grid would
+meet the guard's held-out targets (REFUSE recall >= 0.9, over-refusal <= 0.1): an oracle count, not a
+method.
 
     python benchmarks/study_guard_features.py --model "$(python -m so8t.testing.real_weights)" --out s.json
     python benchmarks/study_guard_features.py --model ... --layers all --heads linear
-    python benchmarks/study_guard_features.py --model ... --layers 12 --suffix "$(printf '<|im_end|>\n...')"
+    python benchmarks/study_guard_features.py --model ... --layers 12 --suffix "$(printf '<|im_end|>\\n...')"
+    python benchmarks/study_guard_features.py --model ... --layers 8,10,12,14,16,18,20,22 --heads mlp \
+        --features '^m[0-9]+$' --cv 5
+
+``--cv K`` chooses the feature set and the head without the held-out split: K-fold cross-validation on the
+train and eval splits pooled (REFUSE recall and over-refusal summed over the folds, the largest recall minus
+over-refusal wins), then the chosen head is fitted on train+eval, and on train alone, and judged on held-out.
 
 A study, not a benchmark: nothing here runs in a gate. Results: docs/benchmarks.md (the guard).
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -106,6 +114,44 @@ def rates(pred, y) -> tuple[float, float]:
     return int((pred[y == 2] == 2).sum()) / int((y == 2).sum()), int((pred[y == 0] != 0).sum()) / int((y == 0).sum())
 
 
+def cross_validated(data: dict, key: str, config: tuple, k: int) -> tuple[float, float]:
+    """(REFUSE recall, over-refusal) of ``config`` over ``k`` folds of the train and eval splits pooled (one
+    fixed permutation), each fold judged by a head fitted on the other folds."""
+    import torch
+
+    x = torch.cat([data["train"][key], data["eval"][key]])
+    y = torch.cat([data["train"]["y"], data["eval"]["y"]])
+    folds = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).chunk(k)
+    refused = harmful = flagged = safe = 0
+    for i, held in enumerate(folds):
+        rest = torch.cat([f for j, f in enumerate(folds) if j != i])
+        split = {"train": {"y": y[rest], key: x[rest]}, "eval": {"y": y[held], key: x[held]}}
+        recall, over = fit(split | {"heldout": split["eval"]}, key, *config)["eval"]
+        n_harmful, n_safe = int((y[held] == 2).sum()), int((y[held] == 0).sum())
+        refused, harmful = refused + round(recall * n_harmful), harmful + n_harmful
+        flagged, safe = flagged + round(over * n_safe), safe + n_safe
+    return refused / harmful, flagged / safe
+
+
+def select_by_cv(data: dict, keys: list[str], grid: list[tuple], k: int) -> dict:
+    """The feature set and head with the largest cross-validated recall minus over-refusal; its held-out
+    figures fitted on train+eval and on train alone."""
+    import torch
+
+    scores = {}
+    for key in keys:
+        for config in grid:
+            scores[key, config] = cross_validated(data, key, config, k)
+            print(f"{key:6s} {config}: {k}-fold recall/over-refusal {scores[key, config][0]:.3f}/"
+                  f"{scores[key, config][1]:.3f}", flush=True)
+    key, config = max(scores, key=lambda kc: scores[kc][0] - scores[kc][1])
+    pooled = {"y": torch.cat([data["train"]["y"], data["eval"]["y"]]),
+              key: torch.cat([data["train"][key], data["eval"][key]])}
+    return {"chosen": [key, config], "cv": scores[key, config],
+            "heldout_fit_on_train_and_eval": fit(data | {"train": pooled}, key, *config)["heldout"],
+            "heldout_fit_on_train": fit(data, key, *config)["heldout"]}
+
+
 def fit(data: dict, key: str, shape: str, weight_decay: float, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
@@ -134,14 +180,24 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--layers", default=",".join(map(str, LAYERS)),
                    help="decoder layers whose outputs are features (comma-separated, or all)")
-    p.add_argument("--heads", choices=("both", "linear"), default="both", help="head shapes of the grid")
+    p.add_argument("--heads", choices=("both", *SHAPES), default="both", help="head shapes of the grid")
     p.add_argument("--suffix", default="", help="text appended to every rendered prompt (a probe)")
+    p.add_argument("--features", default="", help="only the feature sets whose name matches this regex")
+    p.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="choose feature set and head by K-fold cross-validation on train+eval (see above)")
     args = p.parse_args()
     data = extract(args.model, args.threads, args.layers, args.suffix)
-    shapes = SHAPES if args.heads == "both" else SHAPES[:1]
+    shapes = SHAPES if args.heads == "both" else (args.heads,)
     grid = list(itertools.product(shapes, WEIGHT_DECAYS, STEPS))
+    keys = [k for k in data["train"] if k != "y" and re.search(args.features, k)]
+    if args.cv:
+        results = select_by_cv(data, keys, grid, args.cv)
+        print(json.dumps(results))
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     results = {}
-    for key in [k for k in data["train"] if k != "y"]:
+    for key in keys:
         runs = [(config, fit(data, key, *config)) for config in grid]
         config, chosen = min(runs, key=lambda run: run[1]["eval"][1] - run[1]["eval"][0])
         meeting = sum(1 for _, r in runs if r["heldout"][0] >= 0.9 and r["heldout"][1] <= 0.1)
