@@ -122,15 +122,12 @@ def cross_validated(data: dict, key: str, config: tuple, k: int) -> tuple[float,
     x = torch.cat([data["train"][key], data["eval"][key]])
     y = torch.cat([data["train"]["y"], data["eval"]["y"]])
     folds = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).chunk(k)
-    refused = harmful = flagged = safe = 0
+    predicted = []
     for i, held in enumerate(folds):
         rest = torch.cat([f for j, f in enumerate(folds) if j != i])
         split = {"train": {"y": y[rest], key: x[rest]}, "eval": {"y": y[held], key: x[held]}}
-        recall, over = fit(split | {"heldout": split["eval"]}, key, *config)["eval"]
-        n_harmful, n_safe = int((y[held] == 2).sum()), int((y[held] == 0).sum())
-        refused, harmful = refused + round(recall * n_harmful), harmful + n_harmful
-        flagged, safe = flagged + round(over * n_safe), safe + n_safe
-    return refused / harmful, flagged / safe
+        predicted.append(predict(split | {"heldout": split["eval"]}, key, *config)["eval"])
+    return rates(torch.cat(predicted), y[torch.cat(folds)])
 
 
 def select_by_cv(data: dict, keys: list[str], grid: list[tuple], k: int) -> dict:
@@ -153,6 +150,13 @@ def select_by_cv(data: dict, keys: list[str], grid: list[tuple], k: int) -> dict
 
 
 def fit(data: dict, key: str, shape: str, weight_decay: float, steps: int) -> dict:
+    """:func:`rates` on the eval and held-out splits of a head fitted on the train split (:func:`predict`)."""
+    predicted = predict(data, key, shape, weight_decay, steps)
+    return {s: rates(pred, data[s]["y"]) for s, pred in predicted.items()}
+
+
+def predict(data: dict, key: str, shape: str, weight_decay: float, steps: int) -> dict:
+    """Class predictions on the eval and held-out splits of a head fitted full-batch on the train split."""
     import torch
     import torch.nn.functional as F
 
@@ -170,7 +174,7 @@ def fit(data: dict, key: str, shape: str, weight_decay: float, steps: int) -> di
         F.cross_entropy(head(x["train"]), data["train"]["y"], weight=weights).backward()
         opt.step()
     with torch.no_grad():
-        return {s: rates(head(x[s]).argmax(-1), data[s]["y"]) for s in ("eval", "heldout")}
+        return {s: head(x[s]).argmax(-1) for s in ("eval", "heldout")}
 
 
 def main() -> None:
