@@ -11,6 +11,8 @@ renders it (chat template with the generation prompt), one float32 forward pass 
 * with ``--suffix TEXT`` (a probe: the text is appended to every rendered prompt, so the features are read
   after it): also ``judge``, the LM head's logit of ``Yes`` minus ``No`` and of ``yes`` minus ``no`` at
   the last token, the model's own zero-shot answer when the suffix asks it a yes/no question.
+* with ``--system TEXT``, every prompt is rendered after a system turn of that text (an instruction the
+  features are read under; the template's default system turn otherwise).
 
 Each feature set (standardised on the training split) gets heads of two shapes (linear; the shipped
 ``Linear-GELU-Linear``, ``mlp``; ``--heads`` keeps one) over a small grid of weight decay and full-batch
@@ -52,16 +54,17 @@ WEIGHT_DECAYS = (0.01, 0.1, 1.0)
 STEPS = (100, 300)
 
 
-def render(tok, split: str, suffix: str = "") -> list[tuple[list[int], int, int, int]]:
+def render(tok, split: str, suffix: str = "", system: str = "") -> list[tuple[list[int], int, int, int]]:
     """Per row of a split: the token ids as ``so8t train`` renders them (chat template with the generation
-    prompt, then ``suffix``), where the user's content starts and how many tokens it has, and the class
-    index."""
+    prompt, then ``suffix``; with ``system``, a system turn of that text first), where the user's content
+    starts and how many tokens it has, and the class index."""
     from so8t.safety import SAFETY_CLASSES
 
     rows = []
     for line in (ROOT / f"so8t/data/guard_safety_{split}.jsonl").read_text().splitlines():
         row = json.loads(line)
-        text = tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True) + suffix
+        messages = ([{"role": "system", "content": system}] if system else []) + row["messages"]
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + suffix
         ids = tok(text).input_ids
         content = tok(row["messages"][-1]["content"]).input_ids
         n = len(content)
@@ -70,7 +73,7 @@ def render(tok, split: str, suffix: str = "") -> list[tuple[list[int], int, int,
     return rows
 
 
-def extract(model_dir: str, threads: int, layers: str = "8,12,16,20", suffix: str = "") -> dict:
+def extract(model_dir: str, threads: int, layers: str = "8,12,16,20", suffix: str = "", system: str = "") -> dict:
     import torch
 
     from so8t.model import load_plain_qwen2vl
@@ -85,7 +88,7 @@ def extract(model_dir: str, threads: int, layers: str = "8,12,16,20", suffix: st
     judge = [tok(word).input_ids[0] for word in ("Yes", "No", "yes", "no")]
     out = {}
     for split in SPLITS:
-        rows = render(tok, split, suffix)
+        rows = render(tok, split, suffix, system)
         feats: dict[str, list] = {}
         started = time.perf_counter()
         for seq, at, n, _ in rows:
@@ -186,11 +189,12 @@ def main() -> None:
                    help="decoder layers whose outputs are features (comma-separated, or all)")
     p.add_argument("--heads", choices=("both", *SHAPES), default="both", help="head shapes of the grid")
     p.add_argument("--suffix", default="", help="text appended to every rendered prompt (a probe)")
+    p.add_argument("--system", default="", help="a system turn of this text before every prompt")
     p.add_argument("--features", default="", help="only the feature sets whose name matches this regex")
     p.add_argument("--cv", type=int, default=0, metavar="K",
                    help="choose feature set and head by K-fold cross-validation on train+eval (see above)")
     args = p.parse_args()
-    data = extract(args.model, args.threads, args.layers, args.suffix)
+    data = extract(args.model, args.threads, args.layers, args.suffix, args.system)
     shapes = SHAPES if args.heads == "both" else (args.heads,)
     grid = list(itertools.product(shapes, WEIGHT_DECAYS, STEPS))
     keys = [k for k in data["train"] if k != "y" and re.search(args.features, k)]
