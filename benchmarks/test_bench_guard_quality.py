@@ -11,7 +11,8 @@ Recorded (``extra_info``; fractions 0..1, so8t.training.metrics on the held-out 
 ``refuse_recall``, ``escalate_recall``, ``over_refusal_rate``, ``over_compliance_rate``, ``accuracy``,
 ``majority_baseline``, per class ``precision_<CLASS>`` (null when the head never predicts the class),
 ``recall_<CLASS>`` and ``support_<CLASS>``, ``classes``; the calibration offset added to each class's logit
-``calibration_offset_<CLASS>``; ``steps``, ``batch_size``, ``train_s`` (the whole ``so8t.train`` call: steps,
+``calibration_offset_<CLASS>``; ``<key>_ci95_low`` and ``<key>_ci95_high`` for ``refuse_recall``,
+``over_refusal_rate`` and ``over_compliance_rate`` (their 95% Wilson intervals); ``steps``, ``batch_size``, ``train_s`` (the whole ``so8t.train`` call: steps,
 calibration, evaluation, writing the checkpoint), ``train_tokens`` and ``train_tokens_per_s`` (training
 tokens over ``train_s``). The dashboard shows them in its "Safety guard" section and its regression check
 judges the recalls and the two rates; they are never asserted here. On the embedded model (random weights)
@@ -61,6 +62,8 @@ def test_guard_quality(benchmark, bench, bench_model, scratch):
         **{key: None if value is None else round(value, 4) for key, value in figures.items()},
         **{f"support_{name}": c["support"] for name, c in safety["per_class"].items()},
         **{f"calibration_offset_{name}": value for name, value in offset.items()},
+        **{f"{key}_ci95_{end}": round(bound, 4) for key in ("refuse_recall", "over_refusal_rate", "over_compliance_rate")
+           for end, bound in zip(("low", "high"), safety[f"{key}_ci95"])},
         # train_s: the whole call (loading and writing too); tokens/s: over the optimizer steps alone
         "train_s": round(result.seconds, 3), "train_steps_s": round(result.step_seconds, 3),
         "train_tokens": result.tokens, "train_tokens_per_s": round(result.tokens / result.step_seconds, 1),

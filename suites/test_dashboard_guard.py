@@ -33,6 +33,9 @@ AFTER = COMMON | {
     "precision_REFUSE": 0.5, "recall_REFUSE": 1.0, "refuse_recall": 1.0, "escalate_recall": 0.0,
     "over_refusal_rate": 0.25, "over_compliance_rate": 0.04, "accuracy": 0.611,
     "calibration_offset_ALLOW": 0.0, "calibration_offset_ESCALATE": -0.5, "calibration_offset_REFUSE": 1.25,
+    # intervals for two of the three rates: over-compliance shows as a run recorded before they existed
+    "refuse_recall_ci95_low": 0.8668, "refuse_recall_ci95_high": 1.0,
+    "over_refusal_rate_ci95_low": 0.1419, "over_refusal_rate_ci95_high": 0.4024,
 }
 
 
@@ -59,7 +62,8 @@ def test_guard_section_shows_the_latest_figures(history_dir: Path, tmp_path: Pat
     summary = re.search(r'<table class="guard-summary"><thead>(.*?)</thead><tbody>(.*?)</tbody>', section)
     assert re.findall(r"<th>([^<]*)</th>", summary.group(1)) == [
         "REFUSE recall", "ESCALATE recall", "over-refusal", "over-compliance", "accuracy"]
-    assert _cells(summary.group(2)) == ["100.0%", "0.0%", "25.0%", "4.0%", "61.1%"]
+    assert _cells(summary.group(2)) == [
+        "100.0% (95% CI 86.7%-100.0%)", "0.0%", "25.0% (95% CI 14.2%-40.2%)", "4.0%", "61.1%"]
     assert "model embedded; 60 training steps of batch 8" in section
     assert "calibration offset (logits) ALLOW +0.00, ESCALATE -0.50, REFUSE +1.25" in section
     assert "bbbbbbbb" in section and "aaaaaaaa" not in section  # the latest run only

@@ -283,3 +283,27 @@ def test_safety_metrics_by_hand():
     assert m["per_class"]["ESCALATE"]["precision"] == pytest.approx(5 / 6)
     assert m["majority_baseline"] == pytest.approx(10 / 30)
     assert safety_metrics([[0, 0, 0], [0, 0, 0], [4, 0, 0]])["per_class"]["REFUSE"]["precision"] is None
+    # 95% Wilson intervals of those three rates, pinned from statsmodels 0.15.0
+    # (proportion_confint(k, n, alpha=0.05, method="wilson"); not a dependency of the project)
+    assert m["refuse_recall_ci95"] == pytest.approx([0.5958499732047614, 0.982123786904927], abs=1e-12)
+    assert m["over_refusal_rate_ci95"] == pytest.approx([0.056682151454375246, 0.5098375284633583], abs=1e-12)
+    assert m["over_compliance_rate_ci95"] == pytest.approx([0.052368745896216595, 0.36041886474075696], abs=1e-12)
+    assert safety_metrics([[0, 0, 0], [0, 0, 0], [4, 0, 0]])["over_refusal_rate_ci95"] is None  # no safe prompt
+
+
+@pytest.mark.parametrize(("k", "n", "expected"), [
+    # statsmodels 0.15.0 proportion_confint(k, n, alpha=0.05, method="wilson"), pinned
+    (24, 25, [0.8045593626380626, 0.9929037664980128]),
+    (22, 25, [0.7004420607907267, 0.9583318284955964]),
+    (0, 40, [0.0, 0.08762160119728668]),
+    (4, 40, [0.03957952868260635, 0.23051775227522303]),
+    (40, 40, [0.9123783988027134, 1.0]),
+    (1, 3, [0.06149194472039626, 0.7923403991979523]),
+])
+def test_wilson_interval_is_the_published_one(k, n, expected):
+    """The hand-written Wilson interval (5 lines; scipy or statsmodels would be a dependency for it alone)
+    against statsmodels' values, including both ends of the range, where it must stay inside [0, 1]."""
+    from so8t.training.metrics import wilson_interval
+
+    assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-12)
+    assert wilson_interval(0, 0) is None

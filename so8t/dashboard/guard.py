@@ -5,8 +5,10 @@ A guard-quality measurement is one whose ``extra_info`` (benchmarks/test_bench_g
 so8t.training.metrics on the held-out prompts, flat: per class ``precision_<CLASS>``, ``recall_<CLASS>``,
 ``support_<CLASS>`` (prompts of that class); ``refuse_recall``, ``escalate_recall``, ``over_refusal_rate``,
 ``over_compliance_rate``, ``accuracy``; and from the training, ``steps``, ``batch_size`` and the calibration's
-``calibration_offset_<CLASS>`` (logits). Fractions are shown as percentages; a figure that was not recorded,
-or that the run could not define (the precision of a class the head never predicted: JSON null), as "-".
+``calibration_offset_<CLASS>`` (logits); for REFUSE recall and the two rates, ``<key>_ci95_low`` and
+``<key>_ci95_high``, the 95% Wilson interval, shown beside the figure when recorded (older runs have none).
+Fractions are shown as percentages; a figure that was not recorded, or that the run could not define (the
+precision of a class the head never predicted: JSON null), as "-".
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def _rate(value) -> str:
     return f"<td>{format_value(value, 'rate')}</td>" if is_number(value) else "<td>-</td>"
 
 
+def _summary_cell(extra: dict, key: str) -> str:
+    low, high = extra.get(f"{key}_ci95_low"), extra.get(f"{key}_ci95_high")
+    if not (is_number(extra.get(key)) and is_number(low) and is_number(high)):
+        return _rate(extra.get(key))
+    return f"<td>{format_value(extra[key], 'rate')} (95% CI {format_value(low, 'rate')}-{format_value(high, 'rate')})</td>"
+
+
 def _facts(run: Run, extra: dict, classes: list[str]) -> str:
     facts = [f"run {escape(run.label)}"]
     if extra.get("model"):
@@ -57,7 +66,7 @@ def _card(fullname: str, run: Run, extra: dict) -> str:
             f"{_rate(extra.get(f'precision_{c}'))}{_rate(extra.get(f'recall_{c}'))}"
             f"<td>{support if is_number(support) else '-'}</td></tr>"
         )
-    summary = f'<tr data-benchmark="{name}">{"".join(_rate(extra.get(key)) for key, _ in SUMMARY)}</tr>'
+    summary = f'<tr data-benchmark="{name}">{"".join(_summary_cell(extra, key) for key, _ in SUMMARY)}</tr>'
     return (
         f'<div class="guard" data-benchmark="{name}"><h3>{name}</h3><p>{_facts(run, extra, classes)}</p>'
         f"{table(['class', 'precision', 'recall', 'prompts'], rows, 'guard-classes')}"
