@@ -12,8 +12,8 @@ Recorded (``extra_info``; fractions 0..1, so8t.training.metrics on the held-out 
 ``majority_baseline``, per class ``precision_<CLASS>`` (null when the head never predicts the class),
 ``recall_<CLASS>`` and ``support_<CLASS>``, ``classes``; the calibration offset added to each class's logit
 ``calibration_offset_<CLASS>``; ``<key>_ci95_low`` and ``<key>_ci95_high`` for ``refuse_recall``,
-``over_refusal_rate`` and ``over_compliance_rate`` (their 95% Wilson intervals); ``steps``, ``batch_size``, ``train_s`` (the whole ``so8t.train`` call: steps,
-calibration, evaluation, writing the checkpoint), ``train_tokens`` and ``train_tokens_per_s`` (training
+``over_refusal_rate`` and ``over_compliance_rate`` (their 95% Wilson intervals); ``steps``, ``batch_size``,
+``train_s`` (the whole ``so8t.train`` call: steps, calibration, evaluation, writing the checkpoint), ``train_tokens`` and ``train_tokens_per_s`` (training
 tokens over ``train_s``). The dashboard shows them in its "Safety guard" section and its regression check
 judges the recalls and the two rates; they are never asserted here. On the embedded model (random weights)
 the figures only prove the plumbing; on real weights they are the guard's quality:
