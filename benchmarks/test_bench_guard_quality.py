@@ -14,10 +14,10 @@ Recorded (``extra_info``; fractions 0..1, so8t.training.metrics on the held-out 
 ``calibration_offset_<CLASS>``; ``<key>_ci95_low`` and ``<key>_ci95_high`` for ``refuse_recall``,
 ``over_refusal_rate`` and ``over_compliance_rate`` (their 95% Wilson intervals); ``steps``, ``batch_size``,
 ``train_s`` (the whole ``so8t.train`` call: steps, calibration, evaluation, writing the checkpoint),
-``train_tokens`` and ``train_tokens_per_s`` (training tokens over ``train_s``). The dashboard shows them in its "Safety guard" section and its regression check
-judges the recalls and the two rates; they are never asserted here. On the embedded model (random weights)
-the figures only prove the plumbing; on real weights they are the guard's quality:
-``--so8t-model ~/.cache/so8t/qwen2vl-real-0.5b-<hash>``.
+``train_tokens`` and ``train_tokens_per_s`` (training tokens over ``train_s``). The dashboard shows them in
+its "Safety guard" section and its regression check judges the recalls and the two rates; they are never
+asserted here. On the embedded model (random weights) the figures only prove the plumbing; on real weights
+they are the guard's quality: ``--so8t-model ~/.cache/so8t/qwen2vl-real-0.5b-<hash>``.
 """
 
 from __future__ import annotations
