@@ -117,13 +117,20 @@ def rates(pred, y) -> tuple[float, float]:
     return int((pred[y == 2] == 2).sum()) / int((y == 2).sum()), int((pred[y == 0] != 0).sum()) / int((y == 0).sum())
 
 
+def pooled(data: dict, key: str) -> dict:
+    """The train and eval splits as one: labels ``y`` and the feature set ``key``."""
+    import torch
+
+    return {name: torch.cat([data["train"][name], data["eval"][name]]) for name in ("y", key)}
+
+
 def cross_validated(data: dict, key: str, config: tuple, k: int) -> tuple[float, float]:
     """(REFUSE recall, over-refusal) of ``config`` over ``k`` folds of the train and eval splits pooled (one
     fixed permutation), each fold judged by a head fitted on the other folds."""
     import torch
 
-    x = torch.cat([data["train"][key], data["eval"][key]])
-    y = torch.cat([data["train"]["y"], data["eval"]["y"]])
+    both = pooled(data, key)
+    x, y = both[key], both["y"]
     folds = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).chunk(k)
     predicted = []
     for i, held in enumerate(folds):
@@ -136,7 +143,6 @@ def cross_validated(data: dict, key: str, config: tuple, k: int) -> tuple[float,
 def select_by_cv(data: dict, keys: list[str], grid: list[tuple], k: int) -> dict:
     """The feature set and head with the largest cross-validated recall minus over-refusal; its held-out
     figures fitted on train+eval and on train alone."""
-    import torch
 
     scores = {}
     for key in keys:
@@ -145,10 +151,8 @@ def select_by_cv(data: dict, keys: list[str], grid: list[tuple], k: int) -> dict
             print(f"{key:6s} {config}: {k}-fold recall/over-refusal {scores[key, config][0]:.3f}/"
                   f"{scores[key, config][1]:.3f}", flush=True)
     key, config = max(scores, key=lambda kc: scores[kc][0] - scores[kc][1])
-    pooled = {"y": torch.cat([data["train"]["y"], data["eval"]["y"]]),
-              key: torch.cat([data["train"][key], data["eval"][key]])}
     return {"chosen": [key, config], "cv": scores[key, config],
-            "heldout_fit_on_train_and_eval": fit(data | {"train": pooled}, key, *config)["heldout"],
+            "heldout_fit_on_train_and_eval": fit(data | {"train": pooled(data, key)}, key, *config)["heldout"],
             "heldout_fit_on_train": fit(data, key, *config)["heldout"]}
 
 
